@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Build the calculator as an offline, embeddable static site (Panel app -> Pyodide web worker).
+
+    python build/build_site.py [APP.py] [--out build/site] [--offline] [--no-cdn-probe]
+
+Output (``build/site/`` by default, every URL in it relative):
+
+    app.html, app.js            page (pre-rendered by ``panel convert``) and its Pyodide web worker
+    index.html                  forwards to app.html, keeping the query string
+    pyodide/                    Pyodide core (npm ``pyodide@0.29.3``), pyodide-lock.json, every wheel
+    panel/<ver>/dist/...        Panel JS/CSS/assets from the installed package (``PANEL_CDN_ROOT=./panel/``)
+    bokeh/                      BokehJS bundles from the installed package
+    site.webmanifest, serviceWorker.js, images/   PWA: the worker pre-caches every asset listed at build time
+    build-info.json             versions, startup/on-demand packages, packages that still need the network
+    SHA256SUMS, size-report.txt
+
+Pyodide's compiled packages (numpy, markupsafe, pyyaml, pillow) exist only on the Pyodide CDN. When the CDN
+answers, they are downloaded (sha256 checked against the lock) and vendored; when it does not, their lock
+entries keep the CDN URL, the build prints them, and the worker looks for a local copy first at run time:
+dropping the wheel into ``pyodide/`` makes the same bundle fully offline.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUILD_DIR = Path(__file__).resolve().parent
+REPO = BUILD_DIR.parent
+TEMPLATES = BUILD_DIR / "templates"
+
+PYODIDE_VERSION = "0.29.3"
+# npm registry's dist.integrity for pyodide@0.29.3 (checked again against `npm view` when npm answers).
+PYODIDE_NPM_INTEGRITY = (
+    "sha512-22UBuhOJawj7vKUnS7/F3xK+515LJdjiMAHoCfuS6/PbHiOrSQVnYwDe+2sbVwiOZ3sMMexdXICew6NqOMQGgA=="
+)
+PYODIDE_CORE_FILES = ("pyodide.js", "pyodide.asm.js", "pyodide.asm.wasm", "python_stdlib.zip")
+PYODIDE_CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
+PANEL_CDN_ROOT = "./panel/"  # relative: resolved against the page, which sits next to panel/
+
+# Pure-Python packages the worker installs, downloaded from PyPI with --no-deps.
+# None = the version installed in this environment (so the pre-render and the browser agree);
+# "lock" = the version Pyodide's lock names (its sha256 is then checked against the lock).
+PYPI_STARTUP: dict[str, str | None] = {
+    "param": None,
+    "pyviz-comms": None,
+    "markdown": None,
+    "markdown-it-py": None,
+    "mdurl": None,
+    "mdit-py-plugins": None,
+    "linkify-it-py": None,
+    "jinja2": "lock",
+    "packaging": "lock",
+    "typing-extensions": "lock",
+    "tqdm": "lock",
+    # Without pyodide-http, panel.io.pyodide falls back to a branch that imports pandas.
+    "pyodide-http": "lock",
+}
+# Installed only when the app asks for them (the PDF report): `await pyodide_js.loadPackage(["fpdf2"])`.
+PYPI_ON_DEMAND: dict[str, str | None] = {"fpdf2": None, "defusedxml": None, "fonttools": "lock"}
+# Compiled packages: only Pyodide's own distribution has them.
+COMPILED_STARTUP = ("numpy", "markupsafe", "pyyaml")
+COMPILED_ON_DEMAND = ("pillow",)
+# Declared dependencies inside the bundle (lock "depends"); everything else a wheel's metadata asks for
+# (pandas, pillow, nh3, contourpy, narwhals, requests, xyzservices, panel-material-ui ...) is never installed.
+DEPENDS: dict[str, list[str]] = {
+    "bokeh": ["jinja2", "numpy", "packaging", "pyyaml"],
+    "panel": ["bokeh", "param", "pyviz-comms", "markdown", "markdown-it-py", "mdit-py-plugins",
+              "linkify-it-py", "packaging", "tqdm", "typing-extensions", "pyodide-http"],
+    "markdown-it-py": ["mdurl"],
+    "mdit-py-plugins": ["markdown-it-py"],
+    "quantcore": ["numpy"],
+    "fpdf2": ["pillow", "fonttools", "defusedxml"],
+}
+# Files stripped from the bokeh/panel wheels: the page already loads their JS from bokeh/ and panel/.
+BOKEH_STRIP = re.compile(r"(\.js|\.d\.ts|\.tsbuildinfo|/bokeh\.json|\.js\.map)$")
+PANEL_STRIP = re.compile(r"^panel/(dist/(bundled|lib|dts)/|dist/panel\.(js|json|min\.js|js\.map)$)")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+NOT_PRECACHED = ("serviceWorker.js", "SHA256SUMS", "size-report.txt")
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    log("$ " + " ".join(str(c) for c in cmd))
+    return subprocess.run(cmd, check=True, **kw)
+
+
+# --------------------------------------------------------------------------- deterministic zips
+def write_zip(dest: Path, entries: dict[str, bytes]) -> None:
+    """Write a zip whose bytes depend only on `entries`: sorted names, fixed time and permissions."""
+    with zipfile.ZipFile(dest, "w") as z:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            z.writestr(info, entries[name], compresslevel=9)
+
+
+def rezip_wheel(src: Path, dest: Path, strip: re.Pattern | None = None) -> list[str]:
+    """Copy a wheel deterministically, dropping members that match `strip` (and their RECORD lines)."""
+    entries: dict[str, bytes] = {}
+    dropped: list[str] = []
+    with zipfile.ZipFile(src) as z:
+        for info in z.infolist():
+            if info.is_dir():
+                continue
+            if strip is not None and strip.search(info.filename):
+                dropped.append(info.filename)
+                continue
+            entries[info.filename] = z.read(info)
+    if dropped:
+        record = next(n for n in entries if n.endswith(".dist-info/RECORD"))
+        gone = set(dropped)
+        lines = entries[record].decode().splitlines()
+        entries[record] = ("\n".join(l for l in lines if l.split(",")[0] not in gone) + "\n").encode()
+    write_zip(dest, entries)
+    return dropped
+
+
+def wheel_imports(path: Path) -> list[str]:
+    """Top-level importable names of a wheel (packages and modules), for the lock's `imports`."""
+    tops = set()
+    with zipfile.ZipFile(path) as z:
+        for n in z.namelist():
+            first = n.split("/")[0]
+            if first.endswith((".dist-info", ".data")):
+                continue
+            if "/" in n:
+                tops.add(first)
+            elif n.endswith(".py"):
+                tops.add(n[:-3])
+    return sorted(tops)
+
+
+def wheel_name_version(path: Path) -> tuple[str, str]:
+    with zipfile.ZipFile(path) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        text = z.read(meta).decode()
+    name = re.search(r"^Name: (.+)$", text, re.M).group(1).strip()
+    version = re.search(r"^Version: (.+)$", text, re.M).group(1).strip()
+    return name, version
+
+
+# --------------------------------------------------------------------------- Pyodide core from npm
+def fetch_pyodide_core(cache: Path) -> Path:
+    """`npm pack pyodide@VERSION` into the cache, check its sha512 integrity, unpack; return the package dir."""
+    tgz = cache / f"pyodide-{PYODIDE_VERSION}.tgz"
+    if not tgz.exists():
+        if shutil.which("npm") is None:
+            raise SystemExit("npm is needed once to fetch Pyodide's core (apt-get install npm), "
+                             f"or put pyodide-{PYODIDE_VERSION}.tgz into {cache}")
+        run(["npm", "pack", f"pyodide@{PYODIDE_VERSION}", "--pack-destination", str(cache)],
+            stdout=subprocess.DEVNULL)
+    algo, want = PYODIDE_NPM_INTEGRITY.split("-", 1)
+    got = base64.b64encode(hashlib.new(algo, tgz.read_bytes()).digest()).decode()
+    if got != want:
+        tgz.unlink()
+        raise SystemExit(f"{tgz.name}: {algo} integrity {got} != pinned {want}; deleted, run again")
+    if shutil.which("npm"):
+        try:
+            out = subprocess.run(["npm", "view", f"pyodide@{PYODIDE_VERSION}", "dist.integrity"],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+            if out and out != PYODIDE_NPM_INTEGRITY:
+                raise SystemExit(f"npm registry integrity {out} differs from the pinned one")
+            log(f"pyodide@{PYODIDE_VERSION} integrity matches the npm registry" if out
+                else "npm view did not answer; integrity checked against the pinned value")
+        except subprocess.TimeoutExpired:
+            log("npm view timed out; integrity checked against the pinned value")
+    dest = cache / f"pyodide-{PYODIDE_VERSION}"
+    if not (dest / "package" / "pyodide-lock.json").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        with tarfile.open(tgz) as tar:
+            tar.extractall(dest, filter="data")
+    return dest / "package"
+
+
+# --------------------------------------------------------------------------- wheels
+def installed_version(dist: str) -> str:
+    from importlib.metadata import version
+    return version(dist)
+
+
+def pip_download(spec: str, cache: Path) -> Path:
+    name = norm(spec.split("==")[0])
+    version = spec.split("==")[1]
+    wheel_dir = cache / "wheels"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+
+    def find() -> Path | None:
+        for p in sorted(wheel_dir.glob("*.whl")):
+            parts = p.name.split("-")
+            if norm(parts[0]) == name and parts[1] == version:
+                return p
+        return None
+
+    hit = find()
+    if hit is None:
+        run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.13", "--implementation", "py", "--abi", "none", "--platform", "any",
+             "--quiet", "--dest", str(wheel_dir), spec])
+        hit = find()
+        if hit is None:
+            raise SystemExit(f"pip download {spec} gave no pure-Python wheel")
+    return hit
+
+
+def build_quantcore_wheel(cache: Path) -> Path:
+    out = cache / "quantcore-wheel"
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ, SOURCE_DATE_EPOCH="315532800")
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)]
+    try:
+        run(cmd + ["--no-build-isolation"], env=env)
+    except subprocess.CalledProcessError:
+        run(cmd, env=env)
+    return next(out.glob("quantcore-*.whl"))
+
+
+@dataclass
+class Package:
+    name: str          # lock key (normalized)
+    version: str
+    file_name: str     # relative to pyodide/, or an absolute CDN URL
+    sha256: str
+    imports: list[str]
+    depends: list[str] = field(default_factory=list)
+    display_name: str = ""
+    cdn_only: bool = False
+    on_demand: bool = False
+
+    def lock_entry(self) -> dict:
+        return {"depends": sorted(self.depends), "file_name": self.file_name, "imports": self.imports,
+                "install_dir": "site", "name": self.display_name or self.name, "package_type": "package",
+                "sha256": self.sha256, "unvendored_tests": False, "version": self.version}
+
+
+def probe_cdn(timeout: float = 6.0) -> bool:
+    try:
+        req = urllib.request.Request(PYODIDE_CDN + "pyodide-lock.json", method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def fetch_from_cdn(file_name: str, sha256: str, cache: Path) -> Path | None:
+    dest = cache / "pyodide-cdn" / file_name
+    if dest.exists() and sha256_file(dest) == sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(PYODIDE_CDN + file_name, timeout=120) as r:
+            data = r.read()
+    except (urllib.error.URLError, OSError) as e:
+        log(f"could not fetch {file_name} from the Pyodide CDN: {e}")
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        log(f"{file_name}: sha256 from the CDN does not match the lock; not vendored")
+        return None
+    dest.write_bytes(data)
+    return dest
+
+
+def collect_packages(core: Path, site_pyodide: Path, cache: Path, use_cdn: bool) -> list[Package]:
+    lock = json.loads((core / "pyodide-lock.json").read_text())["packages"]
+    pkgs: list[Package] = []
+
+    def add_wheel(path: Path, lock_key: str | None, on_demand: bool) -> None:
+        dest = site_pyodide / path.name
+        shutil.copyfile(path, dest)
+        name, version = wheel_name_version(dest)
+        key = norm(name)
+        digest = sha256_file(dest)
+        if lock_key is not None:
+            entry = lock[lock_key]
+            if entry["version"] != version:
+                raise SystemExit(f"{path.name}: version {version} != lock {entry['version']}")
+            if entry["sha256"] != digest:
+                log(f"note: {path.name} from PyPI differs from Pyodide's build; lock entry uses PyPI's sha256")
+        pkgs.append(Package(key, version, dest.name, digest, wheel_imports(dest), DEPENDS.get(key, []),
+                            display_name=name, on_demand=on_demand))
+
+    for group, on_demand in ((PYPI_STARTUP, False), (PYPI_ON_DEMAND, True)):
+        for dist, pin in group.items():
+            key = norm(dist)
+            if pin == "lock":
+                version, lock_key = lock[key]["version"], key
+            else:
+                version, lock_key = pin or installed_version(dist), None
+            add_wheel(pip_download(f"{dist}=={version}", cache), lock_key, on_demand)
+
+    for dist, strip in (("bokeh", BOKEH_STRIP), ("panel", PANEL_STRIP)):
+        src = pip_download(f"{dist}=={installed_version(dist)}", cache)
+        dest = site_pyodide / src.name
+        dropped = rezip_wheel(src, dest, strip)
+        log(f"{dist}: {src.stat().st_size:,} -> {dest.stat().st_size:,} bytes ({len(dropped)} files stripped)")
+        name, version = wheel_name_version(dest)
+        pkgs.append(Package(norm(name), version, dest.name, sha256_file(dest), wheel_imports(dest),
+                            DEPENDS[norm(name)], display_name=name))
+
+    qc = build_quantcore_wheel(cache)
+    dest = site_pyodide / qc.name
+    rezip_wheel(qc, dest)
+    pkgs.append(Package("quantcore", wheel_name_version(dest)[1], dest.name, sha256_file(dest),
+                        wheel_imports(dest), DEPENDS["quantcore"], display_name="quantcore"))
+
+    for names, on_demand in ((COMPILED_STARTUP, False), (COMPILED_ON_DEMAND, True)):
+        for key in names:
+            e = lock[key]
+            local = fetch_from_cdn(e["file_name"], e["sha256"], cache) if use_cdn else None
+            if local is not None:
+                shutil.copyfile(local, site_pyodide / e["file_name"])
+                file_name, cdn_only = e["file_name"], False
+            else:
+                file_name, cdn_only = PYODIDE_CDN + e["file_name"], True
+            pkgs.append(Package(key, e["version"], file_name, e["sha256"], e["imports"], e["depends"],
+                                display_name=e["name"], cdn_only=cdn_only, on_demand=on_demand))
+    for p in pkgs:
+        missing = [d for d in p.depends if d not in {q.name for q in pkgs}]
+        if missing:
+            raise SystemExit(f"lock entry {p.name} depends on {missing}, which the bundle does not carry")
+    return pkgs
+
+
+def check_app_imports(app: Path, pkgs: list[Package]) -> None:
+    """Fail early if app.py imports (at module level) something the bundle does not install at startup."""
+    tree = ast.parse(app.read_text(encoding="utf-8"), filename=str(app))
+    provided_start = {imp: p for p in pkgs if not p.on_demand for imp in p.imports}
+    provided_later = {imp: p for p in pkgs if p.on_demand for imp in p.imports}
+    problems = []
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [(a.name.split(".")[0], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [(node.module.split(".")[0], node.lineno)]
+        for top, line in names:
+            if top in sys.stdlib_module_names or top in provided_start:
+                continue
+            where = f"{app.name}:{line}: import {top}"
+            if top in provided_later:
+                problems.append(f"{where} is an on-demand package ({provided_later[top].name}); "
+                                "import it inside the function that needs it")
+            else:
+                problems.append(f"{where} is not provided by the bundle (add it to build/build_site.py)")
+    if problems:
+        raise SystemExit("app imports the bundle cannot satisfy:\n  " + "\n  ".join(problems))
+
+
+# --------------------------------------------------------------------------- panel convert
+def convert(app: Path, out: Path, worker_config: dict) -> None:
+    """Run `panel convert --to pyodide-worker` in-process (convert_app) with our worker/handler templates."""
+    os.environ["PANEL_CDN_ROOT"] = PANEL_CDN_ROOT
+    import jinja2
+    import panel.io.convert as pconv
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)))
+    config_js = "{% raw %}" + json.dumps(worker_config, indent=2, sort_keys=True) + "{% endraw %}"
+    worker_src = (TEMPLATES / "pyodide_worker.js").read_text().replace("/*BUILD_CONFIG*/{}", config_js)
+    pconv.WEB_WORKER_TEMPLATE = env.from_string(worker_src)
+    pconv.WORKER_HANDLER_TEMPLATE = env.get_template("pyodide_handler.js")
+    pconv.PYODIDE_URL = pconv.PYODIDE_PYC_URL = "./pyodide/pyodide.js"
+    result = pconv.convert_app(str(app), out, requirements=[], runtime="pyodide-worker",
+                               prerender=True, manifest="site.webmanifest", http_patch=False,
+                               verbose=True)
+    if result is None:
+        raise SystemExit(f"panel convert failed for {app} (see the message above)")
+
+
+BOKEH_CDN_RE = re.compile(r"https://cdn\.bokeh\.org/bokeh/(?:release|dev)/(bokeh(?:-[a-z]+)?)-([0-9][^\"'/]*?)(\.min)?\.js")
+
+
+def localize_html(out: Path, app_name: str) -> list[str]:
+    """Point BokehJS at bokeh/ (copied from the installed package); return the bokeh files used."""
+    import bokeh
+    html_path = out / f"{app_name}.html"
+    html = html_path.read_text(encoding="utf-8")
+    static = Path(bokeh.__file__).parent / "server" / "static" / "js"
+    used = []
+    for m in sorted(set(BOKEH_CDN_RE.findall(html))):
+        bundle, version, minified = m
+        local = f"bokeh/{bundle}-{version}{minified}.js"
+        (out / "bokeh").mkdir(exist_ok=True)
+        shutil.copyfile(static / f"{bundle}{minified}.js", out / local)
+        used.append(local)
+    html = BOKEH_CDN_RE.sub(lambda m: f"./bokeh/{m.group(1)}-{m.group(2)}{m.group(3) or ''}.js", html)
+    # Bokeh's CDN tags carry SRI hashes of the CDN files; the local copies are the same builds, but a
+    # crossorigin attribute is pointless for same-origin files.
+    html = html.replace(' crossorigin="anonymous"', "")
+    html_path.write_text(html, encoding="utf-8")
+    return used
+
+
+PANEL_REF_RE = re.compile(r"\./panel/([0-9][^/\"']*)/dist/([^\"'\s)?#\\]+)")
+CSS_URL_RE = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)")
+
+
+def vendor_panel_dist(out: Path, texts: list[str]) -> None:
+    """Copy Panel's css/ and assets/ plus every dist file referenced from the outputs (and their CSS urls)."""
+    import panel
+    from panel.io.resources import DIST_DIR, JS_VERSION
+    base = out / "panel" / JS_VERSION / "dist"
+    todo = {f"css/{p.name}" for p in (DIST_DIR / "css").glob("*.css")}
+    todo |= {str(p.relative_to(DIST_DIR)) for p in (DIST_DIR / "assets").rglob("*") if p.is_file()}
+    todo.add("panel.min.js")
+    for t in texts:
+        for version, rel in PANEL_REF_RE.findall(t):
+            if version != JS_VERSION:
+                raise SystemExit(f"output references panel {version}, installed panel JS is {JS_VERSION}")
+            todo.add(rel)
+    done = set()
+    while todo:
+        rel = os.path.normpath(todo.pop())
+        if rel in done:
+            continue
+        done.add(rel)
+        src = DIST_DIR / rel
+        if not src.is_file():
+            raise SystemExit(f"output references panel/{JS_VERSION}/dist/{rel}, missing from panel {panel.__version__}")
+        dest = base / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        if rel.endswith(".css"):
+            for u in CSS_URL_RE.findall(src.read_text(encoding="utf-8", errors="replace")):
+                if u.startswith(("data:", "#", "http:", "https:", "//")):
+                    continue
+                todo.add(os.path.normpath(os.path.join(os.path.dirname(rel), u.split("?")[0].split("#")[0])))
+
+
+# --------------------------------------------------------------------------- PWA, reports
+def write_pwa(out: Path, app_name: str, title: str) -> None:
+    from panel.io.convert import PWA_IMAGES
+    (out / "images").mkdir(exist_ok=True)
+    for img in PWA_IMAGES:
+        if img.name in ("index_background.png",):
+            continue
+        shutil.copyfile(img, out / "images" / img.name)
+    manifest = {
+        "name": title, "short_name": "quantcalc", "start_url": f"./{app_name}.html", "scope": "./",
+        "display": "standalone", "background_color": "#fdfdfd", "theme_color": "#0072B5",
+        "icons": [
+            {"src": "images/icon-vector.svg", "type": "image/svg+xml", "sizes": "512x512"},
+            {"src": "images/icon-32x32.png", "type": "image/png", "sizes": "32x32"},
+            {"src": "images/icon-192x192.png", "type": "image/png", "sizes": "192x192"},
+            {"src": "images/icon-512x512.png", "type": "image/png", "sizes": "512x512"},
+        ],
+    }
+    (out / "site.webmanifest").write_text(json.dumps(manifest, indent=2) + "\n")
+    index = (TEMPLATES / "index.html").read_text().replace("__APP__", f"{app_name}.html")
+    (out / "index.html").write_text(index)
+
+
+def all_files(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def write_service_worker(out: Path) -> list[str]:
+    assets = [f for f in all_files(out) if f not in NOT_PRECACHED]
+    digest = hashlib.sha256()
+    for f in assets:
+        digest.update(f.encode() + b"\0" + sha256_file(out / f).encode() + b"\n")
+    sw = (TEMPLATES / "serviceWorker.js").read_text()
+    sw = sw.replace("__CACHE_VERSION__", digest.hexdigest()[:16])
+    sw = sw.replace("/*PRECACHE*/[]", json.dumps(["./" + a for a in assets], indent=1))
+    (out / "serviceWorker.js").write_text(sw)
+    return assets
+
+
+def write_reports(out: Path) -> tuple[int, int]:
+    sums = [f"{sha256_file(out / f)}  {f}" for f in all_files(out) if f not in ("SHA256SUMS", "size-report.txt")]
+    (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    rows, total_raw, total_gz = [], 0, 0
+    for f in all_files(out):
+        if f == "size-report.txt":
+            continue
+        data = (out / f).read_bytes()
+        gz = len(gzip.compress(data, compresslevel=9, mtime=0))
+        total_raw += len(data)
+        total_gz += gz
+        rows.append((f, len(data), gz))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'file'.ljust(width)}  {'bytes':>12}  {'gzip -9':>12}"]
+    lines += [f"{f.ljust(width)}  {raw:>12,}  {gz:>12,}" for f, raw, gz in rows]
+    lines.append(f"{'TOTAL (' + str(len(rows)) + ' files)'.ljust(width)}  {total_raw:>12,}  {total_gz:>12,}")
+    (out / "size-report.txt").write_text("\n".join(lines) + "\n")
+    return total_raw, total_gz
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("app", nargs="?", default=str(REPO / "app.py"), help="Panel app file (default: app.py)")
+    ap.add_argument("--out", default=str(BUILD_DIR / "site"), help="output folder (emptied first)")
+    ap.add_argument("--cache", default=str(BUILD_DIR / "cache"), help="download cache")
+    ap.add_argument("--title", default="quantcalc: quantization calculator")
+    ap.add_argument("--no-cdn-probe", action="store_true",
+                    help="do not try the Pyodide CDN; compiled packages stay CDN-only")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    app = Path(args.app).resolve()
+    if not app.is_file():
+        raise SystemExit(f"app file {app} does not exist (pass the app path as the first argument)")
+    out, cache = Path(args.out).resolve(), Path(args.cache).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "pyodide").mkdir(parents=True)
+    app_name = app.stem
+
+    core = fetch_pyodide_core(cache)
+    for f in PYODIDE_CORE_FILES:
+        shutil.copyfile(core / f, out / "pyodide" / f)
+
+    use_cdn = False
+    if not args.no_cdn_probe:
+        use_cdn = probe_cdn()
+        log(f"Pyodide CDN {PYODIDE_CDN} is {'reachable: vendoring compiled packages' if use_cdn else 'unreachable'}")
+    pkgs = collect_packages(core, out / "pyodide", cache, use_cdn)
+    check_app_imports(app, pkgs)
+
+    base_lock = json.loads((core / "pyodide-lock.json").read_text())
+    lock = {"info": base_lock["info"], "packages": {p.name: p.lock_entry() for p in sorted(pkgs, key=lambda p: p.name)}}
+    (out / "pyodide" / "pyodide-lock.json").write_text(json.dumps(lock, indent=1, sort_keys=True) + "\n")
+
+    cdn_only = sorted(p.name for p in pkgs if p.cdn_only)
+    info = {
+        "app": app.name,
+        "pyodide_version": PYODIDE_VERSION,
+        "pyodide_cdn": PYODIDE_CDN,
+        "panel_cdn_root": PANEL_CDN_ROOT,
+        "startup_packages": sorted(p.name for p in pkgs if not p.on_demand),
+        "on_demand_packages": sorted(p.name for p in pkgs if p.on_demand),
+        "cdn_only_packages": cdn_only,
+        "cdn_only_files": {p.name: p.file_name for p in sorted(pkgs, key=lambda p: p.name) if p.cdn_only},
+    }
+    (out / "build-info.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+    worker_config = {k: info[k] for k in ("pyodide_version", "pyodide_cdn", "panel_cdn_root",
+                                          "startup_packages", "cdn_only_packages")}
+    # Convert in a fresh interpreter: Panel reads PANEL_CDN_ROOT at import time, and Bokeh's model ids
+    # are counters, so a fresh process gives the same page on every build.
+    run([sys.executable, str(Path(__file__).resolve()), "_convert", str(app), str(out), json.dumps(worker_config)],
+        cwd=str(app.parent), env=dict(os.environ, PANEL_CDN_ROOT=PANEL_CDN_ROOT))
+    used_bokeh = localize_html(out, app_name)
+    texts = [(out / f).read_text(encoding="utf-8") for f in (f"{app_name}.html", f"{app_name}.js")]
+    vendor_panel_dist(out, texts)
+    write_pwa(out, app_name, args.title)
+    assets = write_service_worker(out)
+    total_raw, total_gz = write_reports(out)
+
+    print((out / "size-report.txt").read_text(), end="")
+    log(f"bokeh bundles: {', '.join(used_bokeh)}")
+    log(f"{len(assets)} assets pre-cached by serviceWorker.js; sha256 in SHA256SUMS")
+    log(f"bundle: {total_raw:,} bytes raw, {total_gz:,} bytes gzip -9")
+    if cdn_only:
+        log("STILL NEED THE NETWORK (Pyodide CDN only; compiled for WebAssembly, not on PyPI/npm): "
+            + ", ".join(f"{n} ({info['cdn_only_files'][n].rsplit('/', 1)[1]})" for n in cdn_only))
+        log(f"  put those files into {out / 'pyodide'} (or run the build where {PYODIDE_CDN} answers) "
+            "to make the bundle fully offline; the page says which ones it could not load.")
+    else:
+        log("every package is vendored: the bundle needs no network")
+    log(f"built {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_convert":
+        convert(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]))
+        sys.exit(0)
+    sys.exit(main())
