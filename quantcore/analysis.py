@@ -1,0 +1,282 @@
+"""Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory.
+
+Dtype discipline: the input is cast once to the convention's working dtype (float64 for ``float64``,
+float32 for ``torch``/``torch-fake``/``gguf``); every per-element array lives in that dtype; metric
+sums are accumulated in float64.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+
+from . import metrics as M
+from .blockformats import get_block_format, quantize_block_format
+from .calibration import kl_range, mse_optimal_range
+from .conventions import CONVENTIONS, get_convention, store_scale
+from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical
+from .memory import Memory, memory_estimate
+from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile, block_minmax, choose_qparams, custom_range, percentile_range
+from .quantize import dequantize_blocks, quantize_blocks
+from .spec import QuantSpec
+
+ArrayLike = np.ndarray | Sequence[np.ndarray]
+TIE_CONVENTIONS = ("float64", "torch", "torch-fake")  # compared for tie flags (same rounding rule)
+
+
+class QuantResult:
+    """Everything one scheme does to one tensor. Arrays are computed once; tables on demand."""
+
+    def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, lo: np.ndarray, hi: np.ndarray,
+                 scale: np.ndarray, zero_point: np.ndarray, raw: np.ndarray, q: np.ndarray, xhat: np.ndarray,
+                 clip_ratio: np.ndarray | None, channel_names: Sequence[str] | None) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self.canon = canon
+        self.blocks = blocks
+        self.lo, self.hi, self.scale, self.zero_point = lo, hi, scale, zero_point
+        self.clip_ratio = clip_ratio
+        self._raw_b, self._q_b, self._xhat_b = raw, q, xhat
+        n_ch = canon.n_channels
+        self.channel_names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(n_ch)]
+        if len(self.channel_names) != n_ch:
+            raise ValueError(f"{len(self.channel_names)} channel names for {n_ch} channels")
+        self._row_stats()
+
+    # --- format facts -------------------------------------------------------------------------
+    @property
+    def qmin(self) -> int:
+        return get_block_format(self.spec.preset).qmin if self.spec.preset else self.spec.fmt.qmin
+
+    @property
+    def qmax(self) -> int:
+        return get_block_format(self.spec.preset).qmax if self.spec.preset else self.spec.fmt.qmax
+
+    @property
+    def levels(self) -> int:
+        return self.qmax - self.qmin + 1
+
+    # --- statistics ---------------------------------------------------------------------------
+    def _row_stats(self) -> None:
+        b, C = self.blocks, self.canon.n_channels
+        g = self.spec.granularity
+        if isinstance(g, PerTensor):
+            shape = (C, -1)
+            valid = None if b.valid is None else b.valid.reshape(shape)
+            ch = M.row_stats(b.values.reshape(shape), self._xhat_b.reshape(shape), self._raw_b.reshape(shape),
+                             self.qmin, self.qmax, valid)
+            self._channel_stats, self._block_stats = ch, M.combine_rows(ch, 1)
+        else:
+            blk = M.row_stats(b.values, self._xhat_b, self._raw_b, self.qmin, self.qmax, b.valid)
+            self._block_stats = blk
+            self._channel_stats = blk if isinstance(g, PerChannel) else M.combine_rows(blk, C)
+        self.metrics = M.overall(self._block_stats)
+
+    @cached_property
+    def memory(self) -> Memory:
+        spec = self.spec
+        n = self.canon.n_valid
+        if spec.preset:
+            bf = get_block_format(spec.preset)
+            return memory_estimate(n, self.blocks.n_data_blocks, bf.bits, "fp16",
+                                   "fp16" if bf.kind == "affine" else "none")
+        return memory_estimate(n, self.blocks.n_data_blocks, spec.fmt.bits, spec.scale_dtype, spec.zero_point_dtype)
+
+    @cached_property
+    def utilization(self) -> float:
+        """Mean over blocks of the fraction of the format's codes that are used."""
+        used = M.codes_used(self._q_b, self.qmin, self.levels, self.blocks.valid)
+        has_data = np.ones(self.blocks.n_blocks, bool) if self.blocks.valid is None else self.blocks.valid.any(axis=1)
+        return float(np.mean(used[has_data] / self.levels))
+
+    # --- per-element arrays (canonical (C, R, D) layout and input layout) ---------------------
+    def _canon(self, a: np.ndarray) -> np.ndarray:
+        return self.blocks.to_canonical(a)
+
+    def _input(self, a: np.ndarray) -> np.ndarray:
+        return self.canon.to_input_layout(self._canon(a))
+
+    @property
+    def valid(self) -> np.ndarray | None:
+        v = self.canon.valid
+        return None if v is None else self.canon.to_input_layout(v)
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.canon.to_input_layout(self.canon.values)
+
+    @property
+    def raw_q(self) -> np.ndarray:
+        return self._input(self._raw_b)
+
+    @property
+    def q(self) -> np.ndarray:
+        return self._input(self._q_b).astype(np.int64)
+
+    @property
+    def dequantized(self) -> np.ndarray:
+        return self._input(self._xhat_b)
+
+    @property
+    def error(self) -> np.ndarray:
+        return self.dequantized - self.x
+
+    @cached_property
+    def ties_blocks(self) -> np.ndarray:
+        """Elements whose integer code differs under another named convention's arithmetic.
+
+        Same scale and zero-point, same rounding rule; only the arithmetic changes (float32 vs
+        float64, reciprocal vs division, zero-point added before or after rounding): for example
+        ``torch`` vs ``torch-fake`` on seed 001's filter_1. GGUF presets are compared with the same
+        formulas evaluated in float64. Always False for stochastic rounding.
+        """
+        spec = self.spec
+        if spec.effective_rounding == "stochastic":
+            return np.zeros(self._q_b.shape, dtype=bool)
+        if spec.preset:
+            other = quantize_block_format(self.blocks.values, get_block_format(spec.preset), dtype=np.float64)["q"]
+            return other != self._q_b
+        ties = np.zeros(self._q_b.shape, dtype=bool)
+        for name in TIE_CONVENTIONS:
+            if name == spec.convention:
+                continue
+            _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
+                                       CONVENTIONS[name], spec.effective_rounding)
+            ties |= other != self._q_b
+        return ties
+
+    @property
+    def ties(self) -> np.ndarray:
+        return self._input(self.ties_blocks)
+
+    # --- tables -------------------------------------------------------------------------------
+    def block_table(self) -> dict[str, np.ndarray]:
+        m = M.metrics_from_stats(self._block_stats)
+        t = {"block": np.arange(self.blocks.n_blocks), "channel": self.blocks.channel_of_block,
+             "lo": self.lo.astype(np.float64), "hi": self.hi.astype(np.float64),
+             "scale": np.asarray(self.scale, np.float64), "zero_point": np.asarray(self.zero_point, np.float64)}
+        if self.clip_ratio is not None:
+            t["clip_ratio"] = np.asarray(self.clip_ratio, np.float64)
+        t.update(m)
+        return t
+
+    def channel_table(self) -> dict[str, np.ndarray]:
+        """One row per channel: range, scale/zero-point (NaN if several blocks per channel), metrics."""
+        C = self.canon.n_channels
+        rows = self.canon.values.reshape(C, -1)
+        cmin, cmax = rows.min(axis=1).astype(np.float64), rows.max(axis=1).astype(np.float64)
+        g = self.spec.granularity
+        if isinstance(g, PerChannel):
+            scale, zp = np.asarray(self.scale, np.float64), np.asarray(self.zero_point, np.float64)
+        elif isinstance(g, PerTensor):
+            scale, zp = np.full(C, float(self.scale[0])), np.full(C, float(self.zero_point[0]))
+        else:
+            scale, zp = np.full(C, np.nan), np.full(C, np.nan)
+        ties = M.combine_rows({"t": np.count_nonzero(self._ties_rows(), axis=1)}, C)["t"] \
+            if not isinstance(g, PerTensor) else np.count_nonzero(self._ties_rows(), axis=1)
+        t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
+             "range": cmax - cmin, "scale": scale, "zero_point": zp}
+        t.update(M.metrics_from_stats(self._channel_stats))
+        t["ties"] = ties
+        return t
+
+    def _ties_rows(self) -> np.ndarray:
+        t = self.ties_blocks
+        if self.blocks.valid is not None:
+            t = t & self.blocks.valid
+        if isinstance(self.spec.granularity, PerTensor):
+            return t.reshape(self.canon.n_channels, -1)
+        return t
+
+    def sample_table(self, limit: int = 10_000) -> dict[str, np.ndarray]:
+        """Per element, flattened in channel order (real elements only), at most ``limit`` rows."""
+        C = self.canon.n_channels
+        def rows(a: np.ndarray) -> np.ndarray:
+            return self._canon(a).reshape(C, -1)
+        x = self.canon.values.reshape(C, -1)
+        valid = np.ones(x.shape, bool) if self.canon.valid is None else self.canon.valid.reshape(C, -1)
+        channel = np.broadcast_to(np.arange(C)[:, None], x.shape)
+        index = np.cumsum(valid, axis=1) - 1
+        sel = np.flatnonzero(valid.ravel())[:limit]
+        raw, q, xhat = rows(self._raw_b).ravel()[sel], rows(self._q_b).ravel()[sel], rows(self._xhat_b).ravel()[sel]
+        xs = x.ravel()[sel].astype(np.float64)
+        xh = xhat.astype(np.float64)
+        abs_err = np.abs(xh - xs)
+        return {"channel": channel.ravel()[sel], "index": index.ravel()[sel], "x": xs, "raw_q": raw.astype(np.float64),
+                "q": q.astype(np.int64), "dequantized": xh, "abs_error": abs_err, "pct_error": M.pct_error(xs, abs_err),
+                "clipped": np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64),
+                "tie": rows(self.ties_blocks).ravel()[sel]}
+
+    def to_dict(self, max_blocks: int = 100_000) -> dict:
+        from .report import jsonable
+        spec = self.spec
+        return jsonable({
+            "label": self.label,
+            "scheme": {"bits": spec.fmt.bits, "signed": spec.fmt.signed, "qmin": self.qmin, "qmax": self.qmax,
+                       "mapping": spec.mapping, "granularity": spec.granularity.label, "range": spec.range.label,
+                       "rounding": spec.effective_rounding, "convention": spec.convention, "preset": spec.preset,
+                       "scale_dtype": spec.scale_dtype, "zero_point_dtype": spec.zero_point_dtype},
+            "scale": np.asarray(self.scale, np.float64)[:max_blocks],
+            "zero_point": np.asarray(self.zero_point, np.float64)[:max_blocks],
+            "clip_ratio": None if self.clip_ratio is None else np.asarray(self.clip_ratio)[:max_blocks],
+            "metrics": {**self.metrics.to_dict(), "utilization": self.utilization},
+            "memory": self.memory.to_dict(),
+            "channels": self.channel_table(),
+        })
+
+
+def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool):
+    r = spec.range
+    dt = conv.qparams_dtype
+    if isinstance(r, MinMax):
+        lo, hi = block_minmax(bv)
+        return lo.astype(dt), hi.astype(dt), None
+    if isinstance(r, CustomRange):
+        lo, hi = custom_range(bv, r, dt)
+        return lo, hi, None
+    if isinstance(r, Percentile):
+        lo, hi = percentile_range(bv, float(r.pct))
+        return lo.astype(dt), hi.astype(dt), None
+    if isinstance(r, MSEOptimal):
+        return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
+                                 spec.effective_rounding, int(r.steps), torch_unsigned)
+    if isinstance(r, KLDivergence):
+        lo, hi, ratio = kl_range(bv, spec.fmt, int(r.bins))
+        return lo.astype(dt), hi.astype(dt), ratio
+    raise ValueError(f"unknown range method {r!r}")
+
+
+def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
+            channel_names: Sequence[str] | None = None) -> QuantResult:
+    """Quantize ``x`` with ``spec`` and measure it.
+
+    ``x`` is an array of any shape (1-D: one channel) or a list of 1-D arrays (ragged channels).
+    ``channel_axis`` picks the channels reported in the per-channel table; a per-channel scheme uses
+    its own axis. Raises ValueError naming what is wrong and where.
+    """
+    conv = get_convention(spec.convention)
+    g = spec.granularity
+    if isinstance(g, PerChannel):
+        channel_axis = g.axis
+    group_axis = g.axis if isinstance(g, PerGroup) else None
+    if isinstance(x, np.ndarray) and x.ndim >= 2 and group_axis is not None:
+        nd = x.ndim
+        if -nd <= group_axis < nd and -nd <= channel_axis < nd and group_axis % nd == channel_axis % nd:
+            channel_axis = 0 if group_axis % nd != 0 else 1
+    canon = canonical(x, conv.dtype, channel_axis, group_axis)
+    bv = block_view(canon, g)
+    torch_unsigned = conv.name.startswith("torch")
+    if spec.preset:
+        r = quantize_block_format(bv.values, get_block_format(spec.preset))
+        lo, hi = block_minmax(bv)
+        return QuantResult(spec, canon, bv, lo, hi, r["scale"], r["zero_point"], r["raw"], r["q"], r["dequantized"],
+                           None, channel_names)
+    lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned)
+    scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv.qparams_dtype,
+                               torch_unsigned)
+    scale = store_scale(scale, spec.scale_dtype)
+    rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+    raw, q = quantize_blocks(bv.values, scale, zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding, rng)
+    xhat = dequantize_blocks(q, scale, zp, conv)
+    return QuantResult(spec, canon, bv, lo, hi, scale, zp, raw, q, xhat, ratio, channel_names)

@@ -1,0 +1,108 @@
+"""Conventions that decide the last bit, and rounding rules.
+
+Two implementations of the same formula ``q = round(x / scale) + zero_point`` can disagree on an
+element that sits (almost) exactly half-way between two codes. What decides it:
+
+* the working dtype: float32 (PyTorch, llama.cpp) or float64 (textbook);
+* divide by ``scale`` or multiply by its reciprocal ``1/scale`` (computed in the working dtype);
+* whether the zero-point is added before rounding (``round(x*inv + zp)``, fbgemm's LEGACY path used
+  by ``torch.quantize_per_tensor``) or after (``round(x*inv) + zp``, ``torch.fake_quantize_*``);
+* the rounding rule (half-to-even, half-away-from-zero, ...);
+* the precision in which the scale is stored (GGUF stores fp16 scales, but quantizes with fp32 ones).
+
+Named conventions:
+
+``float64``   textbook, seeds 000-002: float64, divide, ``round(x/scale + zp)``, half-to-even.
+``torch``     ``torch.quantize_per_tensor`` / ``quantize_per_channel`` and the ``torch.ao`` MinMax
+              observers: float32, ``inv = float32(1/float32(scale))``, ``nearbyint(x*inv + zp)``,
+              half-to-even; observer qparams computed in float32.
+``torch-fake`` ``torch.fake_quantize_per_tensor_affine`` / ``_per_channel_affine``: as ``torch`` but
+              ``nearbyint(x*inv) + zp``.
+``gguf``      llama.cpp / gguf-py: float32, multiply by reciprocal, round half away from zero, fp16 scales.
+
+Example (seed 001, filter_1): x = -0.21, scale = 1.7/255, zp = -8. In float32 x*inv = -31.499998, so
+``round(x*inv) + zp = -39`` (torch-fake) while ``x*inv + zp`` rounds to the float32 -39.5 exactly and
+half-to-even gives ``-40`` (torch, and the seed's table).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ROUNDINGS = ("half-even", "half-away", "floor", "ceil", "trunc", "stochastic")
+
+
+@dataclass(frozen=True)
+class Convention:
+    name: str
+    dtype: type            # working float dtype of quantize/dequantize arithmetic
+    reciprocal: bool       # multiply by 1/scale (computed in dtype) instead of dividing
+    zp_before_round: bool  # round(x*inv + zp) instead of round(x*inv) + zp
+    rounding: str          # default rounding rule
+    symmetric_scale: str   # "qmax": amax/qmax; "half_range": amax/((qmax-qmin)/2) (torch observers)
+    qparams_dtype: type    # dtype in which scale and zero-point are derived from the range
+    scale_storage: str | None  # scale rounded to this storage format for dequantization only ("fp16")
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "float64": Convention("float64", np.float64, False, True, "half-even", "qmax", np.float64, None),
+    "torch": Convention("torch", np.float32, True, True, "half-even", "half_range", np.float32, None),
+    "torch-fake": Convention("torch-fake", np.float32, True, False, "half-even", "half_range", np.float32, None),
+    "gguf": Convention("gguf", np.float32, True, False, "half-away", "qmax", np.float32, "fp16"),
+}
+
+
+def get_convention(name: str) -> Convention:
+    try:
+        return CONVENTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown convention {name!r}; expected one of {', '.join(CONVENTIONS)}") from None
+
+
+def round_half_away(t: np.ndarray) -> np.ndarray:
+    """Round half away from zero exactly (C ``roundf``), without the ``x + 0.5`` double rounding.
+
+    Same formula as gguf-py's ``np_roundf``: ``floor(a) + floor(2*(a - floor(a)))`` on ``a = |t|``.
+    """
+    a = np.abs(t)
+    f = np.floor(a)
+    return np.copysign(f + np.floor(2 * (a - f)), t)
+
+
+def apply_rounding(t: np.ndarray, rule: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Round ``t`` to integers (same dtype) by ``rule``; ``stochastic`` needs ``rng``.
+
+    Stochastic rounding rounds up with probability ``frac(t)``: unbiased, ``E[round(t)] = t``.
+    """
+    if rule == "half-even":
+        return np.rint(t)
+    if rule == "half-away":
+        return round_half_away(t)
+    if rule == "floor":
+        return np.floor(t)
+    if rule == "ceil":
+        return np.ceil(t)
+    if rule == "trunc":
+        return np.trunc(t)
+    if rule == "stochastic":
+        if rng is None:
+            raise ValueError("stochastic rounding needs a seeded random generator")
+        f = np.floor(t)
+        u = rng.random(t.shape, dtype=np.float64 if t.dtype == np.float64 else np.float32)
+        return f + (u < (t - f))
+    raise ValueError(f"unknown rounding {rule!r}; expected one of {', '.join(ROUNDINGS)}")
+
+
+def store_scale(scale: np.ndarray, storage: str | None) -> np.ndarray:
+    """Round a scale to its storage format (``fp16``/``bf16``) and back; ``None``/``fp32`` keep it."""
+    if storage in (None, "fp32", "none"):
+        return scale
+    if storage == "fp16":
+        return scale.astype(np.float16).astype(scale.dtype)
+    if storage == "bf16":
+        # Round to nearest even on the upper 16 bits of the float32 pattern.
+        bits = np.asarray(scale, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return bits.astype(np.uint32).view(np.float32).astype(scale.dtype)
+    raise ValueError(f"unknown scale storage {storage!r}; expected fp32, fp16 or bf16")

@@ -1,0 +1,698 @@
+"""Readers for pasted text, manual-mode lines and CSV.
+
+Pasted text (:func:`parse_text`, seeds 000/002)
+    * One channel per line, or per ``;`` on a line.  Line breaks are ``\\n``, ``\\r\\n`` or ``\\r``.
+      Blank lines and empty ``;`` records are ignored.  Channels may differ in length.
+    * Optional label: ``name: 1, 2, 3``.  Everything before the first ``:`` of a record is the label
+      (stripped, 1..Limits.max_name_chars characters, unique).  Unlabelled channels are called
+      ``ch<i>`` with ``i`` the 0-based channel index.
+    * Values are separated by commas and/or whitespace (spaces, tabs, any Unicode space).  A single
+      trailing comma is ignored; an empty value (``1,,2`` or a leading comma) is an error.
+    * Numbers: decimal with optional exponent (``-1.5e-3``, ``.5``, ``5.``, ``+2``), and
+      ``nan``/``inf``/``infinity`` in any case.  No hex, no ``1_000``.  U+2212 MINUS SIGN is accepted
+      as ``-`` (it is what typeset documents paste).  Values overflowing float64 (``1e999``) become
+      inf and are treated as non-finite.  Denormals (``5e-324``) are kept exactly.
+    * Decimal separator is ``.`` only; a comma always separates values, so ``0,5`` alone is the two
+      values 0 and 5 and ``1,2,3`` is three values.  RULE for ambiguity: a chunk of the form
+      ``<digits>,<digits>`` with no space around the comma (``0,5``) in a record that ALSO separates
+      values by whitespace or by other commas (``0,5 1,5`` or ``0,5, 2``) looks like a decimal comma
+      and is an InputError pointing at it, asking for ``.`` decimals.
+    * Non-finite values: counted and located (line, column, token).  Policy ``"error"`` (default)
+      raises one InputError listing the count and the first 5 positions; ``"drop"`` removes them
+      (a channel left empty is an error).
+    * Speed: a record is parsed by ``np.fromstring`` after a vectorized character/structure check,
+      in ~1 MB chunks; only a chunk that fails is re-scanned token by token to locate the error.
+      10**7 tokens parse in a few seconds with memory ~ a few bytes per character.
+
+Manual mode (:func:`parse_manual`, seed 001): one line per sample, fields ``channel, scale,
+zero_point, sample`` (or ``scale, zero_point, sample`` -> channel ``ch<i>``), separated by commas
+(then the name may contain spaces) or by whitespace.  A first line of header words is skipped.
+scale must be finite and > 0, zero_point an integer in [-2**31, 2**31-1] (``11`` or ``11.0``),
+sample finite.  Channel names may repeat (each line is an independent sample).
+
+CSV (:func:`read_csv`): delimiter is tab if the first non-blank line has a tab, else ``;`` if it
+has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``.  Header: ``True``, ``False`` or ``None``
+(auto: the first row is a header iff one of its cells is not a number).  ``channels_as="rows"``:
+each data row is a channel (rows may differ in length) and a first column whose cells are all
+non-numeric gives the channel names; ``channels_as="columns"``: each column is a channel, names
+from the header, every row must have the same number of cells.  Data cells are unquoted numbers;
+empty cells are errors (a single trailing delimiter is ignored).
+
+Limits: text length <= Limits.max_bytes characters, values <= Limits.max_elements, channels <=
+Limits.max_channels (CSV rows-mode rows too), labels <= Limits.max_name_chars.
+
+Names (labels, CSV header cells) are UNTRUSTED user text returned as plain ``str``; every renderer
+(HTML table, PDF, plot title) must escape them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+from ._common import SHOW_POSITIONS, InputError, Limits, check_policy, quote
+
+_NUM_RE = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:nan|inf(?:inity)?)"
+_NUM = re.compile(_NUM_RE)
+_INT = re.compile(r"[+-]?\d+")
+_SKIP = re.compile(r"[\s;]*")
+_SKIP_LINES = re.compile(r"\s*")
+_RECORD = re.compile(r"[^;\n\r]*")
+_LINE = re.compile(r"[^\n\r]*")
+_UWS = re.compile(r"\s")
+_SEP_RUN = re.compile(r"[\s,]*")
+_SEP_CHAR = re.compile(r"[\s,]")
+_ITEM = re.compile(r"[^\s,]+|,")
+_DEC_COMMA = re.compile(r"(?<!\S)[+-]?\d+,\d+(?!\S)")
+_CHUNK = 1 << 20
+
+_ALLOWED = np.zeros(256, dtype=bool)
+for _c in b"0123456789+-.eEnNaAiIfFtTyY, \t\n\r\x0b\x0c":
+    _ALLOWED[_c] = True
+_SPACE = np.zeros(256, dtype=bool)
+for _c in b" \t\n\r\x0b\x0c":
+    _SPACE[_c] = True
+_DIGIT = np.zeros(256, dtype=bool)
+_DIGIT[48:58] = True
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """Channels read from text: ``names[i]`` labels ``rows[i]`` (float64, 1-D, lengths may differ).
+
+    Names are untrusted user text: escape them before rendering.
+    """
+
+    names: tuple[str, ...]
+    rows: tuple[np.ndarray, ...]
+
+    @property
+    def ragged(self) -> bool:
+        return len({r.size for r in self.rows}) > 1
+
+    def as_array(self) -> np.ndarray | list[np.ndarray]:
+        """2-D float64 array (channels x values) if all rows have equal length, else the list of rows."""
+        if self.rows and not self.ragged:
+            return np.ascontiguousarray(np.stack(self.rows))
+        return list(self.rows)
+
+
+@dataclass(frozen=True)
+class ManualRows:
+    """Manual-mode lines: one sample per line with its channel's scale and zero point."""
+
+    names: tuple[str, ...]
+    scale: np.ndarray       # float64
+    zero_point: np.ndarray  # int64
+    sample: np.ndarray      # float64
+
+
+def _as_text(text: str | bytes, source: str | None) -> str:
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return decode_utf8(bytes(text), source)
+    if not isinstance(text, str):
+        raise InputError(f"expected text, got {type(text).__name__}", source=source)
+    return text
+
+
+def decode_utf8(data: bytes, source: str | None = None) -> str:
+    """UTF-8 (optional BOM) -> str; invalid bytes are an InputError with the byte offset."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = ""
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            hint = " (this looks like UTF-16; save the file as UTF-8)"
+        raise InputError(f"text is not valid UTF-8 (byte {data[e.start:e.start + 1]!r}){hint}",
+                         offset=e.start, source=source) from None
+
+
+class _Loc:
+    """Maps absolute character positions of one line to (line, column, offset)."""
+
+    __slots__ = ("line", "line_start", "source")
+
+    def __init__(self, line: int, line_start: int, source: str | None):
+        self.line, self.line_start, self.source = line, line_start, source
+
+    def err(self, msg: str, pos: int) -> InputError:
+        return InputError(msg, line=self.line, column=pos - self.line_start + 1, offset=pos,
+                          source=self.source)
+
+    def where(self, pos: int) -> str:
+        return f"line {self.line}, column {pos - self.line_start + 1}"
+
+
+class _LineWalker:
+    """Iterates non-blank records of a text (split at line breaks and optionally ';') with line numbers."""
+
+    def __init__(self, text: str, record: re.Pattern, skip: re.Pattern):
+        self.text, self.record, self.skip = text, record, skip
+        self.line, self.line_start, self.counted = 1, 0, 0
+
+    def __iter__(self):
+        text, n, pos = self.text, len(self.text), 0
+        while True:
+            pos = self.skip.match(text, pos).end()
+            if pos >= n:
+                return
+            a = self.counted
+            nl = text.count("\n", a, pos) + text.count("\r", a, pos) - text.count("\r\n", a, pos)
+            if nl:
+                self.line += nl
+                self.line_start = max(text.rfind("\n", a, pos), text.rfind("\r", a, pos)) + 1
+            self.counted = pos
+            end = self.record.match(text, pos).end()
+            yield pos, end
+            pos = end
+
+
+# --------------------------------------------------------------------------------------------
+# one run of values "1, 2 3e-4, nan" -> float64
+
+
+class _Values:
+    """Values of one record plus a way to locate value k (absolute char position of its token)."""
+
+    def __init__(self, values: np.ndarray, locate: Callable[[np.ndarray], np.ndarray]):
+        self.values, self.locate = values, locate
+
+
+def _fast_chunk(chunk: str, base: int, csv_strict: bool) -> _Values | None:
+    """Vectorized parse of a chunk, or None if anything is off (the slow path then explains)."""
+    if not chunk.isascii():
+        chunk = _UWS.sub(" ", chunk)  # Unicode spaces -> ' ', one char for one char
+        if not chunk.isascii():
+            return None
+    b = np.frombuffer(chunk.encode("ascii"), dtype=np.uint8)
+    if b.size == 0:
+        return _Values(np.empty(0), lambda k: k)
+    if not _ALLOWED[b].all():
+        return None
+    sp = _SPACE[b]
+    comma = b == 44
+    tok = ~(sp | comma)
+    starts = tok.copy()
+    starts[1:] &= ~tok[:-1]
+    ntok = int(np.count_nonzero(starts))
+    ns = b[~sp]
+    if ns.size and ns[0] == 44:
+        return None
+    c = ns == 44
+    if c.size > 1 and bool((c[1:] & c[:-1]).any()):
+        return None
+    if csv_strict and ntok > 1:
+        # every gap between two tokens must hold a comma: with spaces removed, tokens separated
+        # only by whitespace would merge, so the run count drops
+        t = ns != 44
+        runs = int(np.count_nonzero(t[1:] & ~t[:-1])) + int(t[0])
+        if runs != ntok:
+            return None
+    elif ntok > 1 and b.size > 2 and comma.any():
+        tight = comma[1:-1] & _DIGIT[b[:-2]] & _DIGIT[b[2:]]
+        if tight.any() and _DEC_COMMA.search(chunk) and _has_other_sep(chunk):
+            return None
+    try:
+        vals = np.fromstring(chunk.replace(",", " "), dtype=np.float64, sep=" ")
+    except (ValueError, DeprecationWarning):
+        return None
+    if vals.size != ntok:
+        return None
+    return _Values(vals, lambda k: base + np.flatnonzero(starts)[k])
+
+
+def _has_other_sep(s: str) -> bool:
+    t = s.strip().rstrip(",").strip()
+    return t.count(",") > 1 or _UWS.search(t) is not None
+
+
+def _slow_chunk(chunk: str, base: int, loc: _Loc, csv_strict: bool, other_sep: bool,
+                delim_name: str) -> _Values:
+    """Token-by-token parse; raises InputError at the first problem in reading order."""
+    if not csv_strict and other_sep:
+        m = _DEC_COMMA.search(chunk)
+        if m:
+            tok = m.group(0)
+            raise loc.err(f"{quote(tok)} is ambiguous: ',' separates values, but this looks like a "
+                          f"decimal comma because the record also separates values by spaces or "
+                          f"commas; write {tok.replace(',', '.')} ('.' is the decimal separator)",
+                          base + m.start())
+    vals: list[float] = []
+    pos_list: list[int] = []
+    prev = "start"
+    for m in _ITEM.finditer(chunk):
+        item, p = m.group(0), base + m.start()
+        if item == ",":
+            if prev != "token":
+                what = "starts with" if prev == "start" else "has two"
+                raise loc.err(f"empty value: the list {what} {delim_name} with nothing between "
+                              f"(use a number, or remove the extra {delim_name})", p)
+            prev = "comma"
+            continue
+        if csv_strict and prev == "token":
+            raise loc.err(f"{quote(item)} follows the previous value without a {delim_name}", p)
+        if not _NUM.fullmatch(item):
+            raise loc.err(_not_a_number(item), p)
+        vals.append(float(item))
+        pos_list.append(p)
+        prev = "token"
+    positions = np.asarray(pos_list, dtype=np.int64)
+    return _Values(np.asarray(vals, dtype=np.float64), lambda k: positions[k])
+
+
+def _not_a_number(tok: str) -> str:
+    msg = f"{quote(tok)} is not a number"
+    if ":" in tok:
+        msg += " (a channel label 'name:' must come first in its record, once)"
+    elif any(ord(ch) > 127 for ch in tok):
+        msg += " (non-ASCII character; use ASCII digits, '-' and '.')"
+    elif re.fullmatch(r"[+-]?0[xX][0-9a-fA-F.]*", tok):
+        msg += " (hexadecimal is not accepted)"
+    elif "_" in tok:
+        msg += " (digit separators '_' are not accepted)"
+    return msg
+
+
+def _chunks(body: str, base: int):
+    """Split at separator runs into pieces of ~_CHUNK chars; each piece starts at a token."""
+    n, a = len(body), 0
+    while a < n:
+        if n - a <= _CHUNK:
+            yield body[a:], base + a
+            return
+        m = _SEP_CHAR.search(body, a + _CHUNK)
+        if m is None:
+            yield body[a:], base + a
+            return
+        cut = _SEP_RUN.match(body, m.start()).end()
+        yield body[a:cut], base + a
+        a = cut
+
+
+def parse_values(body: str, base: int, loc: _Loc, *, csv_strict: bool = False,
+                 delim_name: str = "','", budget: int = 1 << 62) -> _Values:
+    """Parse one run of values starting at absolute char position ``base``."""
+    other = _has_other_sep(body) if not csv_strict else False
+    parts: list[_Values] = []
+    count = 0
+    for chunk, cbase in _chunks(body, base):
+        v = _fast_chunk(chunk, cbase, csv_strict)
+        if v is None:
+            v = _slow_chunk(chunk, cbase, loc, csv_strict, other, delim_name)
+        count += v.values.size
+        if count > budget:
+            raise InputError(f"more than {budget:,} values in total, over the cap "
+                             f"(Limits.max_elements)", line=loc.line, source=loc.source)
+        parts.append(v)
+    if len(parts) == 1:
+        return parts[0]
+    values = np.concatenate([p.values for p in parts])
+    sizes = np.cumsum([0] + [p.values.size for p in parts])
+
+    def locate(k: np.ndarray) -> np.ndarray:
+        k = np.atleast_1d(k)
+        out = np.empty(k.size, dtype=np.int64)
+        for i, kk in enumerate(k):
+            j = int(np.searchsorted(sizes, kk, side="right")) - 1
+            out[i] = parts[j].locate(np.array([kk - sizes[j]]))[0]
+        return out
+
+    return _Values(values, locate)
+
+
+class _Nonfinite:
+    """Accumulates non-finite counts and the first positions across channels."""
+
+    def __init__(self, text: str):
+        self.text, self.count, self.shown = text, 0, []
+
+    def add(self, v: _Values, loc: _Loc) -> np.ndarray:
+        bad = ~np.isfinite(v.values)
+        n = int(np.count_nonzero(bad))
+        if n:
+            need = SHOW_POSITIONS - len(self.shown)
+            if need > 0:
+                idx = np.flatnonzero(bad)[:need]
+                for p in v.locate(idx):
+                    p = int(p)
+                    m = re.compile(r"[^\s,;]+").match(self.text, p)
+                    tok = m.group(0) if m else "?"
+                    self.shown.append((loc.line, p - loc.line_start + 1, p, tok))
+            self.count += n
+        return bad
+
+    def raise_if_any(self, source: str | None) -> None:
+        if not self.count:
+            return
+        first = self.shown[0]
+        where = "; ".join(f"line {ln}, column {c} ({quote(t)})" for ln, c, _, t in self.shown)
+        more = f" (first {len(self.shown)} shown)" if self.count > len(self.shown) else ""
+        raise InputError(f"{self.count:,} non-finite value(s) (NaN/inf, or too large for float64): "
+                         f"{where}{more}; remove them or use nonfinite='drop'",
+                         line=first[0], column=first[1], offset=first[2], source=source)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_text(text: str | bytes, *, limits: Limits = Limits(), nonfinite: str = "error",
+               source: str | None = None) -> ParsedText:
+    """Parse pasted channels (see module docstring for the exact grammar) into float64 rows."""
+    check_policy(nonfinite)
+    text = _as_text(text, source)
+    if len(text) > limits.max_bytes:
+        raise InputError(f"text is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
+                         f"(Limits.max_bytes)", source=source)
+    text = text.replace("\u2212", "-")
+    names: list[str | None] = []
+    rows: list[np.ndarray] = []
+    seen: dict[str, int] = {}
+    total = 0
+    nf = _Nonfinite(text)
+    walker = _LineWalker(text, _RECORD, _SKIP)
+    for start, end in walker:
+        loc = _Loc(walker.line, walker.line_start, source)
+        if len(rows) >= limits.max_channels:
+            raise loc.err(f"more than {limits.max_channels:,} channels, over the cap "
+                          f"(Limits.max_channels); each line or ';' starts a new channel", start)
+        colon = text.find(":", start, end)
+        name = None
+        body_start = start
+        if colon >= 0:
+            name = text[start:colon].strip()
+            if not name:
+                raise loc.err("empty channel label before ':'", colon)
+            if len(name) > limits.max_name_chars:
+                raise loc.err(f"channel label is {len(name):,} characters, over the cap of "
+                              f"{limits.max_name_chars} (Limits.max_name_chars)", start)
+            if name in seen:
+                raise loc.err(f"duplicate channel label {quote(name)} (first used on line "
+                              f"{seen[name]})", start)
+            seen[name] = walker.line
+            body_start = colon + 1
+        body = text[body_start:end]
+        if not body.strip():
+            raise loc.err(f"channel {quote(name)} has no values after ':'", colon)
+        v = parse_values(body, body_start, loc, budget=limits.max_elements - total)
+        total += v.values.size
+        bad = nf.add(v, loc)
+        vals = v.values
+        if nonfinite == "drop" and bad.any():
+            vals = vals[~bad]
+            if vals.size == 0:
+                raise loc.err(f"channel {quote(name or f'ch{len(rows)}')} has no finite values "
+                              f"left after nonfinite='drop'", start)
+        rows.append(vals)
+        names.append(name)
+    if not rows:
+        raise InputError("no values found (the text is empty or blank)", source=source)
+    if nonfinite == "error":
+        nf.raise_if_any(source)
+    final = _default_names(names, seen, source)
+    return ParsedText(names=final, rows=tuple(rows))
+
+
+def _default_names(names: list[str | None], seen: dict[str, int], source: str | None) -> tuple[str, ...]:
+    out = []
+    for i, n in enumerate(names):
+        if n is None:
+            n = f"ch{i}"
+            if n in seen:
+                raise InputError(f"channel label {quote(n)} on line {seen[n]} collides with the "
+                                 f"default name of unlabelled channel {i}; rename it", source=source)
+        out.append(n)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+
+_HEADER_WORDS = ({"channel", "name", "channel_name", "ch"}, {"scale", "s"},
+                 {"zero_point", "zero point", "zeropoint", "zp", "zero-point"},
+                 {"sample", "x", "value", "val"})
+
+
+def parse_manual(text: str | bytes, *, limits: Limits = Limits(),
+                 source: str | None = None) -> ManualRows:
+    """Parse manual-mode lines ``channel, scale, zero_point, sample`` (see module docstring)."""
+    text = _as_text(text, source)
+    if len(text) > limits.max_bytes:
+        raise InputError(f"text is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
+                         f"(Limits.max_bytes)", source=source)
+    text = text.replace("\u2212", "-")
+    names: list[str] = []
+    scale: list[float] = []
+    zp: list[int] = []
+    sample: list[float] = []
+    walker = _LineWalker(text, _LINE, _SKIP_LINES)
+    first = True
+    for start, end in walker:
+        loc = _Loc(walker.line, walker.line_start, source)
+        if len(names) >= limits.max_channels:
+            raise loc.err(f"more than {limits.max_channels:,} lines, over the cap "
+                          f"(Limits.max_channels)", start)
+        fields = _split_fields(text, start, end)
+        if first:
+            first = False
+            words = [f.strip().lower() for f, _ in fields]
+            if len(words) in (3, 4) and all(w in hw for w, hw in zip(words[::-1], _HEADER_WORDS[::-1])):
+                continue
+        if len(fields) not in (3, 4):
+            raise loc.err(f"expected 4 fields 'channel, scale, zero_point, sample' (or 3 without "
+                          f"the channel), found {len(fields)}", start)
+        if len(fields) == 4:
+            (nm, npos), rest = fields[0], fields[1:]
+            nm = nm.strip()
+            if len(nm) > limits.max_name_chars:
+                raise loc.err(f"channel name is {len(nm):,} characters, over the cap of "
+                              f"{limits.max_name_chars} (Limits.max_name_chars)", npos)
+            if not nm:
+                nm = f"ch{len(names)}"
+        else:
+            nm, rest = f"ch{len(names)}", fields
+        (s_tok, s_pos), (z_tok, z_pos), (x_tok, x_pos) = [(t.strip(), p + len(t) - len(t.lstrip()))
+                                                          for t, p in rest]
+        s = _manual_float(s_tok, "scale", loc, s_pos)
+        if not (s > 0):
+            raise loc.err(f"scale must be > 0, got {quote(s_tok)}", s_pos)
+        z = _manual_int(z_tok, loc, z_pos)
+        x = _manual_float(x_tok, "sample", loc, x_pos)
+        names.append(nm)
+        scale.append(s)
+        zp.append(z)
+        sample.append(x)
+    if not names:
+        raise InputError("no manual-mode lines found (expected 'channel, scale, zero_point, sample')",
+                         source=source)
+    return ManualRows(names=tuple(names), scale=np.asarray(scale, dtype=np.float64),
+                      zero_point=np.asarray(zp, dtype=np.int64),
+                      sample=np.asarray(sample, dtype=np.float64))
+
+
+def _split_fields(text: str, start: int, end: int) -> list[tuple[str, int]]:
+    line = text[start:end]
+    if "," in line:
+        out, p = [], start
+        parts = line.split(",")
+        if len(parts) > 1 and not parts[-1].strip():
+            parts = parts[:-1]  # trailing comma
+        for part in parts:
+            out.append((part, p))
+            p += len(part) + 1
+        return out
+    return [(m.group(0), start + m.start()) for m in re.finditer(r"\S+", line)]
+
+
+def _manual_float(tok: str, what: str, loc: _Loc, pos: int) -> float:
+    if not tok:
+        raise loc.err(f"{what} is empty", pos)
+    if not _NUM.fullmatch(tok):
+        raise loc.err(f"{what} {_not_a_number(tok)}", pos)
+    v = float(tok)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise loc.err(f"{what} {quote(tok)} is not finite", pos)
+    return v
+
+
+def _manual_int(tok: str, loc: _Loc, pos: int) -> int:
+    if _INT.fullmatch(tok):
+        z = int(tok)
+    else:
+        v = _manual_float(tok, "zero_point", loc, pos)
+        if v != int(v):
+            raise loc.err(f"zero_point must be an integer, got {quote(tok)}", pos)
+        z = int(v)
+    if not -(2**31) <= z < 2**31:
+        raise loc.err(f"zero_point {z} is outside the int32 range", pos)
+    return z
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "rows",
+             header: bool | None = None, limits: Limits = Limits(), nonfinite: str = "error",
+             source: str | None = None) -> ParsedText:
+    """Read CSV into channels (see module docstring: delimiter, header, names, strictness)."""
+    check_policy(nonfinite)
+    if channels_as not in ("rows", "columns"):
+        raise ValueError(f"channels_as must be 'rows' or 'columns', got {channels_as!r}")
+    if header not in (True, False, None):
+        raise ValueError(f"header must be True, False or None, got {header!r}")
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) > limits.max_bytes:
+        raise InputError(f"CSV is {len(data):,} bytes, over the cap of {limits.max_bytes:,} "
+                         f"(Limits.max_bytes)", source=source)
+    text = _as_text(data, source)
+    if len(text) > limits.max_bytes:
+        raise InputError(f"CSV is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
+                         f"(Limits.max_bytes)", source=source)
+    text = text.replace("\u2212", "-")
+    walker = _LineWalker(text, _LINE, _SKIP_LINES)
+    it = iter(walker)
+    first = next(it, None)
+    if first is None:
+        raise InputError("CSV has no rows (empty or blank)", source=source)
+    first_line = text[first[0]:first[1]]
+    delim = "\t" if "\t" in first_line else ";" if ";" in first_line else ","
+    delim_name = {",": "','", "\t": "tab", ";": "';'"}[delim]
+
+    def cells_of(s: str) -> list[str]:
+        try:
+            return next(csv.reader([s], delimiter=delim))
+        except csv.Error as e:
+            raise InputError(f"cannot split the CSV header: {e}", line=1, source=source) from None
+
+    head_cells = cells_of(first_line)
+    is_header = header if header is not None else any(
+        c.strip() and not _NUM.fullmatch(_to_comma(c.strip(), delim).strip()) for c in head_cells)
+    col_names: list[str] | None = None
+    lines: list[tuple[int, int, _Loc]] = []
+    if is_header:
+        col_names = [c.strip() for c in head_cells]
+        while col_names and not col_names[-1]:
+            col_names.pop()
+        for c in col_names:
+            if len(c) > limits.max_name_chars:
+                raise InputError(f"header cell is {len(c):,} characters, over the cap of "
+                                 f"{limits.max_name_chars} (Limits.max_name_chars)", line=1,
+                                 source=source)
+    else:
+        lines.append((first[0], first[1], _Loc(walker.line, walker.line_start, source)))
+
+    names: list[str | None] = []
+    rows: list[np.ndarray] = []
+    total = 0
+    nf = _Nonfinite(text)
+    label_col: bool | None = None
+
+    def handle(start: int, end: int, loc: _Loc) -> None:
+        nonlocal total, label_col
+        if channels_as == "rows" and len(rows) >= limits.max_channels:
+            raise loc.err(f"more than {limits.max_channels:,} rows, over the cap "
+                          f"(Limits.max_channels)", start)
+        name = None
+        seg = text[start:end]
+        if channels_as == "rows":
+            if label_col is None:
+                first_cell = seg.split(delim, 1)[0].strip()
+                label_col = bool(first_cell) and not _NUM.fullmatch(_to_comma(first_cell, delim))
+            if label_col:
+                if seg.lstrip().startswith('"'):
+                    cells = cells_of(seg)
+                    name = cells[0].strip()
+                    rest_at = _after_quoted_cell(seg, delim)
+                else:
+                    cut = seg.find(delim)
+                    name = seg[:cut if cut >= 0 else len(seg)].strip()
+                    rest_at = cut + 1 if cut >= 0 else len(seg)
+                if len(name) > limits.max_name_chars:
+                    raise loc.err(f"channel name is {len(name):,} characters, over the cap of "
+                                  f"{limits.max_name_chars} (Limits.max_name_chars)", start)
+                start += rest_at
+                seg = text[start:end]
+        body = _to_comma(seg, delim)
+        if not body.strip():
+            raise loc.err("row has no values", start)
+        v = parse_values(body, start, loc, csv_strict=True, delim_name=delim_name,
+                         budget=limits.max_elements - total)
+        total += v.values.size
+        bad = nf.add(v, loc)
+        vals = v.values
+        if channels_as == "columns":
+            want = len(col_names) if col_names else (rows[0].size if rows else vals.size)
+            if vals.size != want:
+                raise loc.err(f"row has {vals.size} values but {want} columns are expected "
+                              f"(channels_as='columns' needs a rectangular table)", start)
+        elif nonfinite == "drop" and bad.any():
+            vals = vals[~bad]
+            if vals.size == 0:
+                raise loc.err("row has no finite values left after nonfinite='drop'", start)
+        rows.append(vals)
+        names.append(name)
+
+    for s, e, loc in lines:
+        handle(s, e, loc)
+    for s, e in it:
+        handle(s, e, _Loc(walker.line, walker.line_start, source))
+    if not rows:
+        raise InputError("CSV has a header but no data rows", source=source)
+
+    if channels_as == "columns":
+        table = np.stack(rows)  # samples x channels
+        cols = np.ascontiguousarray(table.T)
+        if nonfinite == "error":
+            nf.raise_if_any(source)
+        out_rows = []
+        for j in range(cols.shape[0]):  # one Python step per channel only to build the tuple
+            r = cols[j]
+            if nonfinite == "drop":
+                r = r[np.isfinite(r)]
+                if r.size == 0:
+                    raise InputError(f"column {j + 1} has no finite values left after "
+                                     f"nonfinite='drop'", source=source)
+            out_rows.append(r)
+        nm = col_names if col_names else [f"ch{j}" for j in range(cols.shape[0])]
+        nm = [n if n else f"ch{j}" for j, n in enumerate(nm)]
+        _check_unique(nm, source)
+        return ParsedText(names=tuple(nm), rows=tuple(out_rows))
+
+    if nonfinite == "error":
+        nf.raise_if_any(source)
+    nm = [n if n else f"ch{i}" for i, n in enumerate(names)]
+    _check_unique(nm, source)
+    return ParsedText(names=tuple(nm), rows=tuple(rows))
+
+
+def _check_unique(names: list[str], source: str | None) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise InputError(f"duplicate channel name {quote(n)}", source=source)
+        seen.add(n)
+
+
+def _to_comma(s: str, delim: str) -> str:
+    """Rewrite a row to ',' delimiters keeping every character position (same length)."""
+    if delim == ",":
+        return s
+    if delim == ";":
+        return s.replace(",", ".").replace(";", ",")
+    return s.replace(",", "\x00").replace("\t", ",")  # a comma inside a tab-separated cell is invalid
+
+
+def _after_quoted_cell(seg: str, delim: str) -> int:
+    i = seg.index('"') + 1
+    while True:
+        j = seg.find('"', i)
+        if j < 0:
+            return len(seg)
+        if seg.startswith('""', j):
+            i = j + 2
+            continue
+        k = seg.find(delim, j + 1)
+        return len(seg) if k < 0 else k + 1

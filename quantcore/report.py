@@ -1,0 +1,215 @@
+"""Comparing schemes on one tensor, the bits x granularity sweep, manual mode, and exports.
+
+Everything the app and the CLI render comes from here: summary rows, the one-sentence advice,
+CSV and JSON text.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .analysis import ArrayLike, QuantResult, analyze
+from .conventions import get_convention
+from .formats import IntFormat
+from .granularity import Granularity, PerChannel, PerGroup, PerTensor
+from .quantize import dequantize_blocks, quantize_blocks
+from .spec import QuantSpec
+
+SUMMARY_FIELDS = ("label", "mae", "rmse", "max_abs", "sqnr_db", "clip_rate", "collapsed", "payload_bytes",
+                  "metadata_bytes", "total_bytes", "bits_per_weight")
+
+
+def summary_row(r: QuantResult) -> dict:
+    m, mem = r.metrics, r.memory
+    return {"label": r.label, "mae": m.mae, "rmse": m.rmse, "max_abs": m.max_abs, "sqnr_db": m.sqnr_db,
+            "clip_rate": m.clip_rate, "collapsed": m.collapsed, "payload_bytes": mem.payload_bytes,
+            "metadata_bytes": mem.metadata_bytes, "total_bytes": mem.total_bytes,
+            "bits_per_weight": mem.bits_per_weight}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    results: tuple[QuantResult, ...]
+
+    def summary_rows(self) -> list[dict]:
+        return [summary_row(r) for r in self.results]
+
+    def best(self, metric: str = "rmse") -> int:
+        """Index of the best scheme by ``metric`` (lowest; highest for sqnr_db); ties: the smaller total size."""
+        rows = self.summary_rows()
+        sign = -1.0 if metric == "sqnr_db" else 1.0
+        return min(range(len(rows)), key=lambda i: (sign * rows[i][metric], rows[i]["total_bytes"]))
+
+    def advice(self) -> str:
+        """One plain sentence: what the most accurate scheme buys over the first (baseline) one, at what cost."""
+        rows = self.summary_rows()
+        base, bi = rows[0], self.best("rmse")
+        best = rows[bi]
+        if bi == 0 or base["rmse"] == best["rmse"]:
+            return f"{base['label']} is already the most accurate of these schemes (RMSE {base['rmse']:.4g})."
+        cut = 100.0 * (base["rmse"] - best["rmse"]) / base["rmse"] if base["rmse"] > 0 else 0.0
+        extra = best["total_bytes"] - base["total_bytes"]
+        rel = 100.0 * extra / base["total_bytes"]
+        cost = f"{'+' if extra >= 0 else '-'}{abs(extra):,} B ({'+' if extra >= 0 else '-'}{abs(rel):.1f} %)"
+        sentence = f"{best['label']} cuts RMSE {cut:.0f} % vs {base['label']} for {cost} of total size"
+        cheaper = [r for r in rows if r["total_bytes"] < best["total_bytes"] and r["rmse"] <= 1.1 * best["rmse"]]
+        if cheaper:
+            c = min(cheaper, key=lambda r: r["total_bytes"])
+            sentence += f"; {c['label']} comes within 10 % of that RMSE in {c['total_bytes']:,} B"
+        return sentence + "."
+
+    def to_dict(self) -> dict:
+        return jsonable({"schemes": [r.to_dict() for r in self.results], "summary": self.summary_rows(),
+                         "best_rmse": self.best("rmse"), "advice": self.advice()})
+
+
+def compare(x: ArrayLike, specs: Sequence[QuantSpec], channel_axis: int = 0,
+            channel_names: Sequence[str] | None = None) -> Comparison:
+    """Analyze several schemes on one tensor (the input is validated once per scheme)."""
+    if not specs:
+        raise ValueError("compare needs at least one scheme")
+    return Comparison(tuple(analyze(x, s, channel_axis, channel_names) for s in specs))
+
+
+def standard_schemes(base: QuantSpec, group_sizes: Iterable[int] = (128,), channel_axis: int = 0,
+                     group_axis: int = -1) -> list[QuantSpec]:
+    """Per-tensor, per-channel and per-group variants of ``base``."""
+    out = [base.with_(granularity=PerTensor()), base.with_(granularity=PerChannel(channel_axis))]
+    out += [base.with_(granularity=PerGroup(g, group_axis)) for g in group_sizes]
+    return out
+
+
+DEFAULT_SWEEP_BITS = (2, 3, 4, 5, 6, 8)
+DEFAULT_SWEEP_GRANULARITIES: tuple[Granularity, ...] = (PerTensor(), PerChannel(0), PerGroup(32), PerGroup(64),
+                                                       PerGroup(128), PerGroup(256))
+
+
+def pareto_mask(cost: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """True where no other point is at most as costly and at most as wrong, and strictly better in one."""
+    cost, err = np.asarray(cost, float), np.asarray(err, float)
+    dominated = ((cost[None, :] <= cost[:, None]) & (err[None, :] <= err[:, None])
+                 & ((cost[None, :] < cost[:, None]) | (err[None, :] < err[:, None]))).any(axis=1)
+    return ~dominated
+
+
+def sweep(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEFAULT_SWEEP_BITS,
+          granularities: Sequence[Granularity] = DEFAULT_SWEEP_GRANULARITIES, channel_axis: int = 0,
+          extra: Sequence[QuantSpec] = ()) -> list[dict]:
+    """Error vs memory over bits x granularity (plus ``extra`` specs such as GGUF presets).
+
+    Group sizes at least as long as the group axis are skipped (they equal per-channel).
+    """
+    base = base or QuantSpec(mapping="symmetric")
+    specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
+             for b in bits for g in granularities]
+    rows = []
+    for s in list(specs) + list(extra):
+        r = analyze(x, s, channel_axis)
+        if isinstance(s.granularity, PerGroup) and not s.preset and r.blocks.layout[2] <= s.granularity.size:
+            continue
+        row = summary_row(r)
+        row.update(bits=s.fmt.bits, granularity=s.granularity.label if not s.preset else s.label)
+        rows.append(row)
+    mask = pareto_mask([r["total_bytes"] for r in rows], [r["rmse"] for r in rows])
+    for r, p in zip(rows, mask):
+        r["pareto"] = bool(p)
+    return rows
+
+
+def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample: ArrayLike, fmt: IntFormat,
+           rounding: str = "half-even", convention: str = "float64") -> dict[str, np.ndarray]:
+    """Seed 001's manual mode: given scale and zero-point per channel, quantize one sample each.
+
+    Raises ValueError naming the row for a non-positive scale, a zero-point outside ``[qmin, qmax]``
+    or a non-integer zero-point, and for inputs of different lengths.
+    """
+    conv = get_convention(convention)
+    s = np.asarray(scale, dtype=np.float64).reshape(-1)
+    z = np.asarray(zero_point, dtype=np.float64).reshape(-1)
+    x = np.asarray(sample, dtype=np.float64).reshape(-1)
+    if not (len(names) == s.size == z.size == x.size):
+        raise ValueError(f"manual parameters: {len(names)} names, {s.size} scales, {z.size} zero-points and "
+                         f"{x.size} samples; each row needs all four")
+    if s.size == 0:
+        raise ValueError("manual parameters: no rows given")
+    for what, arr in (("scale", s), ("zero-point", z), ("sample", x)):
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            raise ValueError(f"manual row {int(bad[0]) + 1} ({names[bad[0]]}): {what} is not finite")
+    bad = np.flatnonzero(s <= 0)
+    if bad.size:
+        raise ValueError(f"manual row {int(bad[0]) + 1} ({names[bad[0]]}): scale must be > 0, got {s[bad[0]]:g}")
+    bad = np.flatnonzero((z != np.round(z)) | (z < fmt.qmin) | (z > fmt.qmax))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"manual row {i + 1} ({names[i]}): zero-point {z[i]:g} must be an integer in "
+                         f"[{fmt.qmin}, {fmt.qmax}] for {fmt.label}")
+    dt = conv.dtype
+    raw, q = quantize_blocks(x.astype(dt)[:, None], s.astype(dt), z.astype(dt), fmt.qmin, fmt.qmax, conv, rounding)
+    xhat = dequantize_blocks(q, s.astype(dt), z.astype(dt), conv)[:, 0].astype(np.float64)
+    raw, q = raw[:, 0], q[:, 0]
+    abs_err = np.abs(xhat - x.astype(dt).astype(np.float64))
+    from .metrics import pct_error
+    return {"channel": np.array(list(names), dtype=object), "scale": s, "zero_point": z.astype(np.int64),
+            "sample": x, "raw_q": raw.astype(np.float64), "q": q.astype(np.int64), "dequantized": xhat,
+            "abs_error": abs_err, "pct_error": pct_error(x, abs_err),
+            "clipped": np.sign(raw - q).astype(np.int64)}
+
+
+# --- exports --------------------------------------------------------------------------------------
+def jsonable(obj):
+    """Convert numpy values, arrays and non-finite floats (as "inf", "-inf", "nan") to JSON-safe values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        if math.isfinite(f):
+            return f
+        return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
+    return obj
+
+
+def to_json(obj) -> str:
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
+
+
+def _cell(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return repr(f) if math.isfinite(f) else ("nan" if math.isnan(f) else ("inf" if f > 0 else "-inf"))
+    if isinstance(v, (np.bool_, bool)):
+        return "true" if v else "false"
+    return str(v)
+
+
+def to_csv(rows: list[dict] | dict[str, np.ndarray]) -> str:
+    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision)."""
+    if isinstance(rows, dict):
+        cols = list(rows)
+        n = len(next(iter(rows.values()))) if rows else 0
+        rows = [{c: rows[c][i] for c in cols} for i in range(n)]
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = list(rows[0])
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_cell(r.get(c, "")) for c in cols])
+    return buf.getvalue()

@@ -1,0 +1,81 @@
+"""The full description of one quantization scheme, as a frozen value."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .blockformats import get_block_format
+from .conventions import ROUNDINGS, get_convention
+from .formats import IntFormat
+from .granularity import Granularity, PerChannel, PerGroup, PerTensor
+from .memory import dtype_bytes
+from .params import MAPPINGS, SYMMETRIC_SCALES, MinMax, RangeMethod
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What to do: format, mapping, granularity, range method, rounding and arithmetic convention.
+
+    ``rounding`` and ``symmetric_scale`` default to the convention's (``None``). ``scale_dtype`` /
+    ``zero_point_dtype`` describe how metadata is stored: they count in the memory estimate, and an
+    fp16/bf16 scale is also rounded to that precision before quantizing (so codes match what a
+    runtime holding that scale would produce). ``preset`` names a GGUF block format (see
+    :func:`preset`), which fixes everything else.
+    """
+
+    fmt: IntFormat = field(default_factory=IntFormat)
+    mapping: str = "affine"
+    granularity: Granularity = field(default_factory=PerTensor)
+    range: RangeMethod = field(default_factory=MinMax)
+    rounding: str | None = None
+    seed: int = 0
+    convention: str = "float64"
+    symmetric_scale: str | None = None
+    scale_dtype: str = "fp32"
+    zero_point_dtype: str = "int32"
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"unknown mapping {self.mapping!r}; expected one of {', '.join(MAPPINGS)}")
+        conv = get_convention(self.convention)
+        if self.rounding is not None and self.rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+        if self.symmetric_scale is not None and self.symmetric_scale not in SYMMETRIC_SCALES:
+            raise ValueError(f"unknown symmetric scale rule {self.symmetric_scale!r}; expected one of {SYMMETRIC_SCALES}")
+        dtype_bytes(self.scale_dtype)
+        dtype_bytes(self.zero_point_dtype)
+        if self.scale_dtype not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"scale dtype must be fp32, fp16 or bf16, got {self.scale_dtype!r}")
+        if not isinstance(self.granularity, (PerTensor, PerChannel, PerGroup)):
+            raise ValueError(f"unknown granularity {self.granularity!r}")
+        if self.preset is not None:
+            get_block_format(self.preset)
+        del conv
+
+    @property
+    def effective_rounding(self) -> str:
+        return self.rounding or get_convention(self.convention).rounding
+
+    @property
+    def effective_symmetric_scale(self) -> str:
+        return self.symmetric_scale or get_convention(self.convention).symmetric_scale
+
+    @property
+    def label(self) -> str:
+        if self.preset is not None:
+            return get_block_format(self.preset).name
+        mapping = {"affine_float": "affine (float offset)"}.get(self.mapping, self.mapping)
+        return f"{self.fmt.label} {mapping} {self.granularity.label}"
+
+    def with_(self, **changes) -> "QuantSpec":
+        return replace(self, **changes)
+
+
+def preset(name: str) -> QuantSpec:
+    """A GGUF block format as a spec: groups of 32 along the last axis, fp16 scales, gguf arithmetic."""
+    bf = get_block_format(name)
+    affine = bf.kind == "affine"
+    fmt = IntFormat(8, True, narrow=True) if bf.kind == "sym8" else IntFormat(bf.bits, False)
+    return QuantSpec(fmt=fmt, mapping="affine_float" if affine else "symmetric", granularity=PerGroup(32, -1),
+                     convention="gguf", scale_dtype="fp16", zero_point_dtype="fp16" if affine else "none",
+                     preset=name.lower())
