@@ -141,8 +141,9 @@ class QuantResult:
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
                 continue
+            conv = CONVENTIONS[name]
             _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
-                                       CONVENTIONS[name], spec.effective_rounding)
+                                       conv, spec.effective_rounding, fma=_uses_fma(conv, spec))
             ties |= other != self._q_b
         return ties
 
@@ -226,6 +227,11 @@ class QuantResult:
         })
 
 
+def _uses_fma(conv, spec: QuantSpec) -> bool:
+    """torch's per-tensor kernel fuses x*inv + zp (fbgemm AVX2); its per-channel kernel does not."""
+    return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
+
+
 def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool):
     r = spec.range
     dt = conv.qparams_dtype
@@ -240,7 +246,7 @@ def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool):
         return lo.astype(dt), hi.astype(dt), None
     if isinstance(r, MSEOptimal):
         return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
-                                 spec.effective_rounding, int(r.steps), torch_unsigned)
+                                 spec.effective_rounding, int(r.steps), torch_unsigned, _uses_fma(conv, spec))
     if isinstance(r, KLDivergence):
         lo, hi, ratio = kl_range(bv, spec.fmt, int(r.bins))
         return lo.astype(dt), hi.astype(dt), ratio
@@ -277,6 +283,7 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
                                torch_unsigned)
     scale = store_scale(scale, spec.scale_dtype)
     rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
-    raw, q = quantize_blocks(bv.values, scale, zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding, rng)
+    raw, q = quantize_blocks(bv.values, scale, zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding, rng,
+                             fma=_uses_fma(conv, spec))
     xhat = dequantize_blocks(q, scale, zp, conv)
     return QuantResult(spec, canon, bv, lo, hi, scale, zp, raw, q, xhat, ratio, channel_names)

@@ -18,7 +18,8 @@ KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bin
 
 
 def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric_scale: str, conv: Convention,
-                      rounding: str, steps: int, torch_unsigned: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      rounding: str, steps: int, torch_unsigned: bool,
+                      fma: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block, the ratio ``a`` in ``{k/steps}`` minimizing ``sum((x_hat - x)^2)`` over ``[a*min, a*max]``.
 
     Returns ``(lo, hi, ratio)``. Ties between ratios go to the larger ratio (less clipping). Stochastic
@@ -33,7 +34,7 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
         ratio = k / steps
         lo, hi = (lo0 * dt(ratio)).astype(dt), (hi0 * dt(ratio)).astype(dt)
         scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, dt, torch_unsigned)
-        r = fake_quantize_blocks(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding)
+        r = fake_quantize_blocks(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding, fma=fma)
         e = r.dequantized - blocks.values
         if blocks.valid is not None:
             e = np.where(blocks.valid, e, 0)

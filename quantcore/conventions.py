@@ -14,8 +14,11 @@ Named conventions:
 
 ``float64``   textbook, seeds 000-002: float64, divide, ``round(x/scale + zp)``, half-to-even.
 ``torch``     ``torch.quantize_per_tensor`` / ``quantize_per_channel`` and the ``torch.ao`` MinMax
-              observers: float32, ``inv = float32(1/float32(scale))``, ``nearbyint(x*inv + zp)``,
-              half-to-even; observer qparams computed in float32.
+              observers: float32, ``inv = float32(1) / float32(scale)``, ``rint(x*inv + zp)``
+              (half-to-even, zero-point added before rounding); per-tensor qint8/quint8 goes through
+              fbgemm's AVX2 kernel, which forms ``x*inv + zp`` with one fused multiply-add (a single
+              rounding), while ``quantize_per_channel`` rounds the product and the sum separately;
+              observer qparams computed in float32 (measured on torch 2.13, x86).
 ``torch-fake`` ``torch.fake_quantize_per_tensor_affine`` / ``_per_channel_affine``: as ``torch`` but
               ``nearbyint(x*inv) + zp``.
 ``gguf``      llama.cpp / gguf-py: float32, multiply by reciprocal, round half away from zero, fp16 scales.
@@ -43,11 +46,12 @@ class Convention:
     symmetric_scale: str   # "qmax": amax/qmax; "half_range": amax/((qmax-qmin)/2) (torch observers)
     qparams_dtype: type    # dtype in which scale and zero-point are derived from the range
     scale_storage: str | None  # scale rounded to this storage format for dequantization only ("fp16")
+    fma_per_tensor: bool = False  # per-tensor: x*inv + zp with one rounding (fbgemm AVX2 FMA)
 
 
 CONVENTIONS: dict[str, Convention] = {
     "float64": Convention("float64", np.float64, False, True, "half-even", "qmax", np.float64, None),
-    "torch": Convention("torch", np.float32, True, True, "half-even", "half_range", np.float32, None),
+    "torch": Convention("torch", np.float32, True, True, "half-even", "half_range", np.float32, None, True),
     "torch-fake": Convention("torch-fake", np.float32, True, False, "half-even", "half_range", np.float32, None),
     "gguf": Convention("gguf", np.float32, True, False, "half-away", "qmax", np.float32, "fp16"),
 }
@@ -92,6 +96,25 @@ def apply_rounding(t: np.ndarray, rule: str, rng: np.random.Generator | None = N
         u = rng.random(t.shape, dtype=np.float64 if t.dtype == np.float64 else np.float32)
         return f + (u < (t - f))
     raise ValueError(f"unknown rounding {rule!r}; expected one of {', '.join(ROUNDINGS)}")
+
+
+def fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Correctly rounded float32 ``a*b + c`` (one rounding, as ``fmaf`` / ``_mm256_fmadd_ps``).
+
+    ``a*b`` of two float32 is exact in float64 (48 <= 53 bits). The sum is formed with TwoSum and
+    rounded to odd in float64 (53 >= 24 + 2 bits), so the final cast to float32 rounds only once.
+    """
+    p = np.asarray(a, np.float32).astype(np.float64) * np.asarray(b, np.float32).astype(np.float64)
+    c = np.asarray(c, np.float32).astype(np.float64)
+    s = p + c
+    bp = s - p
+    err = (p - (s - bp)) + (c - bp)  # exact: p + c == s + err
+    fix = (err != 0) & ((s.view(np.int64) & 1) == 0) & np.isfinite(s)
+    if fix.any():
+        with np.errstate(invalid="ignore"):
+            s = np.where(fix, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    with np.errstate(over="ignore"):
+        return s.astype(np.float32)
 
 
 def store_scale(scale: np.ndarray, storage: str | None) -> np.ndarray:

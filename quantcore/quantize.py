@@ -5,6 +5,7 @@ done in the convention's working dtype (see :mod:`quantcore.conventions`):
 
     t     = x * (1/scale)            if convention.reciprocal else x / scale
     raw   = round(t + zero_point)    if convention.zp_before_round else round(t) + zero_point
+            (with ``fma=True`` the product and the sum are rounded once, as fbgemm's AVX2 kernel)
     q     = clamp(raw, qmin, qmax)
     x_hat = (q - zero_point) * scale_stored
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conventions import Convention, apply_rounding, store_scale
+from .conventions import Convention, apply_rounding, fma_f32, store_scale
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Quantized:
 
 
 def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-                    conv: Convention, rounding: str, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    conv: Convention, rounding: str, rng: np.random.Generator | None = None,
+                    fma: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(raw, q)`` for a block array; see the module docstring for the exact arithmetic."""
     dt = conv.dtype
     s = np.asarray(scale, dtype=dt)[:, None]
@@ -39,6 +41,9 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
     if conv.reciprocal:
         with np.errstate(divide="ignore"):
             inv = np.where(s == 0, dt(0), dt(1) / s)
+        if fma and conv.zp_before_round:
+            raw = apply_rounding(fma_f32(v, inv, zp), rounding, rng)
+            return raw, np.clip(raw, qmin, qmax)
         t = v * inv
     else:
         t = v / s
@@ -63,6 +68,7 @@ def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, 
 
 
 def fake_quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
-                         conv: Convention, rounding: str, rng: np.random.Generator | None = None) -> Quantized:
-    raw, q = quantize_blocks(values, scale, zero_point, qmin, qmax, conv, rounding, rng)
+                         conv: Convention, rounding: str, rng: np.random.Generator | None = None,
+                         fma: bool = False) -> Quantized:
+    raw, q = quantize_blocks(values, scale, zero_point, qmin, qmax, conv, rounding, rng, fma)
     return Quantized(raw, q, dequantize_blocks(q, scale, zero_point, conv))
