@@ -236,10 +236,21 @@ def pip_download(spec: str, cache: Path) -> Path:
 
 
 def build_quantcore_wheel(cache: Path) -> Path:
+    """`pip wheel --no-deps` of a copy of the project (setuptools would write build/lib into build/)."""
     out = cache / "quantcore-wheel"
-    shutil.rmtree(out, ignore_errors=True)
+    src = cache / "quantcore-src"
+    for d in (out, src):
+        shutil.rmtree(d, ignore_errors=True)
+    src.mkdir(parents=True)
+    shutil.copytree(REPO / "quantcore", src / "quantcore",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copyfile(REPO / name, src / name)
+    if not (src / "README.md").exists():
+        (src / "README.md").write_text("quantcore\n")
     env = dict(os.environ, SOURCE_DATE_EPOCH="315532800")
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)]
     try:
         run(cmd + ["--no-build-isolation"], env=env)
     except subprocess.CalledProcessError:
@@ -382,6 +393,12 @@ def check_app_imports(app: Path, pkgs: list[Package]) -> None:
 def convert(app: Path, out: Path, worker_config: dict) -> None:
     """Run `panel convert --to pyodide-worker` in-process (convert_app) with our worker/handler templates."""
     os.environ["PANEL_CDN_ROOT"] = PANEL_CDN_ROOT
+    # Bokeh names the document and the root <div>s with uuid4(): seed them from the app source so the
+    # same inputs give the same page (ids only need to be unique within the page).
+    import random
+    import uuid
+    rng = random.Random(hashlib.sha256(app.read_bytes()).hexdigest())
+    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)
     import jinja2
     import panel.io.convert as pconv
 
@@ -570,8 +587,11 @@ def main(argv: list[str] | None = None) -> int:
                                           "startup_packages", "cdn_only_packages")}
     # Convert in a fresh interpreter: Panel reads PANEL_CDN_ROOT at import time, and Bokeh's model ids
     # are counters, so a fresh process gives the same page on every build.
-    run([sys.executable, str(Path(__file__).resolve()), "_convert", str(app), str(out), json.dumps(worker_config)],
-        cwd=str(app.parent), env=dict(os.environ, PANEL_CDN_ROOT=PANEL_CDN_ROOT))
+    try:
+        run([sys.executable, str(Path(__file__).resolve()), "_convert", str(app), str(out),
+             json.dumps(worker_config)], cwd=str(app.parent), env=dict(os.environ, PANEL_CDN_ROOT=PANEL_CDN_ROOT))
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"panel convert failed for {app} (its error is printed above)") from None
     used_bokeh = localize_html(out, app_name)
     texts = [(out / f).read_text(encoding="utf-8") for f in (f"{app_name}.html", f"{app_name}.js")]
     vendor_panel_dist(out, texts)
