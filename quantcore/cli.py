@@ -1,0 +1,213 @@
+"""Command line: ``python -m quantcore analyze INPUT`` and ``python -m quantcore list FILE``.
+
+INPUT is a .npy/.npz/.safetensors/.gguf/.csv file or a text file in the seeds' paste format (one
+channel per line or per semicolon; values separated by commas and/or spaces), or ``--example s0..s3``.
+Exit status 0 on success, 2 on bad input or options with a one-line message and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import io as _io
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from . import report
+from .analysis import QuantResult, analyze
+from .blockformats import BLOCK_FORMATS
+from .conventions import CONVENTIONS, ROUNDINGS
+from .examples import EXAMPLES, get_example
+from .formats import IntFormat
+from .granularity import PerChannel, PerGroup, PerTensor
+from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
+from .spec import QuantSpec, preset
+
+MAX_PRINTED_CHANNELS = 20
+
+
+class UsageError(Exception):
+    """Bad options: reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message otherwise)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m quantcore", description="Per-tensor / per-channel / per-group quantization analysis.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    a = sub.add_parser("analyze", help="quantize a tensor and report scales, errors and memory")
+    a.add_argument("input", nargs="?", help="tensor file (.npy .npz .safetensors .gguf .csv .txt)")
+    a.add_argument("--example", choices=sorted(EXAMPLES), help="use a built-in example instead of INPUT")
+    a.add_argument("--tensor", help="tensor name inside .npz/.safetensors/.gguf")
+    a.add_argument("--bits", type=int, default=None, help="bit width 2..16 (default: 8, or the example's)")
+    sg = a.add_mutually_exclusive_group()
+    sg.add_argument("--signed", dest="signed", action="store_true", default=None)
+    sg.add_argument("--unsigned", dest="signed", action="store_false")
+    a.add_argument("--mapping", choices=["symmetric", "affine", "affine_float"], default=None)
+    a.add_argument("--granularity", choices=["tensor", "channel", "group"], default=None)
+    a.add_argument("--axis", type=int, default=None, help="channel axis (per-channel) or group axis (per-group)")
+    a.add_argument("--channel-axis", type=int, default=0, help="axis of the per-channel report (default 0)")
+    a.add_argument("--group-size", type=int, default=128)
+    a.add_argument("--narrow", action="store_true", default=None, help="symmetric narrow range, e.g. int8 [-127, 127]")
+    a.add_argument("--reduce-range", action="store_true", default=None, help="PyTorch reduce_range: one bit fewer")
+    a.add_argument("--qmin", type=int, help="custom qmin (with --qmax)")
+    a.add_argument("--qmax", type=int, help="custom qmax (with --qmin)")
+    a.add_argument("--range", dest="range_method", choices=["minmax", "percentile", "mse", "kl", "custom"], default=None)
+    a.add_argument("--percentile", type=float, default=99.9)
+    a.add_argument("--range-min", type=float, help="custom range minimum (with --range custom)")
+    a.add_argument("--range-max", type=float, help="custom range maximum (with --range custom)")
+    a.add_argument("--rounding", choices=list(ROUNDINGS), default=None)
+    a.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
+    a.add_argument("--convention", choices=list(CONVENTIONS), default=None)
+    a.add_argument("--symmetric-scale", choices=["qmax", "half_range", "max_abs_q"], default=None)
+    a.add_argument("--scale-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    a.add_argument("--zero-point-dtype", choices=["int32", "int16", "int8", "fp16", "none"], default="int32")
+    a.add_argument("--preset", choices=sorted(BLOCK_FORMATS), help="GGUF block format (fixes all other options)")
+    a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
+    a.add_argument("--json", action="store_true", help="print JSON instead of text")
+    a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
+    lst = sub.add_parser("list", help="list the tensors in a file")
+    lst.add_argument("file")
+    return p
+
+
+def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
+    """Return (data, channel names, the example's spec or None, name)."""
+    if args.example:
+        if args.input:
+            raise UsageError("give either INPUT or --example, not both")
+        ex = get_example(args.example)
+        return ex.rows, ex.channel_names, ex.spec, ex.key
+    if not args.input:
+        raise UsageError("INPUT is required (or --example s0..s3)")
+    from .io import load_input  # the io layer parses every file kind
+    loaded = load_input(args.input, tensor=args.tensor)
+    return loaded.data, loaded.channel_names, None, loaded.name or args.input
+
+
+def spec_from_args(args, base: QuantSpec | None) -> QuantSpec:
+    if args.preset:
+        return preset(args.preset)
+    base = base or QuantSpec()
+    f = base.fmt
+    bits = args.bits if args.bits is not None else f.bits
+    signed = args.signed if args.signed is not None else f.signed
+    narrow = args.narrow if args.narrow is not None else (f.narrow and bits == f.bits)
+    reduce_range = bool(args.reduce_range) if args.reduce_range is not None else f.reduce_range
+    if (args.qmin is None) != (args.qmax is None):
+        raise UsageError("--qmin and --qmax go together")
+    fmt = IntFormat(bits, signed, narrow, reduce_range, args.qmin, args.qmax)
+    gran = base.granularity
+    if args.granularity == "tensor":
+        gran = PerTensor()
+    elif args.granularity == "channel":
+        gran = PerChannel(args.axis if args.axis is not None else 0)
+    elif args.granularity == "group":
+        gran = PerGroup(args.group_size, args.axis if args.axis is not None else -1)
+    rng = base.range
+    method = args.range_method
+    if method == "minmax":
+        rng = MinMax()
+    elif method == "percentile":
+        rng = Percentile(args.percentile)
+    elif method == "mse":
+        rng = MSEOptimal()
+    elif method == "kl":
+        rng = KLDivergence()
+    elif method == "custom" or args.range_min is not None or args.range_max is not None:
+        if args.range_min is None or args.range_max is None:
+            raise UsageError("a custom range needs both --range-min and --range-max")
+        rng = CustomRange(args.range_min, args.range_max)
+    return base.with_(fmt=fmt, mapping=args.mapping or base.mapping, granularity=gran, range=rng,
+                      rounding=args.rounding or base.rounding, seed=args.seed,
+                      convention=args.convention or base.convention, symmetric_scale=args.symmetric_scale,
+                      scale_dtype=args.scale_dtype, zero_point_dtype=args.zero_point_dtype)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def _table(rows: list[dict], cols: Sequence[str]) -> str:
+    cells = [[c for c in cols]] + [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(s.ljust(w) for s, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def render_result(r: QuantResult, name: str) -> str:
+    m, mem = r.metrics, r.memory
+    out = [f"{name}: {r.label}  (rounding {r.spec.effective_rounding}, convention {r.spec.convention}, "
+           f"codes [{r.qmin}, {r.qmax}])"]
+    n_blocks = len(r.scale)
+    shown = ", ".join(f"{float(s):.6g}/{float(z):.6g}" for s, z in zip(r.scale[:8], r.zero_point[:8]))
+    out.append(f"scale/zero-point ({n_blocks} block{'s' if n_blocks != 1 else ''}): {shown}{' ...' if n_blocks > 8 else ''}")
+    out.append(f"MAE {m.mae:.6g}  RMSE {m.rmse:.6g}  max error {m.max_abs:.6g}  SQNR {m.sqnr_db:.2f} dB  "
+               f"clipped {m.clip_count} ({100 * m.clip_rate:.2f} %)  collapsed to zero {m.collapsed}  "
+               f"grid utilization {100 * r.utilization:.1f} %")
+    out.append(f"memory: payload {mem.payload_bytes:,} B + metadata {mem.metadata_bytes:,} B = {mem.total_bytes:,} B, "
+               f"{mem.bits_per_weight:.3f} bits/weight, {100 * mem.ratio_fp32:.1f} % of fp32")
+    t = r.channel_table()
+    n = len(t["channel"])
+    rows = [{k: t[k][i] for k in ("name", "min", "max", "scale", "zero_point", "mae", "rmse", "sqnr_db", "clip_count",
+                                  "collapsed", "ties")} for i in range(min(n, MAX_PRINTED_CHANNELS))]
+    out.append(_table(rows, list(rows[0])))
+    if n > MAX_PRINTED_CHANNELS:
+        out.append(f"... {n - MAX_PRINTED_CHANNELS} more channels (use --json for all)")
+    return "\n".join(out)
+
+
+def cmd_analyze(args, stdout) -> int:
+    data, names, example_spec, name = _load(args)
+    spec = spec_from_args(args, example_spec)
+    if args.compare:
+        group = [args.group_size]
+        specs = report.standard_schemes(spec, group, channel_axis=args.channel_axis)
+        if isinstance(spec.range, CustomRange) and np.ndim(spec.range.lo) > 0:
+            specs = specs[1:]  # a per-channel custom range has no per-tensor meaning
+        cmp = report.compare(data, specs, args.channel_axis, names)
+        if args.json:
+            stdout.write(report.to_json(cmp) + "\n")
+        else:
+            stdout.write(_table(cmp.summary_rows(), report.SUMMARY_FIELDS) + "\n" + cmp.advice() + "\n")
+        results = list(cmp.results)
+    else:
+        r = analyze(data, spec, args.channel_axis, names)
+        stdout.write((report.to_json(r) if args.json else render_result(r, name)) + "\n")
+        results = [r]
+    if args.save:
+        r = results[-1] if not args.compare else results[1]
+        with open(args.save, "wb") as fh:
+            np.savez(fh, q=r.q, dequantized=r.dequantized, scale=np.asarray(r.scale), zero_point=np.asarray(r.zero_point))
+    return 0
+
+
+def cmd_list(args, stdout) -> int:
+    from .io import list_tensors
+    infos = list_tensors(args.file)
+    rows = [{"name": i.name, "shape": "x".join(map(str, i.shape)) or "scalar", "dtype": i.dtype} for i in infos]
+    stdout.write((_table(rows, ["name", "shape", "dtype"]) if rows else "no tensors") + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
+    except (UsageError, ValueError, OSError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        stderr.write(f"quantcore: error: {msg}\n")
+        return 2
+    except MemoryError:
+        stderr.write("quantcore: error: not enough memory for this tensor\n")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
