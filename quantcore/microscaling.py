@@ -1,0 +1,423 @@
+"""Scaled low-precision float schemes: per-tensor / per-channel FP8, MXFP8, MXFP4, NVFP4 and NF4.
+
+Every scheme models a float32 weight tensor: the input is converted to float32 once (exact for
+float16/float32; a float64 input is rounded to float32 here, like loading it into a runtime) and all
+scale arithmetic is float32, in the order given for each scheme below. Element rounding is a single
+round-to-nearest-even from that float32 quotient to the element grid (``floatfmt``), with saturation.
+
+Blocks run along ``axis`` (default: last). The tensor is viewed as (n_blocks, block_size) and every
+scale is a reduction over axis 1; no Python loop over blocks or elements. A last block shorter than
+``block_size`` (K % block_size != 0) keeps its own scale: it is padded with zeros, which change no
+block amax, and the padding is dropped again; its scale is still stored and counted. (OCP MX v1.0
+defines only full blocks of k = 32; torchao and TensorRT-Model-Optimizer require K % block == 0.)
+
+Memory accounting is exact in bits (``bits_per_weight``); byte counts round up (4-bit codes are
+packed two per byte): MXFP8 8 + 8/32 = 8.25, MXFP4 4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5 plus one
+float32 per tensor, NF4 4 + 32/64 = 4.5, NF4 with double quantization 4 + 8/64 + 32/(64*256) plus
+one float32 mean per tensor (about 4.127).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+
+from . import floatfmt as ff
+
+__all__ = ["FloatScheme", "FloatQuantized", "quantize_float_scheme", "KINDS"]
+
+KINDS = ("fp8_tensor", "fp8_channel", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp4", "nvfp4", "nf4")
+_DEFAULT_BLOCK = {"mxfp8_e4m3": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16, "nf4": 64}
+_F32 = np.float32
+
+
+@dataclass(frozen=True)
+class FloatScheme:
+    """Spec of a scaled float scheme.
+
+    kind: one of KINDS. block_size: elements per block along ``axis`` (defaults: MX 32, NVFP4 16,
+    NF4 64; unused for fp8_tensor / fp8_channel). axis: block axis for block kinds (default -1), the
+    channel axis for fp8_channel (default 0, one scale per index along it). element: "e4m3" (default)
+    or "e5m2" for the fp8_* kinds. double_quant / dq_block_size: NF4 double quantization of the
+    absmax scales (int8, blocks of 256 scales). convention: NVFP4 element arithmetic, "modelopt"
+    (x / (block_scale * s_t)) or "torchao" (x * ((1 / s_t) / block_scale)).
+    """
+
+    kind: str
+    block_size: Optional[int] = None
+    axis: Optional[int] = None
+    element: Optional[str] = None
+    double_quant: bool = False
+    dq_block_size: int = 256
+    convention: Literal["modelopt", "torchao"] = "modelopt"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"FloatScheme kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind in _DEFAULT_BLOCK:
+            b = self.block
+            if not isinstance(b, (int, np.integer)) or b < 1:
+                raise ValueError(f"FloatScheme {self.kind}: block_size must be a positive integer, got {b!r}")
+        elif self.block_size is not None:
+            raise ValueError(f"FloatScheme {self.kind}: block_size does not apply (got {self.block_size})")
+        if self.element is not None:
+            if not self.kind.startswith("fp8_"):
+                raise ValueError(f"FloatScheme {self.kind}: element is fixed by the kind; only fp8_tensor/"
+                                 f"fp8_channel take element='e4m3'|'e5m2'")
+            if self.element not in ("e4m3", "e5m2"):
+                raise ValueError(f"FloatScheme element must be 'e4m3' or 'e5m2', got {self.element!r}")
+        if self.double_quant and self.kind != "nf4":
+            raise ValueError(f"double_quant applies to kind='nf4' only, not {self.kind!r}")
+        if self.dq_block_size < 1:
+            raise ValueError(f"dq_block_size must be >= 1, got {self.dq_block_size}")
+        if self.convention not in ("modelopt", "torchao"):
+            raise ValueError(f"convention must be 'modelopt' or 'torchao', got {self.convention!r}")
+
+    @property
+    def block(self) -> Optional[int]:
+        return self.block_size if self.block_size is not None else _DEFAULT_BLOCK.get(self.kind)
+
+    @property
+    def block_axis(self) -> Optional[int]:
+        if self.kind == "fp8_tensor":
+            return None
+        if self.axis is not None:
+            return self.axis
+        return 0 if self.kind == "fp8_channel" else -1
+
+    @property
+    def element_format(self) -> ff.Format:
+        if self.kind.startswith("fp8_"):
+            return ff.E5M2 if self.element == "e5m2" else ff.E4M3FN
+        return {"mxfp8_e4m3": ff.E4M3FN, "mxfp8_e5m2": ff.E5M2, "mxfp4": ff.E2M1,
+                "nvfp4": ff.E2M1, "nf4": ff.NF4}[self.kind]
+
+    @property
+    def label(self) -> str:
+        if self.kind == "fp8_tensor":
+            return f"fp8 {self.element or 'e4m3'} per-tensor"
+        if self.kind == "fp8_channel":
+            return f"fp8 {self.element or 'e4m3'} per-channel"
+        name = {"mxfp8_e4m3": "mxfp8 e4m3", "mxfp8_e5m2": "mxfp8 e5m2", "mxfp4": "mxfp4",
+                "nvfp4": "nvfp4", "nf4": "nf4"}[self.kind]
+        if self.block != _DEFAULT_BLOCK[self.kind]:
+            name += f" b{self.block}"
+        if self.double_quant:
+            name += " dq"
+        return name
+
+
+@dataclass(frozen=True)
+class FloatQuantized:
+    """Result of :func:`quantize_float_scheme`. Arrays with the input's shape unless stated.
+
+    codes: uint8 element codes (4-bit formats in the low nibble). dequantized: float32 values.
+    block_scales: float32, one decoded scale per block (blocks in row-major order of the
+    (other axes..., block index) layout; per-tensor: length 1; per-channel: one per channel).
+    scale_codes: stored scale codes (E8M0 / E4M3 uint8, NF4-dq int8), or None for float32 scales.
+    tensor_scale: NVFP4's float32 per-tensor scale (NF4-dq: None; see ``extra``).
+    clipped: bool, elements whose scaled value rounded past the element format's largest finite value
+    and were saturated. Memory fields use the names of quantcore's Memory.
+    """
+
+    scheme: FloatScheme
+    label: str
+    element: str
+    x: np.ndarray
+    codes: np.ndarray
+    dequantized: np.ndarray
+    block_scales: np.ndarray
+    scale_codes: Optional[np.ndarray]
+    tensor_scale: Optional[float]
+    clipped: np.ndarray
+    clip_count: int
+    n_elements: int
+    n_blocks: int
+    block_size: int
+    payload_bits: int
+    metadata_bits: int
+    extra: dict = field(default_factory=dict)
+    _block_ids: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False, compare=False)
+
+    @property
+    def payload_bytes(self) -> int:
+        return (self.payload_bits + 7) // 8
+
+    @property
+    def metadata_bytes(self) -> int:
+        return (self.metadata_bits + 7) // 8
+
+    @property
+    def total_bytes(self) -> int:
+        return self.payload_bytes + self.metadata_bytes
+
+    @property
+    def bits_per_weight(self) -> float:
+        """(element bits + scale bits) / n_elements, exact (not from rounded bytes)."""
+        return (self.payload_bits + self.metadata_bits) / self.n_elements
+
+    @property
+    def n_params(self) -> int:
+        """Number of stored scale values (block scales, plus tensor scale / dq constants)."""
+        return int(self.extra.get("n_params", self.n_blocks))
+
+    @property
+    def clip_rate(self) -> float:
+        return self.clip_count / self.n_elements
+
+    @property
+    def error(self) -> np.ndarray:
+        """dequantized - x, float64."""
+        return self.dequantized.astype(np.float64) - self.x.astype(np.float64)
+
+    def block_ids(self) -> np.ndarray:
+        """int64 block index of every element (input shape), indexing ``block_scales``."""
+        return self._block_ids()
+
+    def memory_dict(self) -> dict:
+        """Memory in quantcore's Memory field names."""
+        return {
+            "n_elements": self.n_elements,
+            "n_params": self.n_params,
+            "payload_bytes": self.payload_bytes,
+            "metadata_bytes": self.metadata_bytes,
+            "total_bytes": self.total_bytes,
+            "bits_per_weight": self.bits_per_weight,
+            "ratio_fp32": 4 * self.n_elements / self.total_bytes,
+            "ratio_fp16": 2 * self.n_elements / self.total_bytes,
+        }
+
+
+# ---- block views ------------------------------------------------------------------------------------
+
+class _Blocks:
+    """x viewed as (n_blocks, width) with a way back to the input shape."""
+
+    def __init__(self, x32: np.ndarray, scheme: FloatScheme):
+        self.shape = x32.shape
+        self.pad = 0
+        if scheme.kind == "fp8_tensor":
+            self.mode, self.axis = "tensor", None
+            self.blocks = x32.reshape(1, -1)
+            return
+        ax = scheme.block_axis
+        if not -x32.ndim <= ax < x32.ndim:
+            raise ValueError(f"{scheme.label}: axis {ax} is out of range for an array with {x32.ndim} dimension(s)")
+        self.axis = ax % x32.ndim
+        if scheme.kind == "fp8_channel":
+            self.mode = "channel"
+            moved = np.moveaxis(x32, self.axis, 0)
+            self.moved_shape = moved.shape
+            self.blocks = moved.reshape(moved.shape[0], -1)
+            return
+        self.mode = "block"
+        b = scheme.block
+        moved = np.moveaxis(x32, self.axis, -1)
+        self.moved_shape = moved.shape
+        k = moved.shape[-1]
+        self.pad = (-k) % b
+        rows = moved.reshape(-1, k)
+        if self.pad:
+            rows = np.concatenate([rows, np.zeros((rows.shape[0], self.pad), rows.dtype)], axis=1)
+        self.blocks = rows.reshape(-1, b)
+
+    def back(self, arr: np.ndarray) -> np.ndarray:
+        """(n_blocks, width) array -> input shape (padding dropped)."""
+        if self.mode == "tensor":
+            return arr.reshape(self.shape)
+        if self.mode == "channel":
+            return np.moveaxis(arr.reshape(self.moved_shape), 0, self.axis)
+        k = self.moved_shape[-1]
+        rows = arr.reshape(-1, k + self.pad)[:, :k]
+        return np.moveaxis(rows.reshape(self.moved_shape), -1, self.axis)
+
+
+def _validate(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{scheme.label}: expected a real numeric array, got dtype {a.dtype}")
+    if a.size == 0:
+        raise ValueError(f"{scheme.label}: input is empty (shape {a.shape})")
+    if a.ndim == 0:
+        a = a.reshape(1)
+    x32 = np.ascontiguousarray(a, dtype=_F32)
+    bad = ~np.isfinite(x32)
+    if bad.any() and not allow_nonfinite:
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x32.shape))
+        what = "NaN" if np.isnan(x32[idx]) else ("inf" if np.isinf(a[idx]) else "a value beyond float32 range")
+        raise ValueError(f"{scheme.label}: input has {what} at index {idx}")
+    if bad.any() and not scheme.kind.startswith("mx"):
+        raise ValueError(f"{scheme.label}: allow_nonfinite applies to MX schemes only (OCP MX 6.3 NaN scale)")
+    return x32
+
+
+# ---- schemes ----------------------------------------------------------------------------------------
+
+def _fp8_scaled(blocks: np.ndarray, fmt: ff.FloatFormat):
+    """scale = amax / fmt.max (float32; amax == 0 -> scale 1); elements = fmt(x / scale), saturating."""
+    amax = np.max(np.abs(blocks), axis=1)
+    scale = amax / _F32(fmt.max_finite)
+    scale = np.where(amax == 0, _F32(1), scale).astype(_F32)
+    scaled = blocks / scale[:, None]
+    codes, clipped = ff.encode_with_overflow(scaled, fmt, "saturate")
+    deq = ff.decode(codes, fmt) * scale[:, None]
+    return codes, deq, scale, None, clipped, 32 * scale.size, {}
+
+
+def _mx(blocks: np.ndarray, fmt: ff.FloatFormat):
+    """OCP MX v1.0 section 6.3: shared_exp = floor(log2(amax)) - emax_elem, clamped to E8M0's
+    [-127, 127]; X = 2**shared_exp; P_i = quantize(V_i / X) with saturation to the element max.
+
+    floor(log2(amax)) is the float32 exponent field of amax minus 127 (a zero or subnormal amax
+    gives <= -127 and clamps to -127). V_i / X is a power-of-two scaling, done exactly in float64
+    (np.ldexp). A NaN or inf amax makes X NaN (code 0xFF) and every element of that block decodes
+    to NaN (spec: a NaN scale makes the whole block NaN); its element codes are set to 0.
+    """
+    amax = np.max(np.abs(blocks), axis=1)
+    ef = ((amax.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32)
+    floor_log2 = ef - 127
+    shared = np.clip(floor_log2 - fmt.emax, -127, 127)
+    nan_scale = ~np.isfinite(amax)
+    scale_codes = np.where(nan_scale, 0xFF, shared + 127).astype(np.uint8)
+    scales = ff.decode(scale_codes, ff.E8M0)                       # exact powers of two, float32
+    x64 = np.where(nan_scale[:, None], 0.0, blocks.astype(np.float64))
+    scaled = np.ldexp(x64, -shared[:, None])                       # V / X, exact
+    codes, clipped = ff.encode_with_overflow(scaled, fmt, "saturate")
+    deq = (ff.decode(codes, fmt).astype(np.float64) * scales[:, None].astype(np.float64)).astype(_F32)
+    deq[nan_scale] = np.nan
+    return codes, deq, scales, scale_codes, clipped, 8 * scales.size, {}
+
+
+def _nvfp4(blocks: np.ndarray, convention: str):
+    """NVFP4, two-level scaling, all arithmetic float32:
+
+        s_t   = amax(|x| over the tensor) / (6 * 448)                      (per-tensor float32 scale)
+        s_b   = E4M3( clamp((amax_block / 6) / s_t, 2**-6, 448) )           (per block of 16)
+        q     = E2M1( x / (s_b * s_t) )            convention="modelopt"  (saturating, RNE)
+                E2M1( x * ((1 / s_t) / s_b) )      convention="torchao"
+        x_hat = q * s_b * s_t
+
+    Source: NVIDIA TensorRT-Model-Optimizer NVFP4QTensor (weights_scaling_factor_2 =
+    amax / (6 * 448); per-block scale = block_amax / (6 * weights_scaling_factor_2) cast to
+    float8_e4m3fn; quantize x / (per_block_scale * weights_scaling_factor_2)); cuBLAS documents the
+    same 16-element E4M3 block scale times a float32 tensor scale. The clamp of the block scale to
+    [2**-6 (E4M3 smallest normal), 448] before the E4M3 cast is torchao's nvfp4_quantize (0.18), which
+    is also where convention="torchao" comes from (reciprocal multiply, as its Triton kernel). An
+    all-zero tensor uses s_t = 1 (every code 0).
+    """
+    amax_t = _F32(np.max(np.abs(blocks)))
+    s_t = _F32(amax_t / _F32(6.0 * 448.0)) if amax_t > 0 else _F32(1.0)
+    amax_b = np.max(np.abs(blocks), axis=1)
+    sb = (amax_b / _F32(6.0)) / s_t
+    sb = np.clip(sb, _F32(ff.E4M3FN.min_positive * 8), _F32(448.0)).astype(_F32)   # 2**-9 * 8 = 2**-6
+    scale_codes = ff.encode(sb, ff.E4M3FN)
+    s_b = ff.decode(scale_codes, ff.E4M3FN)
+    if convention == "modelopt":
+        scaled = blocks / (s_b * s_t)[:, None]
+    else:
+        scaled = blocks * ((_F32(1.0) / s_t) / s_b)[:, None]
+    codes, clipped = ff.encode_with_overflow(scaled, ff.E2M1, "saturate")
+    deq = ff.decode(codes, ff.E2M1) * (s_b * s_t)[:, None]
+    return codes, deq, s_b, scale_codes, clipped, 8 * s_b.size + 32, {"n_params": s_b.size + 1, "tensor_scale": float(s_t)}
+
+
+def _double_quant(absmax: np.ndarray, dq_block: int):
+    """torchao NF4Tensor.double_quantize_scalers (0.18), float32 arithmetic:
+
+        mean = mean(absmax);  c = absmax - mean
+        per run of ``dq_block`` consecutive scales: f = 256 / (2 * amax(|c|))  (amax 0 -> f = 1)
+        q = clamp(round_half_even(c * f), -128, 127) as int8;   scale_hat = q / f + mean
+
+    The mean is float32(sum in float64 / n); torch sums in float32 in its own order, so the mean can
+    differ from torch's in the last bit unless the sum is exact. A last shorter run keeps its own f.
+    Storage: 8 bits per scale, 32 bits per run (f), 32 bits (mean).
+    """
+    n = absmax.size
+    mean = _F32(np.sum(absmax, dtype=np.float64) / n)
+    c = (absmax - mean).astype(_F32)
+    pad = (-n) % dq_block
+    runs = np.concatenate([c, np.zeros(pad, _F32)]).reshape(-1, dq_block)
+    ramax = np.max(np.abs(runs), axis=1)
+    f = np.where(ramax > 0, _F32(256.0) / (_F32(2.0) * ramax), _F32(1.0)).astype(_F32)
+    q = np.clip(np.rint(runs * f[:, None]), -128, 127).astype(np.int8)
+    deq = ((q.astype(_F32) / f[:, None]) + mean).astype(_F32).reshape(-1)[:n]
+    q = q.reshape(-1)[:n]
+    meta_bits = 8 * n + 32 * f.size + 32
+    return q, deq, f, mean, meta_bits
+
+
+def _nf4(blocks: np.ndarray, double_quant: bool, dq_block: int):
+    """NF4 (QLoRA / bitsandbytes), float32: absmax per block; q = dQuantizeNF4(x * (1 / absmax))
+    (reciprocal multiply as bitsandbytes' kQuantizeBlockwise; absmax 0 -> reciprocal 0 -> code of 0.0);
+    x_hat = NF4[q] * scale, scale = absmax, or its double-quantized value (see _double_quant; the
+    elements are still quantized with the exact absmax, as bitsandbytes and torchao do).
+    Absmax scaling cannot clip: scaled values are within [-1, 1] up to one float32 ulp, which the
+    codebook maps to +-1, so ``clipped`` is all False."""
+    absmax = np.max(np.abs(blocks), axis=1)
+    with np.errstate(divide="ignore"):
+        recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
+    scaled = blocks * recip[:, None]
+    codes = ff.encode(scaled, ff.NF4)
+    extra: dict = {}
+    if double_quant:
+        q, scale, f, mean, meta_bits = _double_quant(absmax, dq_block)
+        scale_codes = q
+        extra = {"dq_factors": f, "dq_mean": float(mean), "absmax": absmax,
+                 "n_params": absmax.size + f.size + 1}
+    else:
+        scale, scale_codes, meta_bits = absmax.astype(_F32), None, 32 * absmax.size
+    deq = ff.decode(codes, ff.NF4) * scale[:, None]
+    return codes, deq, scale, scale_codes, np.zeros(blocks.shape, bool), meta_bits, extra
+
+
+def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool = False) -> FloatQuantized:
+    """Quantize ``x`` (any real dtype, any shape, non-empty) with a scaled float scheme.
+
+    Non-finite inputs raise ValueError naming the first index, except for MX schemes with
+    ``allow_nonfinite=True`` (OCP MX 6.3: a block whose amax is NaN gets a NaN scale).
+    """
+    if not isinstance(scheme, FloatScheme):
+        raise ValueError(f"scheme must be a FloatScheme, got {type(scheme).__name__}")
+    x32 = _validate(x, scheme, allow_nonfinite)
+    view = _Blocks(x32, scheme)
+    blocks = view.blocks
+    fmt = scheme.element_format
+    kind = scheme.kind
+    if kind in ("fp8_tensor", "fp8_channel"):
+        out = _fp8_scaled(blocks, fmt)
+    elif kind.startswith("mx"):
+        out = _mx(blocks, fmt)
+    elif kind == "nvfp4":
+        out = _nvfp4(blocks, scheme.convention)
+    else:
+        out = _nf4(blocks, scheme.double_quant, scheme.dq_block_size)
+    codes_b, deq_b, scales, scale_codes, clipped_b, meta_bits, extra = out
+    clipped = view.back(clipped_b)
+    n = x32.size
+    n_blocks, width = blocks.shape
+
+    def block_ids() -> np.ndarray:
+        return view.back(np.broadcast_to(np.arange(n_blocks, dtype=np.int64)[:, None], blocks.shape))
+
+    return FloatQuantized(
+        scheme=scheme,
+        label=scheme.label,
+        element=fmt.name,
+        x=x32,
+        codes=view.back(codes_b),
+        dequantized=view.back(deq_b.astype(_F32, copy=False)),
+        block_scales=np.asarray(scales, dtype=_F32),
+        scale_codes=scale_codes,
+        tensor_scale=extra.pop("tensor_scale", None),
+        clipped=clipped,
+        clip_count=int(np.count_nonzero(clipped)),
+        n_elements=n,
+        n_blocks=n_blocks,
+        block_size=int(scheme.block) if scheme.block else int(width),
+        payload_bits=n * fmt.bits,
+        metadata_bits=int(meta_bits),
+        extra=extra,
+        _block_ids=block_ids,
+    )
