@@ -1,0 +1,351 @@
+"""Scaled float schemes: hand-worked examples from the specifications, and bit-exact comparisons with
+torchao 0.18 (to_mx, nvfp4_quantize, NF4Tensor.double_quantize_scalers) and torch float8 casts."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from quantcore import floatfmt as ff
+from quantcore.microscaling import KINDS, FloatScheme, quantize_float_scheme
+
+torch = pytest.importorskip("torch", reason="torch is the oracle for the bit-exact comparisons")
+
+
+def rand(shape, seed=0, spread=True):
+    """float32 data whose rows span many binades (so blocks get very different scales)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if spread:
+        x *= 2.0 ** rng.integers(-20, 20, size=shape[:-1] + (1,))
+    return x.astype(np.float32)
+
+
+def q(x, kind, **kw):
+    return quantize_float_scheme(np.asarray(x, np.float32), FloatScheme(kind, **kw))
+
+
+# ---- OCP MX v1.0, section 6.3 worked examples ----------------------------------------------------
+
+def test_mx_e4m3_worked_example_section_6_3():
+    # OCP MX v1.0 section 6.3: shared_exp = floor(log2(max|V|)) - emax_elem, X = 2**shared_exp,
+    # P_i = quantize_to_element_format(V_i / X) with saturation to the element's max normal.
+    # Block amax 1000: floor(log2 1000) = 9, emax(E4M3) = 8 -> shared_exp 1, X = 2 (E8M0 code 128).
+    #   1000 / 2 = 500 -> nearest E4M3 512 is past 448 -> saturates to 448 -> 896 (clipped)
+    #   3.3 / 2 = 1.65 -> E4M3 step 0.125 in [1, 2): 1.625 -> 3.25
+    #   -0.01 / 2 = -0.005 -> subnormal step 2**-9: -3 * 2**-9 = -0.005859375 -> -0.01171875
+    x = np.zeros(32, np.float32)
+    x[:4] = [1000, 3.3, -0.01, 448 * 2]
+    r = q(x, "mxfp8_e4m3")
+    assert r.scale_codes.tolist() == [128] and r.block_scales.tolist() == [2.0]
+    assert r.dequantized[:4].tolist() == [896.0, 3.25, -0.01171875, 896.0]
+    assert r.clipped[:4].tolist() == [True, False, False, False]
+    assert r.clip_count == 1
+
+
+def test_mxfp4_worked_example_ties_and_clipping():
+    # E2M1 emax = 2. Block A amax 5: floor(log2 5) = 2 -> shared_exp 0, X = 1.
+    #   5 is the midpoint of 4 (code 6, mantissa 0) and 6 (code 7): ties to even -> 4
+    #   7 would not occur in block A; block B amax 7: floor(log2 7) = 2 -> X = 1, 7 rounds past 6
+    #   (tie to the even "8") and saturates to 6 (clipped); 0.25 ties between 0 and 0.5 -> 0
+    # Block C amax 0.3: floor(log2 0.3) = -2 -> shared_exp -4, X = 1/16; 0.3 * 16 = 4.8 -> 4 -> 0.25
+    x = np.zeros((3, 32), np.float32)
+    x[0, :2] = [5, -2.5]         # -2.5: midpoint of 2 (code 4, even) and 3 -> -2
+    x[1, :2] = [7, 0.25]
+    x[2, :1] = [0.3]
+    r = q(x, "mxfp4")
+    assert r.scale_codes.tolist() == [127, 127, 123]
+    assert r.dequantized[0, :2].tolist() == [4.0, -2.0]
+    assert r.dequantized[1, :2].tolist() == [6.0, 0.0]
+    assert r.dequantized[2, 0] == 0.25
+    assert r.clipped.sum() == 1 and r.clipped[1, 0]
+
+
+def test_mx_scale_clamps_to_e8m0_range_and_zero_block():
+    x = np.zeros((3, 32), np.float32)
+    x[1, 0] = 3e38               # floor(log2) = 127 -> 127 - 8 = 119
+    x[2, 0] = 1e-40              # subnormal float32: shared_exp would be < -127 -> clamps to -127
+    r = q(x, "mxfp8_e4m3")
+    assert r.scale_codes.tolist() == [0, 119 + 127, 0]
+    assert r.block_scales[0] == np.float32(2.0**-127)
+    assert np.all(r.dequantized[0] == 0)
+    # 1e-40 / 2**-127 = 1.70..e-2 -> E4M3 grid near 2**-6 (step 2**-9): exact float64 division
+    want = float(ff.round_to_format(np.array([np.float32(1e-40) / 2.0**-127]), ff.E4M3FN)[0]) * 2.0**-127
+    assert r.dequantized[2, 0] == np.float32(want)
+
+
+def test_mx_nan_block_is_nan_when_allowed():
+    x = rand((2, 64), spread=False)
+    x[1, 40] = np.nan
+    with pytest.raises(ValueError, match=r"NaN at index \(1, 40\)"):
+        q(x, "mxfp4")
+    r = quantize_float_scheme(x, FloatScheme("mxfp4"), allow_nonfinite=True)
+    # blocks are (row 0: 0, 1), (row 1: 2, 3); the NaN sits in block 3
+    assert r.scale_codes[3] == 255 and np.isnan(r.block_scales[3])
+    assert np.all(r.scale_codes[:3] < 255)
+    assert np.all(np.isnan(r.dequantized[1, 32:])) and not np.isnan(r.dequantized[1, :32]).any()
+    with pytest.raises(ValueError, match="MX schemes only"):
+        quantize_float_scheme(x, FloatScheme("nvfp4"), allow_nonfinite=True)
+
+
+# ---- MX against torchao.to_mx (FLOOR mode = the spec's rule) ----------------------------------------
+
+@pytest.mark.parametrize("kind,tdtype", [("mxfp8_e4m3", "float8_e4m3fn"), ("mxfp8_e5m2", "float8_e5m2"),
+                                         ("mxfp4", "float4_e2m1fn_x2")])
+def test_mx_matches_torchao_to_mx(kind, tdtype):
+    mx = pytest.importorskip("torchao.prototype.mx_formats.mx_tensor", reason="torchao MX oracle")
+    from torchao.prototype.mx_formats.kernels import unpack_uint4
+    x = rand((64, 256), seed=1)
+    x[3, :32] = 0.0                                   # an all-zero block
+    x[5, 7] = x[5, :32].max() * 1.97                  # an amax just below a power of two
+    scale, data = mx.to_mx(torch.from_numpy(x), getattr(torch, tdtype), 32)
+    r = q(x, kind)
+    assert np.array_equal(r.scale_codes, scale.view(torch.uint8).numpy().reshape(-1))
+    if kind == "mxfp4":
+        codes = unpack_uint4(data.view(torch.uint8)).numpy().reshape(x.shape)
+    else:
+        codes = data.view(torch.uint8).numpy()
+    assert np.array_equal(r.codes, codes)
+    assert r.clip_count > 0                           # floor scale: the largest elements saturate
+
+
+# ---- NVFP4 ---------------------------------------------------------------------------------------
+
+def test_nvfp4_hand_worked_example():
+    # Tensor amax 2688 = 6 * 448 -> s_t = 2688 / (6 * 448) = 1.0 exactly.
+    # Block 0 amax 2688: s_b = E4M3(2688 / 6 / 1) = 448; 2688 / 448 = 6 -> 6 * 448 = 2688.
+    # Block 1 amax 60:   s_b = E4M3(10) = 10 (1.25 * 2**3); 25 / 10 = 2.5 ties to even 2 -> 20;
+    #                    0.4 / 10 = 0.04 -> 0; -60 -> -6 -> -60.
+    # Block 2 amax 13:   13 / 6 = 2.1667 -> E4M3 step 0.25 in [2, 4): 2.25; 13 / 2.25 = 5.78 -> 6 -> 13.5
+    x = np.zeros(48, np.float32)
+    x[0] = 2688
+    x[16:19] = [-60, 25, 0.4]
+    x[32] = 13
+    r = q(x, "nvfp4")
+    assert r.tensor_scale == 1.0
+    assert r.block_scales.tolist() == [448.0, 10.0, 2.25]
+    assert r.dequantized[[0, 16, 17, 18, 32]].tolist() == [2688.0, -60.0, 20.0, 0.0, 13.5]
+    assert r.clip_count == 0
+
+
+def test_nvfp4_matches_torchao_convention():
+    nv = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor", reason="torchao NVFP4 oracle")
+    from torchao.prototype.mx_formats.kernels import unpack_uint4
+    x = rand((32, 128), seed=2, spread=False) * np.float32(3.7)
+    x[0, :16] *= np.float32(1e-6)                    # a block whose scale clamps to 2**-6
+    t = torch.from_numpy(x)
+    s_t = nv.per_tensor_amax_to_scale(t.abs().max())
+    scales, data = nv.nvfp4_quantize(t, 16, per_tensor_scale=s_t)
+    r = q(x, "nvfp4", convention="torchao")
+    assert r.tensor_scale == float(s_t)
+    assert np.array_equal(r.scale_codes, scales.view(torch.uint8).numpy().reshape(-1))
+    assert np.array_equal(r.codes, unpack_uint4(data.view(torch.uint8)).numpy().reshape(x.shape))
+
+
+def test_nvfp4_modelopt_formula_with_torch_ops():
+    """convention="modelopt": x / (s_b * s_t), computed here with torch float32 ops and torchao's
+    independent E2M1 encoder (f32_to_f4_unpacked)."""
+    pytest.importorskip("torchao.prototype.mx_formats.kernels", reason="torchao E2M1 encoder")
+    from torchao.prototype.mx_formats.kernels import f32_to_f4_unpacked
+    x = rand((16, 64), seed=3, spread=False)
+    t = torch.from_numpy(x)
+    s_t = t.abs().max() / (6.0 * 448.0)
+    blocks = t.reshape(-1, 16)
+    sb = torch.clamp(blocks.abs().amax(1) / 6.0 / s_t, min=2.0**-6, max=448.0).to(torch.float8_e4m3fn)
+    sbf = sb.to(torch.float32)
+    codes = f32_to_f4_unpacked(torch.clamp(blocks / (sbf * s_t)[:, None], -6.0, 6.0)).reshape(x.shape)
+    r = q(x, "nvfp4")
+    assert np.array_equal(r.scale_codes, sb.view(torch.uint8).numpy())
+    assert np.array_equal(r.codes, codes.numpy())
+    deq = (ff.decode(codes.numpy(), ff.E2M1).reshape(-1, 16) * (sbf * s_t).numpy()[:, None]).reshape(x.shape)
+    assert np.array_equal(r.dequantized, deq)
+
+
+# ---- FP8 per-tensor / per-channel ------------------------------------------------------------------
+
+@pytest.mark.parametrize("element,tdtype,vmax", [("e4m3", torch.float8_e4m3fn, 448.0),
+                                                 ("e5m2", torch.float8_e5m2, 57344.0)])
+def test_fp8_tensor_and_channel_match_torch_cast(element, tdtype, vmax):
+    x = rand((8, 300), seed=4)
+    t = torch.from_numpy(x)
+    # per-tensor: scale = amax / max (float32), codes = cast(clamp(x / scale))
+    s = t.abs().max() / vmax
+    want = torch.clamp(t / s, -vmax, vmax).to(tdtype).view(torch.uint8).numpy()
+    r = q(x, "fp8_tensor", element=element)
+    assert r.block_scales.tolist() == [float(s)] and np.array_equal(r.codes, want)
+    # per-channel along axis 0
+    s = t.abs().amax(1, keepdim=True) / vmax
+    want = torch.clamp(t / s, -vmax, vmax).to(tdtype).view(torch.uint8).numpy()
+    r = q(x, "fp8_channel", element=element)
+    assert np.array_equal(r.block_scales, s.numpy().reshape(-1)) and np.array_equal(r.codes, want)
+    assert r.clip_count == 0
+    # channel axis 1 == transpose
+    r1 = q(x.T.copy(), "fp8_channel", element=element, axis=1)
+    assert np.array_equal(r1.codes, r.codes.T)
+
+
+# ---- NF4 ---------------------------------------------------------------------------------------
+
+def test_nf4_hand_example_and_nearest():
+    # absmax 2: x / 2 -> NF4 tree; 0.5 * ... values chosen on both sides of thresholds
+    x = np.zeros(64, np.float32)
+    x[:6] = [2.0, -2.0, 0.5, 0.04, -0.1, 1.0]
+    r = q(x, "nf4")
+    # 0.5/2 = 0.25 -> nearest 0.24611 (code 10); 0.02 -> 0.0 (7); -0.05 -> -0.09105 (6) since it is
+    # below threshold -0.0455; 0.5 is below the 0.4407/0.5626 threshold 0.50166 -> 0.4407 (12)
+    assert r.codes[:6].tolist() == [15, 0, 10, 7, 6, 12]
+    assert r.block_scales.tolist() == [2.0]
+    vals = np.asarray(ff.NF4.values, np.float32)
+    assert np.array_equal(r.dequantized[:6], vals[r.codes[:6]] * np.float32(2.0))
+    # on random data the code is the nearest NF4 value except within 1e-6 of a midpoint
+    y = rand((64, 64), seed=5, spread=False)
+    r = q(y, "nf4")
+    blocks = y.reshape(-1, 64)
+    scaled = (blocks * (np.float32(1) / np.abs(blocks).max(1))[:, None]).reshape(-1).astype(np.float64)
+    nearest = np.argmin(np.abs(scaled[:, None] - vals[None, :].astype(np.float64)), axis=1)
+    mids = (vals[:-1].astype(np.float64) + vals[1:]) / 2
+    near_mid = np.min(np.abs(scaled[:, None] - mids[None, :]), axis=1) < 1e-6
+    assert np.array_equal(r.codes.reshape(-1)[~near_mid], nearest[~near_mid])
+
+
+def test_nf4_double_quant_matches_torchao():
+    nf4mod = pytest.importorskip("torchao.quantization.quantize_.workflows.nf4.nf4_tensor",
+                                 reason="torchao NF4 double-quant oracle")
+    rng = np.random.default_rng(6)
+    # multiples of 2**-12 below 4: the float32 sum of the 512 absmax values is exact in any order,
+    # so torch's float32 mean and ours agree bit for bit
+    x = (np.round(rng.standard_normal((128, 256)) * 4096) / 4096).clip(-3.99, 3.99).astype(np.float32)
+    qs, factor, mean = nf4mod.NF4Tensor.double_quantize_scalers(torch.from_numpy(x).flatten(), 64, 256)
+    r = q(x, "nf4", double_quant=True)
+    assert r.extra["dq_mean"] == float(mean)
+    assert np.array_equal(r.extra["dq_factors"], factor.numpy())
+    assert np.array_equal(r.scale_codes, qs.numpy())
+    # dequantized scales as torchao's dequantize_scalers: q / f + mean in float32
+    want = (qs.to(torch.float32).reshape(-1, 256) / factor[:, None]).flatten() + mean
+    assert np.array_equal(r.block_scales, want.numpy())
+
+
+# ---- memory accounting -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,kw,bpw", [
+    ("mxfp4", {}, 4.25), ("mxfp8_e4m3", {}, 8.25), ("mxfp8_e5m2", {}, 8.25),
+    ("nvfp4", {}, 4.5 + 32 / 4096), ("nf4", {}, 4.5),
+    # 64 scales -> one (short) run of the 256-scale double quantization: 8*64 + 32 + 32 (mean) bits
+    ("nf4", {"double_quant": True}, 4 + (8 * 64 + 32 + 32) / 4096),
+    ("fp8_tensor", {}, 8 + 32 / 4096), ("fp8_channel", {}, 8 + 32 * 16 / 4096),
+])
+def test_bits_per_weight(kind, kw, bpw):
+    r = q(rand((16, 256), spread=False), kind, **kw)
+    assert r.bits_per_weight == pytest.approx(bpw, rel=0, abs=1e-12)
+    assert r.total_bytes * 8 >= r.bits_per_weight * r.n_elements
+    m = r.memory_dict()
+    assert m["total_bytes"] == m["payload_bytes"] + m["metadata_bytes"]
+    assert m["ratio_fp32"] == 4 * 4096 / m["total_bytes"]
+
+
+def test_qlora_double_quant_figure():
+    # QLoRA: 8-bit scales per 64 weights + 32-bit per 256 scales -> 4 + 8/64 + 32/(64*256) = 4.127
+    r = q(rand((1024, 1024), spread=False), "nf4", double_quant=True)
+    assert round(r.bits_per_weight, 3) == 4.127
+    assert r.payload_bytes == 1024 * 1024 // 2 and r.metadata_bytes == 16384 + 64 * 4 + 4
+
+
+# ---- layout: partial blocks, axis ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["mxfp4", "mxfp8_e4m3", "nvfp4", "nf4"])
+def test_partial_last_block_equals_zero_padding(kind):
+    x = rand((5, 100), seed=7)
+    r = q(x, kind)
+    b = FloatScheme(kind).block
+    padded = np.concatenate([x, np.zeros((5, (-100) % b), np.float32)], axis=1)
+    rp = q(padded, kind)
+    assert np.array_equal(r.codes, rp.codes[:, :100])
+    assert np.array_equal(r.dequantized, rp.dequantized[:, :100])
+    assert r.n_blocks == 5 * -(-100 // b)
+    assert r.payload_bits == 500 * ff.get_format(r.element).bits     # padding is not stored
+    ids = r.block_ids()
+    assert ids[0, -1] == ids[0, 0] + (100 - 1) // b and ids[1, 0] == -(-100 // b)
+
+
+@pytest.mark.parametrize("kind", ["mxfp4", "nvfp4", "nf4", "mxfp8_e5m2"])
+def test_axis_is_transpose(kind):
+    x = rand((64, 48), seed=8)
+    r0 = q(x, kind, axis=0)
+    rT = q(x.T.copy(), kind)
+    assert np.array_equal(r0.codes, rT.codes.T) and np.array_equal(r0.dequantized, rT.dequantized.T)
+    x3 = rand((2, 3, 64), seed=9)
+    r3 = q(x3, kind)
+    assert np.array_equal(r3.codes, q(x3.reshape(6, 64), kind).codes.reshape(2, 3, 64))
+
+
+def test_validation_messages():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        FloatScheme("mxfp6")
+    with pytest.raises(ValueError, match="block_size does not apply"):
+        FloatScheme("fp8_tensor", block_size=32)
+    with pytest.raises(ValueError, match="element is fixed"):
+        FloatScheme("mxfp4", element="e5m2")
+    with pytest.raises(ValueError, match="double_quant applies"):
+        FloatScheme("mxfp4", double_quant=True)
+    with pytest.raises(ValueError, match="empty"):
+        q(np.zeros((0, 4)), "mxfp4")
+    with pytest.raises(ValueError, match=r"inf at index \(0, 2\)"):
+        q(np.array([[1, 2, np.inf]]), "nf4")
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        q(np.ones((2, 2)), "nvfp4", axis=2)
+    with pytest.raises(ValueError, match="real numeric"):
+        quantize_float_scheme(np.array(["a"]), FloatScheme("nf4"))
+
+
+def test_labels_unique():
+    schemes = [FloatScheme(k) for k in KINDS] + [FloatScheme("nf4", double_quant=True),
+                                                 FloatScheme("fp8_tensor", element="e5m2")]
+    labels = [s.label for s in schemes]
+    assert len(set(labels)) == len(labels)
+    assert FloatScheme("mxfp4", block_size=16).label == "mxfp4 b16"
+
+
+# ---- properties -------------------------------------------------------------------------------------
+
+arrays = hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 70)),
+                    elements=st.floats(-1e6, 1e6, width=32, allow_subnormal=True))
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=arrays, kind=st.sampled_from(["mxfp8_e4m3", "mxfp8_e5m2", "mxfp4"]))
+def test_property_mx_elements_are_nearest_on_scaled_grid(x, kind):
+    """For MX, every dequantized value is X * (the element-format value nearest to x / X, saturated),
+    X is a power of two, and amax / X lies in [2**emax, 2**(emax + 1)) unless X was clamped."""
+    r = q(x, kind)
+    fmt = FloatScheme(kind).element_format
+    X = r.block_scales[r.block_ids()].astype(np.float64)
+    assert np.all(np.frexp(X)[0] == 0.5)
+    want = ff.round_to_format(x.astype(np.float64) / X, fmt).astype(np.float64) * X
+    assert np.array_equal(r.dequantized.astype(np.float64), want)
+    amax = np.zeros(r.n_blocks)
+    np.maximum.at(amax, r.block_ids().reshape(-1), np.abs(x.astype(np.float64)).reshape(-1))
+    ok = (amax > 2.0**-100)
+    ratio = amax[ok] / r.block_scales[ok].astype(np.float64)
+    assert np.all((ratio >= 2.0**fmt.emax) & (ratio < 2.0 ** (fmt.emax + 1)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=arrays, kind=st.sampled_from(list(KINDS)))
+def test_property_sign_and_bounded_error(x, kind):
+    """No scheme flips a sign (x_hat is 0 or has x's sign), and the error of an unclipped element is
+    at most its block scale times the element format's largest gap (half of it for round-to-nearest,
+    NF4's largest gap is 0.3038)."""
+    r = q(x, kind)
+    xh = r.dequantized.astype(np.float64)
+    x64 = x.astype(np.float64)
+    assert np.all((xh == 0) | (np.sign(xh) == np.sign(x64)))
+    fmt = r.scheme.element_format
+    vals = ff.decode(np.arange(fmt.n_codes), fmt).astype(np.float64)
+    vals = np.unique(vals[np.isfinite(vals)])
+    gap = np.max(np.diff(vals))
+    scale = r.block_scales[r.block_ids()].astype(np.float64)
+    if r.tensor_scale is not None:
+        scale = scale * r.tensor_scale
+    err = np.abs(xh - x64)[~r.clipped]
+    assert np.all(err <= gap / 2 * scale[~r.clipped] * (1 + 1e-5) + 1e-30)
