@@ -435,6 +435,10 @@ def localize_html(out: Path, app_name: str) -> list[str]:
     # Bokeh's CDN tags carry SRI hashes of the CDN files; the local copies are the same builds, but a
     # crossorigin attribute is pointless for same-origin files.
     html = html.replace(' crossorigin="anonymous"', "")
+    # Panel's base template has no manifest link: add it (and the icon) for the PWA.
+    if 'rel="manifest"' not in html:
+        html = html.replace("<head>", '<head>\n    <link rel="manifest" href="./site.webmanifest">\n'
+                            '    <link rel="icon" href="./images/favicon.ico">', 1)
     html_path.write_text(html, encoding="utf-8")
     return used
 

@@ -53,7 +53,7 @@ pyodideWorker.onmessage = async (event) => {
   const msg = event.data
   if (msg.type === 'status' || msg.type === 'error' || msg.type === 'render') {
     window.quantcalcWorkerLog.push({type: msg.type, stage: msg.stage, msg: msg.msg, ms: msg.ms,
-                                    missing: msg.missing, t: Math.round(performance.now())})
+                                    missing: msg.missing, installed: msg.installed, t: Math.round(performance.now())})
   }
 
   const body = document.getElementsByTagName('body')[0]

@@ -76,7 +76,8 @@ async function startApplication() {
   if (missing.length) {
     const fromCdn = missing.filter((name) => BUILD.cdn_only_packages.includes(name));
     const other = missing.filter((name) => !BUILD.cdn_only_packages.includes(name));
-    let msg = `The calculator cannot start: could not load ${missing.join(", ")}.`;
+    let msg = `The calculator cannot start: could not load ${missing.join(", ")}.` +
+      ` What the page shows is the static preview made when the site was built; its controls do nothing.`;
     if (fromCdn.length) {
       msg += ` ${fromCdn.join(", ")} ${fromCdn.length > 1 ? "are" : "is"} compiled for WebAssembly and` +
         ` only available from the Pyodide CDN (${BUILD.pyodide_cdn}), which this browser could not reach.` +
@@ -86,7 +87,9 @@ async function startApplication() {
     if (other.length) {
       msg += ` ${other.join(", ")} should have been served from this site: the bundle is incomplete.`;
     }
+    const installed = BUILD.startup_packages.filter((name) => loaded.has(normalize(name)));
     self.postMessage({type: "error", stage: "packages-missing", missing: missing, cdn_missing: fromCdn,
+                      installed: installed,
                       details: errors.slice(0, 10), msg: msg});
     return;
   }
