@@ -1,8 +1,9 @@
 """Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory.
 
-Dtype discipline: the input is cast once to the convention's working dtype (float64 for ``float64``,
-float32 for ``torch``/``torch-fake``/``gguf``); every per-element array lives in that dtype; metric
-sums are accumulated in float64.
+Dtype discipline: arithmetic runs in the convention's working dtype (float64 for ``float64``,
+float32 for ``torch``/``torch-fake``/``gguf``); a float32/float64 input is not copied but cast tile by
+tile inside the fused kernel (:mod:`quantcore.kernel`); codes are stored in the smallest integer dtype;
+metric sums are accumulated in float64. Raw codes and dequantized values are recomputed on demand.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from . import metrics as M
 from .blockformats import get_block_format, quantize_block_format
 from .calibration import kl_range, mse_optimal_range
 from .conventions import CONVENTIONS, get_convention, store_scale
-from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical
+from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical, check_finite
+from .kernel import quantize_and_measure
 from .memory import Memory, memory_estimate
 from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile, block_minmax, choose_qparams, custom_range, percentile_range
 from .quantize import dequantize_blocks, quantize_blocks
@@ -29,20 +31,25 @@ class QuantResult:
     """Everything one scheme does to one tensor. Arrays are computed once; tables on demand."""
 
     def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, lo: np.ndarray, hi: np.ndarray,
-                 scale: np.ndarray, zero_point: np.ndarray, raw: np.ndarray, q: np.ndarray, xhat: np.ndarray,
-                 clip_ratio: np.ndarray | None, channel_names: Sequence[str] | None) -> None:
+                 scale: np.ndarray, zero_point: np.ndarray, q_rows: np.ndarray, stats: dict[str, np.ndarray],
+                 clip_ratio: np.ndarray | None, channel_names: Sequence[str] | None,
+                 raw: np.ndarray | None = None, xhat: np.ndarray | None = None) -> None:
         self.spec = spec
         self.label = spec.label
         self.canon = canon
         self.blocks = blocks
         self.lo, self.hi, self.scale, self.zero_point = lo, hi, scale, zero_point
         self.clip_ratio = clip_ratio
-        self._raw_b, self._q_b, self._xhat_b = raw, q, xhat
+        self._q_rows = q_rows
         n_ch = canon.n_channels
         self.channel_names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(n_ch)]
         if len(self.channel_names) != n_ch:
             raise ValueError(f"{len(self.channel_names)} channel names for {n_ch} channels")
-        self._row_stats()
+        if raw is not None:
+            self.__dict__["_raw_b"] = raw
+        if xhat is not None:
+            self.__dict__["_xhat_b"] = xhat
+        self._set_stats(stats)
 
     # --- format facts -------------------------------------------------------------------------
     @property
@@ -58,20 +65,36 @@ class QuantResult:
         return self.qmax - self.qmin + 1
 
     # --- statistics ---------------------------------------------------------------------------
-    def _row_stats(self) -> None:
-        b, C = self.blocks, self.canon.n_channels
+    def _set_stats(self, stats: dict[str, np.ndarray]) -> None:
+        """``stats`` are per stat row: channels for per-tensor, blocks otherwise (see _stat_rows)."""
+        C = self.canon.n_channels
         g = self.spec.granularity
         if isinstance(g, PerTensor):
-            shape = (C, -1)
-            valid = None if b.valid is None else b.valid.reshape(shape)
-            ch = M.row_stats(b.values.reshape(shape), self._xhat_b.reshape(shape), self._raw_b.reshape(shape),
-                             self.qmin, self.qmax, valid)
-            self._channel_stats, self._block_stats = ch, M.combine_rows(ch, 1)
+            self._channel_stats, self._block_stats = stats, M.combine_rows(stats, 1)
         else:
-            blk = M.row_stats(b.values, self._xhat_b, self._raw_b, self.qmin, self.qmax, b.valid)
-            self._block_stats = blk
-            self._channel_stats = blk if isinstance(g, PerChannel) else M.combine_rows(blk, C)
+            self._block_stats = stats
+            self._channel_stats = stats if isinstance(g, PerChannel) else M.combine_rows(stats, C)
         self.metrics = M.overall(self._block_stats)
+
+    # --- per-element arrays in block layout, recomputed on demand ------------------------------
+    @property
+    def _q_b(self) -> np.ndarray:
+        return self._q_rows.reshape(self.blocks.values.shape)
+
+    @cached_property
+    def _xhat_b(self) -> np.ndarray:
+        conv = get_convention(self.spec.convention)
+        return dequantize_blocks(self._q_b.astype(conv.dtype), self.scale, self.zero_point, conv)
+
+    @cached_property
+    def _raw_b(self) -> np.ndarray:
+        """Unclamped codes: the quantization pass run again, same arithmetic and random stream."""
+        spec = self.spec
+        conv = get_convention(spec.convention)
+        rows, row_scale, row_zp, valid = _stat_rows(self.blocks, spec, self.scale, self.zero_point)
+        res = quantize_and_measure(rows, row_scale, row_zp, self.qmin, self.qmax, conv, spec.effective_rounding,
+                                   _rng(spec), _uses_fma(conv, spec), valid, keep_codes=False, keep_raw=True)
+        return res.raw.reshape(self.blocks.values.shape)
 
     @cached_property
     def memory(self) -> Memory:
@@ -232,17 +255,16 @@ def _uses_fma(conv, spec: QuantSpec) -> bool:
     return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
 
 
-def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool):
+def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool, mn: np.ndarray, mx: np.ndarray):
     r = spec.range
     dt = conv.qparams_dtype
     if isinstance(r, MinMax):
-        lo, hi = block_minmax(bv)
-        return lo.astype(dt), hi.astype(dt), None
+        return mn.astype(dt), mx.astype(dt), None
     if isinstance(r, CustomRange):
         lo, hi = custom_range(bv, r, dt)
         return lo, hi, None
     if isinstance(r, Percentile):
-        lo, hi = percentile_range(bv, float(r.pct))
+        lo, hi = percentile_range(bv, float(r.pct), conv.dtype)
         return lo.astype(dt), hi.astype(dt), None
     if isinstance(r, MSEOptimal):
         return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
@@ -272,18 +294,45 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
             channel_axis = 0 if group_axis % nd != 0 else 1
     canon = canonical(x, conv.dtype, channel_axis, group_axis)
     bv = block_view(canon, g)
+    mn, mx = block_minmax(bv)
+    if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
+        check_finite(canon.to_input_layout(canon.values), "tensor")
     torch_unsigned = conv.name.startswith("torch")
     if spec.preset:
         r = quantize_block_format(bv.values, get_block_format(spec.preset))
-        lo, hi = block_minmax(bv)
-        return QuantResult(spec, canon, bv, lo, hi, r["scale"], r["zero_point"], r["raw"], r["q"], r["dequantized"],
-                           None, channel_names)
-    lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned)
+        bf = get_block_format(spec.preset)
+        rows, _, _, valid = _stat_rows(bv, spec, r["scale"], r["zero_point"])
+        shape = rows.shape
+        stats = M.row_stats(rows.astype(np.float32), r["dequantized"].reshape(shape), r["raw"].reshape(shape),
+                            bf.qmin, bf.qmax, valid)
+        q_rows = r["q"].astype(np.int8 if bf.qmin < 0 else np.uint8).reshape(shape)
+        return QuantResult(spec, canon, bv, mn, mx, r["scale"], r["zero_point"], q_rows, stats, None, channel_names,
+                           raw=r["raw"], xhat=r["dequantized"])
+    lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned, mn, mx)
     scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv.qparams_dtype,
                                torch_unsigned)
     scale = store_scale(scale, spec.scale_dtype)
-    rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
-    raw, q = quantize_blocks(bv.values, scale, zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding, rng,
-                             fma=_uses_fma(conv, spec))
-    xhat = dequantize_blocks(q, scale, zp, conv)
-    return QuantResult(spec, canon, bv, lo, hi, scale, zp, raw, q, xhat, ratio, channel_names)
+    rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
+    res = quantize_and_measure(rows, row_scale, row_zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding,
+                               _rng(spec), _uses_fma(conv, spec), valid,
+                               keep_raw=spec.effective_rounding == "stochastic")
+    raw = None if res.raw is None else res.raw.reshape(bv.values.shape)
+    return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
+
+
+def _rng(spec: QuantSpec) -> np.random.Generator | None:
+    return np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+
+
+def _stat_rows(bv: BlockView, spec: QuantSpec, scale: np.ndarray, zp: np.ndarray):
+    """The 2-D rows statistics are kept for, with a scale and zero-point per row.
+
+    Per-tensor: one row per channel (the single block viewed as ``(C, -1)``), so per-channel errors of
+    the per-tensor scheme come from the same pass. Otherwise: one row per block.
+    """
+    if isinstance(spec.granularity, PerTensor):
+        C = bv.layout[0]
+        rows = bv.values.reshape(C, -1)
+        valid = None if bv.valid is None else bv.valid.reshape(C, -1)
+        return rows, np.repeat(np.asarray(scale), C), np.repeat(np.asarray(zp), C), valid
+    return bv.values, scale, zp, bv.valid

@@ -11,7 +11,7 @@ from .conventions import Convention
 from .formats import IntFormat
 from .granularity import BlockView
 from .params import block_minmax, choose_qparams
-from .quantize import fake_quantize_blocks
+from .kernel import quantize_and_measure
 
 KL_MAX_CANDIDATES = 64
 KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bins (stated in the result)
@@ -34,11 +34,8 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
         ratio = k / steps
         lo, hi = (lo0 * dt(ratio)).astype(dt), (hi0 * dt(ratio)).astype(dt)
         scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, dt, torch_unsigned)
-        r = fake_quantize_blocks(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding, fma=fma)
-        e = r.dequantized - blocks.values
-        if blocks.valid is not None:
-            e = np.where(blocks.valid, e, 0)
-        err = np.einsum("ij,ij->i", e, e, dtype=np.float64)
+        err = quantize_and_measure(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding, fma=fma,
+                                   valid=blocks.valid, keep_codes=False).stats["sse"]
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_ratio = np.where(better, ratio, best_ratio)

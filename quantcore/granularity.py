@@ -106,7 +106,10 @@ class Canonical:
 
 def canonical(x: np.ndarray | Sequence[np.ndarray], dtype: np.dtype, channel_axis: int = 0,
               group_axis: int | None = None) -> Canonical:
-    """Put ``x`` in the ``(C, R, D)`` layout (see module docstring), cast to ``dtype``.
+    """Put ``x`` in the ``(C, R, D)`` layout (see module docstring).
+
+    float32/float64 arrays keep their dtype (a view when no axis moves); other inputs are cast to
+    ``dtype``. Ragged rows are checked for NaN/inf here; dense arrays are checked by the caller.
 
     ``group_axis`` (per-group schemes) is moved last; otherwise the last axis stays last.
     Raises ValueError for empty input, empty channels and non-finite values, naming where.
@@ -116,7 +119,8 @@ def canonical(x: np.ndarray | Sequence[np.ndarray], dtype: np.dtype, channel_axi
     return _canonical_ragged(list(x), dtype, group_axis)
 
 
-def _check_finite(a: np.ndarray, where: str) -> None:
+def check_finite(a: np.ndarray, where: str) -> None:
+    """Raise ValueError naming the count and first positions of NaN/inf values in ``a``."""
     bad = ~np.isfinite(a)
     if bad.any():
         idx = np.argwhere(bad)
@@ -131,7 +135,9 @@ def _canonical_dense(x: np.ndarray, dtype: np.dtype, channel_axis: int, group_ax
         x = x.reshape(1)
     if x.size == 0:
         raise ValueError(f"tensor is empty (shape {x.shape})")
-    _check_finite(x, "tensor")
+    # Float inputs keep their dtype (no full-size cast): kernels cast tile by tile. Finiteness is
+    # checked by the caller on block min/max (NaN and inf propagate there), which costs no extra pass.
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else dtype
     if x.ndim == 1:
         values = np.asarray(x, dtype=dtype).reshape(1, 1, -1)
         if group_axis is not None:
@@ -161,7 +167,7 @@ def _canonical_ragged(rows: list, dtype: np.dtype, group_axis: int | None) -> Ca
         raise ValueError(f"ragged channels can only be grouped along their values (axis -1), got axis {group_axis}")
     kmax = int(lengths.max())
     flat = np.concatenate(arrays)
-    _check_finite(flat, "input")
+    check_finite(flat, "input")
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     col = np.arange(kmax)
     valid = col[None, :] < lengths[:, None]

@@ -129,7 +129,7 @@ def overall(s: dict[str, np.ndarray]) -> Metrics:
 def codes_used(q: np.ndarray, qmin: int, levels: int, valid: np.ndarray | None) -> np.ndarray:
     """Distinct codes per row of a 2-D code array (bincount when small, sorting otherwise)."""
     rows = q.shape[0]
-    idx = (q - qmin).astype(np.int64)
+    idx = q.astype(np.int64) - qmin
     if valid is not None:
         idx = np.where(valid, idx, -1)
     if rows * levels <= 1 << 24:

@@ -128,11 +128,12 @@ def _nan_padded(blocks: BlockView) -> np.ndarray:
     return np.where(blocks.valid, blocks.values, np.nan)
 
 
-def percentile_range(blocks: BlockView, pct: float) -> tuple[np.ndarray, np.ndarray]:
-    v = _nan_padded(blocks)
+def percentile_range(blocks: BlockView, pct: float, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Linear-interpolated percentiles per block, computed on the values cast to ``dtype``."""
+    v = _nan_padded(blocks).astype(dtype, copy=False)
     fn = np.percentile if blocks.valid is None else np.nanpercentile
     lo, hi = fn(v, [100.0 - pct, pct], axis=1)
-    return lo.astype(blocks.values.dtype), hi.astype(blocks.values.dtype)
+    return lo.astype(dtype), hi.astype(dtype)
 
 
 def custom_range(blocks: BlockView, r: CustomRange, dtype: type) -> tuple[np.ndarray, np.ndarray]:

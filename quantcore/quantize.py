@@ -44,6 +44,7 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
         if fma and conv.zp_before_round:
             raw = apply_rounding(fma_f32(v, inv, zp), rounding, rng)
             return raw, np.clip(raw, qmin, qmax)
+
         t = v * inv
     else:
         t = v / s
@@ -53,8 +54,10 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
     else:
         raw = apply_rounding(t, rounding, rng)
         raw += zp
-    q = np.clip(raw, qmin, qmax)
-    return raw, q
+    # Clamp only when needed: np.clip costs more than both checks.
+    if raw.min(initial=qmin) < qmin or raw.max(initial=qmax) > qmax:
+        return raw, np.clip(raw, qmin, qmax)
+    return raw, raw
 
 
 def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, conv: Convention) -> np.ndarray:
