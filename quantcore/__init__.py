@@ -14,10 +14,11 @@ from .memory import Memory, memory_estimate
 from .metrics import Metrics
 from .params import MAPPINGS, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .report import Comparison, compare, manual, standard_schemes, sweep
-from .spec import QuantSpec, preset
+from .microscaling import FloatScheme
+from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset
 
 __all__ = [
-    "BLOCK_FORMATS", "CONVENTIONS", "Comparison", "CustomRange", "EXAMPLES", "IntFormat", "KLDivergence",
+    "BLOCK_FORMATS", "CONVENTIONS", "FLOAT_SCHEMES", "FloatScheme", "float_spec", "Comparison", "CustomRange", "EXAMPLES", "IntFormat", "KLDivergence",
     "MAPPINGS", "MSEOptimal", "Memory", "Metrics", "MinMax", "PerChannel", "PerGroup", "PerTensor", "Percentile",
     "QuantResult", "QuantSpec", "ROUNDINGS", "analyze", "compare", "get_example", "manual", "memory_estimate",
     "preset", "report", "standard_schemes", "sweep", "synthetic",

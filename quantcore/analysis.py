@@ -283,6 +283,9 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
     ``channel_axis`` picks the channels reported in the per-channel table; a per-channel scheme uses
     its own axis. Raises ValueError naming what is wrong and where.
     """
+    if spec.float_scheme is not None:
+        from .floatanalysis import analyze_float
+        return analyze_float(x, spec, channel_axis, channel_names)
     conv = get_convention(spec.convention)
     g = spec.granularity
     if isinstance(g, PerChannel):

@@ -84,8 +84,10 @@ def quantize_block_format(blocks: np.ndarray, fmt: BlockFormat, dtype: type = np
         d = (np.abs(b).max(axis=1, keepdims=True) / f(127)).astype(f)
         t = b * _inverse(d)
         a = np.abs(t)
-        f = np.floor(a)
-        raw = np.copysign(f + np.floor(2 * (a - f)), t)  # roundf
+        fl = np.floor(a)
+        # roundf; "+ 0" turns -0.0 into +0.0: codes are integers (gguf stores int8), so x_hat of a
+        # small negative x is +0.0 as in gguf-py, not -0.0.
+        raw = np.copysign(fl + np.floor(2 * (a - fl)), t) + f(0)
         q = np.clip(raw, -127, 127)
         zp = np.zeros_like(d)
         xhat = q * _fp16(d)

@@ -21,7 +21,7 @@ from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
 from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
-from .spec import QuantSpec, preset
+from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset
 
 MAX_PRINTED_CHANNELS = 20
 
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     a.add_argument("--zero-point-dtype", choices=["int32", "int16", "int8", "fp16", "none"], default="int32")
     a.add_argument("--preset", choices=sorted(BLOCK_FORMATS), help="GGUF block format (fixes all other options)")
+    a.add_argument("--format", dest="float_format", choices=sorted(FLOAT_SCHEMES),
+                   help="low-precision float scheme: FP8, MXFP8/MXFP4, NVFP4, NF4 (fixes all other options)")
     a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
@@ -89,8 +91,12 @@ def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
 
 
 def spec_from_args(args, base: QuantSpec | None) -> QuantSpec:
+    if args.preset and args.float_format:
+        raise UsageError("give either --preset or --format, not both")
     if args.preset:
         return preset(args.preset)
+    if args.float_format:
+        return float_spec(args.float_format)
     base = base or QuantSpec()
     f = base.fmt
     bits = args.bits if args.bits is not None else f.bits
@@ -141,8 +147,11 @@ def _table(rows: list[dict], cols: Sequence[str]) -> str:
 
 def render_result(r: QuantResult, name: str) -> str:
     m, mem = r.metrics, r.memory
-    out = [f"{name}: {r.label}  (rounding {r.spec.effective_rounding}, convention {r.spec.convention}, "
-           f"codes [{r.qmin}, {r.qmax}])"]
+    if r.spec.float_scheme is not None:
+        how = f"element format {r.spec.float_scheme.element_format.name}, round to nearest even, saturating"
+    else:
+        how = f"rounding {r.spec.effective_rounding}, convention {r.spec.convention}, codes [{r.qmin}, {r.qmax}]"
+    out = [f"{name}: {r.label}  ({how})"]
     n_blocks = len(r.scale)
     shown = ", ".join(f"{float(s):.6g}/{float(z):.6g}" for s, z in zip(r.scale[:8], r.zero_point[:8]))
     out.append(f"scale/zero-point ({n_blocks} block{'s' if n_blocks != 1 else ''}): {shown}{' ...' if n_blocks > 8 else ''}")
@@ -166,7 +175,13 @@ def cmd_analyze(args, stdout) -> int:
     spec = spec_from_args(args, example_spec)
     if args.compare:
         group = [args.group_size]
-        specs = report.standard_schemes(spec, group, channel_axis=args.channel_axis)
+        if spec.preset or spec.float_scheme:
+            # Compare a fixed format with the integer schemes of the same bit width.
+            bits = (spec.float_scheme.element_format.bits if spec.float_scheme else BLOCK_FORMATS[spec.preset].bits)
+            specs = report.standard_schemes(QuantSpec(fmt=IntFormat(bits), mapping="symmetric"),
+                                            group, channel_axis=args.channel_axis) + [spec]
+        else:
+            specs = report.standard_schemes(spec, group, channel_axis=args.channel_axis)
         if isinstance(spec.range, CustomRange) and np.ndim(spec.range.lo) > 0:
             specs = specs[1:]  # a per-channel custom range has no per-tensor meaning
         cmp = report.compare(data, specs, args.channel_axis, names)

@@ -96,6 +96,12 @@ class Canonical:
         """View a canonical ``(C, R, D)`` array as ``(C, R*D)``: one row per channel."""
         return a.reshape(a.shape[0], -1)
 
+    def from_input_layout(self, a: np.ndarray) -> np.ndarray:
+        """Map a per-element array in the input's shape to the canonical ``(C, R, D)`` layout."""
+        if self.perm is None:
+            return a.reshape(self.values.shape)
+        return np.transpose(a, self.perm).reshape(self.values.shape)
+
     def to_input_layout(self, a: np.ndarray) -> np.ndarray:
         """Map a canonical per-element array back to the input's shape (ragged: padded ``(C, Dmax)``)."""
         if self.perm is None:

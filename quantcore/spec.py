@@ -8,6 +8,7 @@ from .conventions import ROUNDINGS, get_convention
 from .formats import IntFormat
 from .granularity import Granularity, PerChannel, PerGroup, PerTensor
 from .memory import dtype_bytes
+from .microscaling import FloatScheme
 from .params import MAPPINGS, SYMMETRIC_SCALES, MinMax, RangeMethod
 
 
@@ -19,7 +20,8 @@ class QuantSpec:
     ``zero_point_dtype`` describe how metadata is stored: they count in the memory estimate, and an
     fp16/bf16 scale is also rounded to that precision before quantizing (so codes match what a
     runtime holding that scale would produce). ``preset`` names a GGUF block format (see
-    :func:`preset`), which fixes everything else.
+    :func:`preset`) and ``float_scheme`` a low-precision float scheme (FP8, MXFP8/4, NVFP4, NF4; see
+    :mod:`quantcore.microscaling`); either fixes everything else.
     """
 
     fmt: IntFormat = field(default_factory=IntFormat)
@@ -33,6 +35,7 @@ class QuantSpec:
     scale_dtype: str = "fp32"
     zero_point_dtype: str = "int32"
     preset: str | None = None
+    float_scheme: FloatScheme | None = None
 
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
@@ -64,6 +67,8 @@ class QuantSpec:
     def label(self) -> str:
         if self.preset is not None:
             return get_block_format(self.preset).name
+        if self.float_scheme is not None:
+            return self.float_scheme.label
         mapping = {"affine_float": "affine (float offset)"}.get(self.mapping, self.mapping)
         return f"{self.fmt.label} {mapping} {self.granularity.label}"
 
@@ -79,3 +84,24 @@ def preset(name: str) -> QuantSpec:
     return QuantSpec(fmt=fmt, mapping="affine_float" if affine else "symmetric", granularity=PerGroup(32, -1),
                      convention="gguf", scale_dtype="fp16", zero_point_dtype="fp16" if affine else "none",
                      preset=name.lower())
+
+
+FLOAT_SCHEMES = {
+    "fp8_e4m3": FloatScheme("fp8_tensor", element="e4m3"),
+    "fp8_e5m2": FloatScheme("fp8_tensor", element="e5m2"),
+    "fp8_e4m3_channel": FloatScheme("fp8_channel", element="e4m3"),
+    "mxfp8": FloatScheme("mxfp8_e4m3"),
+    "mxfp8_e5m2": FloatScheme("mxfp8_e5m2"),
+    "mxfp4": FloatScheme("mxfp4"),
+    "nvfp4": FloatScheme("nvfp4"),
+    "nf4": FloatScheme("nf4"),
+    "nf4_dq": FloatScheme("nf4", double_quant=True),
+}
+
+
+def float_spec(name: str) -> QuantSpec:
+    """A named float scheme as a spec (see ``FLOAT_SCHEMES``): blocks along the last axis."""
+    try:
+        return QuantSpec(float_scheme=FLOAT_SCHEMES[name.lower()], convention="float64")
+    except KeyError:
+        raise ValueError(f"unknown float format {name!r}; expected one of {', '.join(FLOAT_SCHEMES)}") from None

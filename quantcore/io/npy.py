@@ -8,7 +8,7 @@ arrays (``'|O'``, which need pickle), structured/record dtypes, strings, bool, c
 datetimes are refused with an InputError.  The data must be exactly prod(shape) * itemsize bytes.
 
 .npz: a zip of .npy members (stored or deflated).  The central directory is capped by
-Limits.max_header_bytes and 65,536 members; each member's declared uncompressed size is checked
+Limits.max_header_bytes and 10,000 members; each member's declared uncompressed size is checked
 against Limits.max_bytes before it is read, and reading never goes past the declared size.  A
 member is chosen by name with or without ``.npy``.
 
@@ -35,7 +35,7 @@ NPY_HEADER_CAP = 64 * 1024
 _DESCR = re.compile(r"[<>|=]?(f2|f4|f8|i1|i2|i4|u1|u2|u4|b1|i8|u8|f16|c8|c16|O|U\d*|S\d*|V\d*|M8.*|m8.*)")
 SUPPORTED = {"f2": np.float32, "f4": np.float32, "f8": np.float64, "i1": np.float32,
              "i2": np.float32, "u1": np.float32, "u2": np.float32, "i4": np.float64, "u4": np.float64}
-MAX_MEMBERS = 65_536
+MAX_MEMBERS = 10_000
 
 
 def out_dtype(kind: str) -> type:

@@ -32,7 +32,8 @@ sample finite.  Channel names may repeat (each line is an independent sample).
 
 CSV (:func:`read_csv`): delimiter is tab if the first non-blank line has a tab, else ``;`` if it
 has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``.  Header: ``True``, ``False`` or ``None``
-(auto: the first row is a header iff one of its cells is not a number).  ``channels_as="rows"``:
+(auto: the first row is a header iff a cell after the first is not a number, or it is a single
+non-numeric cell; a non-numeric first cell alone is a row label).  ``channels_as="rows"``:
 each data row is a channel (rows may differ in length) and a first column whose cells are all
 non-numeric gives the channel names; ``channels_as="columns"``: each column is a channel, names
 from the header, every row must have the same number of cells.  Data cells are unquoted numbers;
@@ -56,9 +57,9 @@ import numpy as np
 
 from ._common import SHOW_POSITIONS, InputError, Limits, check_policy, quote
 
-_NUM_RE = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:nan|inf(?:inity)?)"
+_NUM_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?i:nan|inf(?:inity)?)"
 _NUM = re.compile(_NUM_RE)
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?[0-9]+")
 _SKIP = re.compile(r"[\s;]*")
 _SKIP_LINES = re.compile(r"\s*")
 _RECORD = re.compile(r"[^;\n\r]*")
@@ -67,7 +68,7 @@ _UWS = re.compile(r"\s")
 _SEP_RUN = re.compile(r"[\s,]*")
 _SEP_CHAR = re.compile(r"[\s,]")
 _ITEM = re.compile(r"[^\s,]+|,")
-_DEC_COMMA = re.compile(r"(?<!\S)[+-]?\d+,\d+(?!\S)")
+_DEC_COMMA = re.compile(r"(?<!\S)[+-]?[0-9]+,[0-9]+(?=,?(?:\s|$))")
 _CHUNK = 1 << 20
 
 _ALLOWED = np.zeros(256, dtype=bool)
@@ -568,8 +569,7 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
             raise InputError(f"cannot split the CSV header: {e}", line=1, source=source) from None
 
     head_cells = cells_of(first_line)
-    is_header = header if header is not None else any(
-        c.strip() and not _NUM.fullmatch(_to_comma(c.strip(), delim).strip()) for c in head_cells)
+    is_header = header if header is not None else _looks_like_header(head_cells, delim)
     col_names: list[str] | None = None
     lines: list[tuple[int, int, _Loc]] = []
     if is_header:
@@ -666,6 +666,13 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
     nm = [n if n else f"ch{i}" for i, n in enumerate(names)]
     _check_unique(nm, source)
     return ParsedText(names=tuple(nm), rows=tuple(rows))
+
+
+def _looks_like_header(cells: list[str], delim: str) -> bool:
+    """Auto header rule: some cell after the first is not a number (a non-numeric FIRST cell alone
+    is a row label), or the row is a single non-numeric cell."""
+    bad = [bool(c.strip()) and not _NUM.fullmatch(_to_comma(c.strip(), delim).strip()) for c in cells]
+    return any(bad[1:]) or (len(bad) == 1 and bad[0])
 
 
 def _check_unique(names: list[str], source: str | None) -> None:
