@@ -150,7 +150,12 @@ def _canonical_dense(x: np.ndarray, dtype: np.dtype, channel_axis: int, group_ax
             _normalize_axis(group_axis, 1, "group axis")
         return Canonical(values, None, x.shape, None, None)
     c = _normalize_axis(channel_axis, x.ndim, "channel axis")
-    g = x.ndim - 1 if group_axis is None else _normalize_axis(group_axis, x.ndim, "group axis")
+    if group_axis is None:
+        # No grouping: D is just the trailing axis; when the channel axis is the last one, the one
+        # before it plays that role (per-channel along the last axis must not collide with D).
+        g = x.ndim - 1 if c != x.ndim - 1 else x.ndim - 2
+    else:
+        g = _normalize_axis(group_axis, x.ndim, "group axis")
     if g == c:
         raise ValueError(f"group axis {group_axis} is the channel axis {channel_axis}; choose different axes")
     rest = [a for a in range(x.ndim) if a not in (c, g)]
