@@ -186,21 +186,23 @@ class QuantResult:
         return t
 
     def channel_table(self) -> dict[str, np.ndarray]:
-        """One row per channel: range, scale/zero-point (NaN if several blocks per channel), metrics."""
+        """One row per channel: data min/max, the quantization range ``range_lo``/``range_hi`` and
+        scale/zero-point (NaN when the scheme has several blocks per channel), metrics, tie count."""
         C = self.canon.n_channels
         rows = self.canon.values.reshape(C, -1)
         cmin, cmax = rows.min(axis=1).astype(np.float64), rows.max(axis=1).astype(np.float64)
         g = self.spec.granularity
+        per_block = [np.asarray(a, np.float64) for a in (self.scale, self.zero_point, self.lo, self.hi)]
         if isinstance(g, PerChannel):
-            scale, zp = np.asarray(self.scale, np.float64), np.asarray(self.zero_point, np.float64)
+            scale, zp, lo, hi = per_block
         elif isinstance(g, PerTensor):
-            scale, zp = np.full(C, float(self.scale[0])), np.full(C, float(self.zero_point[0]))
+            scale, zp, lo, hi = (np.full(C, a[0]) for a in per_block)
         else:
-            scale, zp = np.full(C, np.nan), np.full(C, np.nan)
+            scale, zp, lo, hi = (np.full(C, np.nan) for _ in per_block)
         ties = M.combine_rows({"t": np.count_nonzero(self._ties_rows(), axis=1)}, C)["t"] \
             if not isinstance(g, PerTensor) else np.count_nonzero(self._ties_rows(), axis=1)
         t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
-             "range": cmax - cmin, "scale": scale, "zero_point": zp}
+             "range": cmax - cmin, "range_lo": lo, "range_hi": hi, "scale": scale, "zero_point": zp}
         t.update(M.metrics_from_stats(self._channel_stats))
         t["ties"] = ties
         return t

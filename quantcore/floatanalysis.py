@@ -64,9 +64,14 @@ class FloatResult(QuantResult):
         C = self.canon.n_channels
         if kind == "fp8_tensor":
             t["scale"] = np.full(C, float(self.scale[0]))
-        elif kind != "fp8_channel" or len(self.float.block_scales) != C:
+        elif kind == "fp8_channel" and len(self.scale) == C:
+            t["scale"] = np.asarray(self.scale, np.float64)
+        else:
             t["scale"] = np.full(C, np.nan)
         t["zero_point"] = np.full(C, np.nan)
+        # The representable range per channel is +-scale * (largest element value); per block otherwise.
+        amax = t["scale"] * float(self.float.scheme.element_format.max_finite)
+        t["range_lo"], t["range_hi"] = -amax, amax
         return t
 
 
