@@ -171,6 +171,9 @@ def choose_qparams(lo: np.ndarray, hi: np.ndarray, fmt: IntFormat, mapping: str,
         if fmt.signed:
             mid = 0
         elif torch_unsigned_zero_point:
+            if fmt.reduce_range and not fmt.is_custom:
+                raise ValueError("PyTorch rejects reduce_range for unsigned symmetric quantization "
+                                 "(its zero-point 128 would lie outside [0, 127]); use the float64 convention")
             mid = (qmin + qmax) // 2 if fmt.is_custom else 1 << (fmt.bits - 1)
         else:
             mid = (qmin + qmax + 1) // 2
