@@ -74,27 +74,37 @@ def round_half_away(t: np.ndarray) -> np.ndarray:
     return np.copysign(f + np.floor(2 * (a - f)), t)
 
 
-def apply_rounding(t: np.ndarray, rule: str, rng: np.random.Generator | None = None) -> np.ndarray:
+def apply_rounding(t: np.ndarray, rule: str, rng: np.random.Generator | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Round ``t`` to integers (same dtype) by ``rule``; ``stochastic`` needs ``rng``.
 
     Stochastic rounding rounds up with probability ``frac(t)``: unbiased, ``E[round(t)] = t``.
+    ``out`` may be ``t`` itself for the elementwise rules.
     """
     if rule == "half-even":
-        return np.rint(t)
+        return np.rint(t, out=out)
     if rule == "half-away":
-        return round_half_away(t)
+        r = round_half_away(t)
+        if out is not None:
+            out[...] = r
+            return out
+        return r
     if rule == "floor":
-        return np.floor(t)
+        return np.floor(t, out=out)
     if rule == "ceil":
-        return np.ceil(t)
+        return np.ceil(t, out=out)
     if rule == "trunc":
-        return np.trunc(t)
+        return np.trunc(t, out=out)
     if rule == "stochastic":
         if rng is None:
             raise ValueError("stochastic rounding needs a seeded random generator")
         f = np.floor(t)
         u = rng.random(t.shape, dtype=np.float64 if t.dtype == np.float64 else np.float32)
-        return f + (u < (t - f))
+        r = f + (u < (t - f))
+        if out is not None:
+            out[...] = r
+            return out
+        return r
     raise ValueError(f"unknown rounding {rule!r}; expected one of {', '.join(ROUNDINGS)}")
 
 

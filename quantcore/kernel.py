@@ -108,13 +108,14 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
         if raw_out is not None:
             raw_out[r0:r1, c0:c1] = raw
         m = None if valid is None else valid[r0:r1, c0:c1]
-        lo_hit = raw < qmin
-        hi_hit = raw > qmax
-        if m is not None:
-            lo_hit &= m
-            hi_hit &= m
-        stats["clipped_low"][r0:r1] += _row_count(lo_hit)
-        stats["clipped_high"][r0:r1] += _row_count(hi_hit)
+        if q is not raw:  # something was clamped (see quantize_blocks)
+            lo_hit = raw < qmin
+            hi_hit = raw > qmax
+            if m is not None:
+                lo_hit &= m
+                hi_hit &= m
+            stats["clipped_low"][r0:r1] += _row_count(lo_hit)
+            stats["clipped_high"][r0:r1] += _row_count(hi_hit)
         if q_out is not None:
             q_out[r0:r1, c0:c1] = q
         xhat = q - z[:, None]

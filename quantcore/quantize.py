@@ -42,19 +42,22 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
         with np.errstate(divide="ignore"):
             inv = np.where(s == 0, dt(0), dt(1) / s)
         if fma and conv.zp_before_round:
-            raw = apply_rounding(fma_f32(v, inv, zp), rounding, rng)
-            return raw, np.clip(raw, qmin, qmax)
-
-        t = v * inv
+            t = fma_f32(v, inv, zp)
+            zp_pending = False
+        else:
+            t = v * inv
+            zp_pending = True
     else:
         t = v / s
-    if conv.zp_before_round:
+        zp_pending = True
+    if zp_pending and conv.zp_before_round:
         t += zp
-        raw = apply_rounding(t, rounding, rng)
-    else:
-        raw = apply_rounding(t, rounding, rng)
+        zp_pending = False
+    raw = apply_rounding(t, rounding, rng, out=t)  # t is a fresh temporary: round in place
+    if zp_pending:
         raw += zp
-    # Clamp only when needed: np.clip costs more than both checks.
+    # Clamp only when needed (np.clip costs more than both checks); ``q is raw`` tells callers
+    # that nothing was clipped.
     if raw.min(initial=qmin) < qmin or raw.max(initial=qmax) > qmax:
         return raw, np.clip(raw, qmin, qmax)
     return raw, raw

@@ -176,8 +176,9 @@ def _pick(names: list[str], name: str | None, src: Source) -> str:
 
 def _load_text(src: Source, kind: str, limits: Limits, nonfinite: str, *, channels_as: str = "rows",
                allow_nonfinite: bool = False) -> LoadedTensor:
-    data = src.whole(limits, "text file")
+    data = src.whole(limits, "text file", view=True)
     text = decode_utf8(data, src.name)
+    del data
     pol = "drop" if allow_nonfinite else nonfinite
     if kind == "csv":
         pt = read_csv(text, channels_as=channels_as, limits=limits, nonfinite=pol, source=src.name)

@@ -74,10 +74,13 @@ class Source:
     def head(self, n: int) -> bytes:
         return self.read(0, min(n, self.size))
 
-    def whole(self, limits: Limits, what: str = "file") -> bytes:
+    def whole(self, limits: Limits, what: str = "file", view: bool = False) -> bytes | memoryview:
+        """All bytes (capped by Limits.max_bytes); ``view=True`` avoids copying an in-memory upload."""
         if self.size > limits.max_bytes:
             raise InputError(f"{what} is {self.size:,} bytes, over the cap of {limits.max_bytes:,} "
                              f"bytes (Limits.max_bytes)", source=self.name)
+        if view and self._data is not None:
+            return self._data
         return self.read(0, self.size, what)
 
 

@@ -65,6 +65,7 @@ _SKIP_LINES = re.compile(r"\s*")
 _RECORD = re.compile(r"[^;\n\r]*")
 _LINE = re.compile(r"[^\n\r]*")
 _UWS = re.compile(r"\s")
+_BLANK = re.compile(r"[ \t\x0b\x0c]*")
 _SEP_RUN = re.compile(r"[\s,]*")
 _SEP_CHAR = re.compile(r"[\s,]")
 _ITEM = re.compile(r"[^\s,]+|,")
@@ -97,6 +98,8 @@ class ParsedText:
 
     def as_array(self) -> np.ndarray | list[np.ndarray]:
         """2-D float64 array (channels x values) if all rows have equal length, else the list of rows."""
+        if len(self.rows) == 1:
+            return self.rows[0].reshape(1, -1)  # a view: no copy of a 10**7-value channel
         if self.rows and not self.ragged:
             return np.ascontiguousarray(np.stack(self.rows))
         return list(self.rows)
@@ -120,29 +123,31 @@ def _as_text(text: str | bytes, source: str | None) -> str:
     return text
 
 
-def decode_utf8(data: bytes, source: str | None = None) -> str:
+def decode_utf8(data: bytes | memoryview, source: str | None = None) -> str:
     """UTF-8 (optional BOM) -> str; invalid bytes are an InputError with the byte offset."""
-    if data.startswith(b"\xef\xbb\xbf"):
+    data = memoryview(data).cast("B")
+    if data[:3] == b"\xef\xbb\xbf":
         data = data[3:]
     try:
-        return data.decode("utf-8")
+        return str(data, "utf-8")
     except UnicodeDecodeError as e:
         hint = ""
-        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        if bytes(data[:2]) in (b"\xff\xfe", b"\xfe\xff"):
             hint = " (this looks like UTF-16; save the file as UTF-8)"
-        raise InputError(f"text is not valid UTF-8 (byte {data[e.start:e.start + 1]!r}){hint}",
+        raise InputError(f"text is not valid UTF-8 (byte {bytes(data[e.start:e.start + 1])!r}){hint}",
                          offset=e.start, source=source) from None
 
 
 class _Loc:
     """Maps absolute character positions of one line to (line, column, offset)."""
 
-    __slots__ = ("line", "line_start", "source")
+    __slots__ = ("line", "line_start", "source", "shift")
 
-    def __init__(self, line: int, line_start: int, source: str | None):
-        self.line, self.line_start, self.source = line, line_start, source
+    def __init__(self, line: int, line_start: int, source: str | None, shift: int = 0):
+        self.line, self.line_start, self.source, self.shift = line, line_start, source, shift
 
     def err(self, msg: str, pos: int) -> InputError:
+        pos += self.shift  # positions inside a rewritten copy of the line -> positions in the text
         return InputError(msg, line=self.line, column=pos - self.line_start + 1, offset=pos,
                           source=self.source)
 
@@ -185,7 +190,7 @@ class _Values:
         self.values, self.locate = values, locate
 
 
-def _fast_chunk(chunk: str, base: int, csv_strict: bool) -> _Values | None:
+def _fast_chunk(chunk: str, base: int, csv_strict: bool, other_sep: bool) -> _Values | None:
     """Vectorized parse of a chunk, or None if anything is off (the slow path then explains)."""
     if not chunk.isascii():
         chunk = _UWS.sub(" ", chunk)  # Unicode spaces -> ' ', one char for one char
@@ -217,7 +222,7 @@ def _fast_chunk(chunk: str, base: int, csv_strict: bool) -> _Values | None:
             return None
     elif ntok > 1 and b.size > 2 and comma.any():
         tight = comma[1:-1] & _DIGIT[b[:-2]] & _DIGIT[b[2:]]
-        if tight.any() and _DEC_COMMA.search(chunk) and _has_other_sep(chunk):
+        if tight.any() and other_sep and _DEC_COMMA.search(chunk):
             return None
     try:
         vals = np.fromstring(chunk.replace(",", " "), dtype=np.float64, sep=" ")
@@ -228,9 +233,22 @@ def _fast_chunk(chunk: str, base: int, csv_strict: bool) -> _Values | None:
     return _Values(vals, lambda k: base + np.flatnonzero(starts)[k])
 
 
-def _has_other_sep(s: str) -> bool:
-    t = s.strip().rstrip(",").strip()
-    return t.count(",") > 1 or _UWS.search(t) is not None
+_NON_SEP = re.compile(r"[^\s,]")
+
+
+def _has_other_sep(text: str, a: int, n: int) -> bool:
+    """Does text[a:n] separate values by whitespace or by more than one comma (ignoring the ends)?"""
+    m = _NON_SEP.search(text, a, n)
+    if m is None:
+        return False
+    a = m.start()
+    last = a
+    # last token character: scan back from the end past separators (bounded by trailing blanks)
+    k = n - 1
+    while k > a and (text[k].isspace() or text[k] == ","):
+        k -= 1
+    last = k + 1
+    return text.count(",", a, last) > 1 or _UWS.search(text, a, last) is not None
 
 
 def _slow_chunk(chunk: str, base: int, loc: _Loc, csv_strict: bool, other_sep: bool,
@@ -280,30 +298,31 @@ def _not_a_number(tok: str) -> str:
     return msg
 
 
-def _chunks(body: str, base: int):
-    """Split at separator runs into pieces of ~_CHUNK chars; each piece starts at a token."""
-    n, a = len(body), 0
+def _chunks(text: str, a: int, n: int):
+    """Split text[a:n] at separator runs into pieces of ~_CHUNK chars; each piece starts at a token."""
     while a < n:
         if n - a <= _CHUNK:
-            yield body[a:], base + a
+            yield text[a:n], a
             return
-        m = _SEP_CHAR.search(body, a + _CHUNK)
+        m = _SEP_CHAR.search(text, a + _CHUNK, n)
         if m is None:
-            yield body[a:], base + a
+            yield text[a:n], a
             return
-        cut = _SEP_RUN.match(body, m.start()).end()
-        yield body[a:cut], base + a
+        cut = _SEP_RUN.match(text, m.start(), n).end()
+        yield text[a:cut], a
         a = cut
 
 
-def parse_values(body: str, base: int, loc: _Loc, *, csv_strict: bool = False,
-                 delim_name: str = "','", budget: int = 1 << 62) -> _Values:
-    """Parse one run of values starting at absolute char position ``base``."""
-    other = _has_other_sep(body) if not csv_strict else False
+def parse_values(text: str, base: int, loc: _Loc, *, csv_strict: bool = False,
+                 delim_name: str = "','", budget: int = 1 << 62, end: int | None = None) -> _Values:
+    """Parse the run of values text[base:end] (absolute char positions; end defaults to len)."""
+    end = len(text) if end is None else end
+    other = _has_other_sep(text, base, end) if not csv_strict else False
     parts: list[_Values] = []
     count = 0
-    for chunk, cbase in _chunks(body, base):
-        v = _fast_chunk(chunk, cbase, csv_strict)
+    for chunk, cbase in _chunks(text, base, end):
+        # short runs: the token loop is cheaper than numpy's per-call overhead (same results)
+        v = _fast_chunk(chunk, cbase, csv_strict, other) if len(chunk) >= 256 else None
         if v is None:
             v = _slow_chunk(chunk, cbase, loc, csv_strict, other, delim_name)
         count += v.values.size
@@ -397,10 +416,9 @@ def parse_text(text: str | bytes, *, limits: Limits = Limits(), nonfinite: str =
                               f"{seen[name]})", start)
             seen[name] = walker.line
             body_start = colon + 1
-        body = text[body_start:end]
-        if not body.strip():
+        if _BLANK.match(text, body_start).end() >= end:
             raise loc.err(f"channel {quote(name)} has no values after ':'", colon)
-        v = parse_values(body, body_start, loc, budget=limits.max_elements - total)
+        v = parse_values(text, body_start, loc, budget=limits.max_elements - total, end=end)
         total += v.values.size
         bad = nf.add(v, loc)
         vals = v.values
@@ -618,8 +636,10 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
         body = _to_comma(seg, delim)
         if not body.strip():
             raise loc.err("row has no values", start)
-        v = parse_values(body, start, loc, csv_strict=True, delim_name=delim_name,
-                         budget=limits.max_elements - total)
+        # body is a same-length rewrite of the row: positions shift by the row's start
+        v = parse_values(body, 0, _Loc(loc.line, loc.line_start, source, shift=start), csv_strict=True,
+                         delim_name=delim_name, budget=limits.max_elements - total)
+        v.locate = (lambda f, s0: (lambda k: f(k) + s0))(v.locate, start)
         total += v.values.size
         bad = nf.add(v, loc)
         vals = v.values
