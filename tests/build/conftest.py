@@ -38,8 +38,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def http_root(built_site, tmp_path_factory):
     """Serve a root that holds the bundle at /build/site/ (a sub-path) and the repo's docs/ at /docs/."""
     root = tmp_path_factory.mktemp("www")
-    (root / "build").mkdir()
-    (root / "build" / "site").symlink_to(built_site["dir"], target_is_directory=True)
+    site = root / "build" / "site"
+    site.mkdir(parents=True)
+    for entry in built_site["dir"].iterdir():
+        (site / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    if built_site["name"] != "app":  # docs/ embeds ../build/site/app.html; alias the fixture app's page
+        (site / "app.html").symlink_to(built_site["dir"] / f"{built_site['name']}.html")
     (root / "docs").symlink_to(REPO / "docs", target_is_directory=True)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
