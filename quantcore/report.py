@@ -98,28 +98,62 @@ def pareto_mask(cost: np.ndarray, err: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
+def channel_subsample(x: ArrayLike, max_elements: int, channel_axis: int = 0) -> tuple[ArrayLike, int]:
+    """Evenly spaced channels of ``x`` holding at most ``max_elements`` elements (all if it fits).
+
+    Returns ``(subset, n_channels_kept)``. Used to keep sweeps interactive on huge tensors: errors are
+    then estimates over the kept channels, and memory is still reported for the kept part only.
+    """
+    if not isinstance(x, np.ndarray):
+        return x, len(x)
+    a = x.reshape(1, -1) if x.ndim <= 1 else x
+    C = a.shape[channel_axis]
+    per_channel = a.size // C
+    keep = max(1, min(C, max_elements // max(per_channel, 1)))
+    if keep >= C:
+        return x, C
+    idx = np.unique(np.linspace(0, C - 1, keep).round().astype(np.int64))
+    return np.take(a, idx, axis=channel_axis), int(idx.size)
+
+
 def sweep(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEFAULT_SWEEP_BITS,
           granularities: Sequence[Granularity] = DEFAULT_SWEEP_GRANULARITIES, channel_axis: int = 0,
-          extra: Sequence[QuantSpec] = ()) -> list[dict]:
-    """Error vs memory over bits x granularity (plus ``extra`` specs such as GGUF presets).
+          extra: Sequence[QuantSpec] = (), max_elements: int | None = None) -> list[dict]:
+    """Error vs memory over bits x granularity (plus ``extra`` specs such as GGUF presets or float formats).
 
-    Group sizes at least as long as the group axis are skipped (they equal per-channel).
+    Group sizes at least as long as the group axis are skipped (they equal per-channel). With
+    ``max_elements``, a larger tensor is swept on evenly spaced channels (see :func:`channel_subsample`);
+    every row then carries ``sampled_channels``.
     """
     base = base or QuantSpec(mapping="symmetric")
+    sampled = None
+    if max_elements is not None:
+        x, kept = channel_subsample(x, max_elements, channel_axis)
+        sampled = kept
     specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
              for b in bits for g in granularities]
     rows = []
     for s in list(specs) + list(extra):
+        if isinstance(s.granularity, PerGroup) and not (s.preset or s.float_scheme):
+            if _group_axis_length(x, s.granularity.axis) <= s.granularity.size:
+                continue
         r = analyze(x, s, channel_axis)
-        if isinstance(s.granularity, PerGroup) and not s.preset and r.blocks.layout[2] <= s.granularity.size:
-            continue
         row = summary_row(r)
-        row.update(bits=s.fmt.bits, granularity=s.granularity.label if not s.preset else s.label)
+        row.update(bits=r.memory.bits, granularity=s.label if (s.preset or s.float_scheme) else s.granularity.label)
+        if sampled is not None:
+            row["sampled_channels"] = sampled
         rows.append(row)
     mask = pareto_mask([r["total_bytes"] for r in rows], [r["rmse"] for r in rows])
     for r, p in zip(rows, mask):
         r["pareto"] = bool(p)
     return rows
+
+
+def _group_axis_length(x: ArrayLike, axis: int) -> int:
+    if isinstance(x, np.ndarray):
+        a = x.reshape(1, -1) if x.ndim <= 1 else x
+        return a.shape[axis] if -a.ndim <= axis < a.ndim else 0
+    return max(len(r) for r in x)
 
 
 def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample: ArrayLike, fmt: IntFormat,
