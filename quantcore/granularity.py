@@ -122,7 +122,7 @@ def canonical(x: np.ndarray | Sequence[np.ndarray], dtype: np.dtype, channel_axi
     """
     if isinstance(x, np.ndarray):
         return _canonical_dense(x, dtype, channel_axis, group_axis)
-    return _canonical_ragged(list(x), dtype, group_axis)
+    return _canonical_ragged(list(x), dtype, channel_axis, group_axis)
 
 
 def check_finite(a: np.ndarray, where: str) -> None:
@@ -166,9 +166,11 @@ def _canonical_dense(x: np.ndarray, dtype: np.dtype, channel_axis: int, group_ax
     return Canonical(values, None, x.shape, perm, None)
 
 
-def _canonical_ragged(rows: list, dtype: np.dtype, group_axis: int | None) -> Canonical:
+def _canonical_ragged(rows: list, dtype: np.dtype, channel_axis: int, group_axis: int | None) -> Canonical:
     if not rows:
         raise ValueError("no channels given (input is empty)")
+    if channel_axis not in (0, -2):
+        raise ValueError(f"channel axis {channel_axis} is out of range for channels given as rows (use 0)")
     arrays = [np.asarray(r, dtype=np.float64).reshape(-1) for r in rows]
     lengths = np.array([a.size for a in arrays], dtype=np.int64)
     empty = np.flatnonzero(lengths == 0)
