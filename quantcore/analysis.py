@@ -7,6 +7,7 @@ metric sums are accumulated in float64. Raw codes and dequantized values are rec
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 from typing import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 from . import metrics as M
 from .blockformats import get_block_format, quantize_block_format
 from .calibration import kl_range, mse_optimal_range
-from .conventions import CONVENTIONS, get_convention, store_scale
+from .conventions import get_convention, store_scale
 from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical, check_finite
 from .kernel import quantize_and_measure
 from .memory import Memory, memory_estimate
@@ -83,14 +84,14 @@ class QuantResult:
 
     @cached_property
     def _xhat_b(self) -> np.ndarray:
-        conv = get_convention(self.spec.convention)
+        conv = _convention(self.spec)
         return dequantize_blocks(self._q_b.astype(conv.dtype), self.scale, self.zero_point, conv)
 
     @cached_property
     def _raw_b(self) -> np.ndarray:
         """Unclamped codes: the quantization pass run again, same arithmetic and random stream."""
         spec = self.spec
-        conv = get_convention(spec.convention)
+        conv = _convention(spec)
         rows, row_scale, row_zp, valid = _stat_rows(self.blocks, spec, self.scale, self.zero_point)
         res = quantize_and_measure(rows, row_scale, row_zp, self.qmin, self.qmax, conv, spec.effective_rounding,
                                    _rng(spec), _uses_fma(conv, spec), valid, keep_codes=False, keep_raw=True)
@@ -164,7 +165,7 @@ class QuantResult:
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
                 continue
-            conv = CONVENTIONS[name]
+            conv = _convention(spec, name)
             _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
                                        conv, spec.effective_rounding, fma=_uses_fma(conv, spec))
             ties |= other != self._q_b
@@ -252,6 +253,19 @@ class QuantResult:
         })
 
 
+def _convention(spec: QuantSpec, name: str | None = None):
+    """The named convention (default: the spec's), adjusted to the mapping.
+
+    ``affine_float`` has a float offset as zero-point (``x_hat = lo + scale * (q - qmin)``): it must be
+    added before rounding (``q = round(x / scale + zp)``, as GGUF Q4_1 and torch's float-qparams
+    kernels do), whatever the convention; added after rounding, the codes would not be integers.
+    """
+    conv = get_convention(name or spec.convention)
+    if spec.mapping == "affine_float" and not conv.zp_before_round:
+        conv = replace(conv, zp_before_round=True)
+    return conv
+
+
 def _uses_fma(conv, spec: QuantSpec) -> bool:
     """torch's per-tensor kernel fuses x*inv + zp (fbgemm AVX2); its per-channel kernel does not."""
     return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
@@ -288,7 +302,7 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
     if spec.float_scheme is not None:
         from .floatanalysis import analyze_float
         return analyze_float(x, spec, channel_axis, channel_names)
-    conv = get_convention(spec.convention)
+    conv = _convention(spec)
     g = spec.granularity
     if isinstance(g, PerChannel):
         channel_axis = g.axis
