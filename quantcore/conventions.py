@@ -132,10 +132,25 @@ def store_scale(scale: np.ndarray, storage: str | None) -> np.ndarray:
     if storage in (None, "fp32", "none"):
         return scale
     if storage == "fp16":
-        return scale.astype(np.float16).astype(scale.dtype)
+        with np.errstate(over="ignore"):
+            out = np.asarray(scale).astype(np.float16).astype(scale.dtype)
+        _check_stored(scale, out, storage)
+        return out
     if storage == "bf16":
         # Round to nearest even on the upper 16 bits of the float32 pattern.
         bits = np.asarray(scale, dtype=np.float32).view(np.uint32).astype(np.uint64)
         bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-        return bits.astype(np.uint32).view(np.float32).astype(scale.dtype)
+        out = bits.astype(np.uint32).view(np.float32).astype(scale.dtype)
+        _check_stored(scale, out, storage)
+        return out
     raise ValueError(f"unknown scale storage {storage!r}; expected fp32, fp16 or bf16")
+
+
+def _check_stored(scale: np.ndarray, stored: np.ndarray, storage: str) -> None:
+    """A finite scale that overflows its storage format would turn every x_hat into inf/NaN: refuse it."""
+    bad = np.flatnonzero(np.isinf(stored) & np.isfinite(scale))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"scale {float(np.ravel(scale)[i]):g} of block {i} overflows {storage} "
+                         f"(largest finite {float(np.finfo(np.float16).max) if storage == 'fp16' else 3.39e38:g}); "
+                         f"store scales as fp32 or narrow the range")
