@@ -146,6 +146,7 @@ def _canonical_dense(x: np.ndarray, dtype: np.dtype, channel_axis: int, group_ax
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else dtype
     if x.ndim == 1:
         values = np.asarray(x, dtype=dtype).reshape(1, 1, -1)
+        _normalize_axis(channel_axis, 1, "channel axis")
         if group_axis is not None:
             _normalize_axis(group_axis, 1, "group axis")
         return Canonical(values, None, x.shape, None, None)
@@ -180,8 +181,12 @@ def _canonical_ragged(rows: list, dtype: np.dtype, channel_axis: int, group_axis
         raise ValueError(f"ragged channels can only be grouped along their values (axis -1), got axis {group_axis}")
     kmax = int(lengths.max())
     flat = np.concatenate(arrays)
-    check_finite(flat, "input")
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        ch = int(np.searchsorted(starts, bad[0], side="right")) - 1
+        raise ValueError(f"input contains {bad.size} non-finite value(s) (NaN or inf), first in channel {ch} "
+                         f"at value index {int(bad[0] - starts[ch])} (0-based)")
     col = np.arange(kmax)
     valid = col[None, :] < lengths[:, None]
     # Pad each row with its own last value: keeps row min/max exact without masking.
