@@ -310,8 +310,9 @@ def dequantize_blocks(type_name: str, raw: np.ndarray) -> np.ndarray:
     blocks = raw.reshape((-1, ts))
     out = np.empty((blocks.shape[0], bs), dtype=np.float32)
     fn = _BLOCK_DEQUANT[type_name]
-    for i in range(0, blocks.shape[0], CHUNK_BLOCKS):  # bounded temporaries, not a per-element loop
-        out[i:i + CHUNK_BLOCKS] = fn(blocks[i:i + CHUNK_BLOCKS])
+    with np.errstate(all="ignore"):  # inf/NaN scales are reported by the non-finite check instead
+        for i in range(0, blocks.shape[0], CHUNK_BLOCKS):  # bounded temporaries, not per element
+            out[i:i + CHUNK_BLOCKS] = fn(blocks[i:i + CHUNK_BLOCKS])
     return out.reshape(-1)
 
 

@@ -162,7 +162,7 @@ def load_npy(src: Source, limits: Limits) -> tuple[np.ndarray, str]:
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
                zlib.error, EOFError, OSError, struct.error, UnicodeDecodeError, KeyError,
-               OverflowError, IndexError, TypeError)
+               OverflowError, IndexError, TypeError, ValueError)
 
 
 class Npz:
@@ -181,7 +181,7 @@ class Npz:
             raise InputError(f"not a readable .npz (zip) file: {_zmsg(e)}", source=self.name) from None
         self.members: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
-            if info.is_dir():
+            if not info.filename or info.filename.endswith("/"):
                 continue
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if key in self.members:
@@ -210,6 +210,8 @@ class Npz:
         try:
             with self.zf.open(info) as f:
                 return f.read(info.file_size if n is None else min(n, info.file_size))
+        except InputError:
+            raise
         except _ZIP_ERRORS as e:
             raise InputError(f"cannot read .npz member: {_zmsg(e)}", source=self.name,
                              where=where) from None

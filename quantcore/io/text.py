@@ -65,7 +65,7 @@ _SKIP_LINES = re.compile(r"\s*")
 _RECORD = re.compile(r"[^;\n\r]*")
 _LINE = re.compile(r"[^\n\r]*")
 _UWS = re.compile(r"\s")
-_BLANK = re.compile(r"[ \t\x0b\x0c]*")
+_BLANK = re.compile(r"\s*")
 _SEP_RUN = re.compile(r"[\s,]*")
 _SEP_CHAR = re.compile(r"[\s,]")
 _ITEM = re.compile(r"[^\s,]+|,")
@@ -314,7 +314,8 @@ def _chunks(text: str, a: int, n: int):
 
 
 def parse_values(text: str, base: int, loc: _Loc, *, csv_strict: bool = False,
-                 delim_name: str = "','", budget: int = 1 << 62, end: int | None = None) -> _Values:
+                 delim_name: str = "','", cap: int = 1 << 62, used: int = 0,
+                 end: int | None = None) -> _Values:
     """Parse the run of values text[base:end] (absolute char positions; end defaults to len)."""
     end = len(text) if end is None else end
     other = _has_other_sep(text, base, end) if not csv_strict else False
@@ -326,8 +327,8 @@ def parse_values(text: str, base: int, loc: _Loc, *, csv_strict: bool = False,
         if v is None:
             v = _slow_chunk(chunk, cbase, loc, csv_strict, other, delim_name)
         count += v.values.size
-        if count > budget:
-            raise InputError(f"more than {budget:,} values in total, over the cap "
+        if used + count > cap:
+            raise InputError(f"more than {cap:,} values in total, over the cap "
                              f"(Limits.max_elements)", line=loc.line, source=loc.source)
         parts.append(v)
     if len(parts) == 1:
@@ -416,9 +417,9 @@ def parse_text(text: str | bytes, *, limits: Limits = Limits(), nonfinite: str =
                               f"{seen[name]})", start)
             seen[name] = walker.line
             body_start = colon + 1
-        if _BLANK.match(text, body_start).end() >= end:
+        if _BLANK.match(text, body_start, end).end() >= end:
             raise loc.err(f"channel {quote(name)} has no values after ':'", colon)
-        v = parse_values(text, body_start, loc, budget=limits.max_elements - total, end=end)
+        v = parse_values(text, body_start, loc, cap=limits.max_elements, used=total, end=end)
         total += v.values.size
         bad = nf.add(v, loc)
         vals = v.values
@@ -638,7 +639,7 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
             raise loc.err("row has no values", start)
         # body is a same-length rewrite of the row: positions shift by the row's start
         v = parse_values(body, 0, _Loc(loc.line, loc.line_start, source, shift=start), csv_strict=True,
-                         delim_name=delim_name, budget=limits.max_elements - total)
+                         delim_name=delim_name, cap=limits.max_elements, used=total)
         v.locate = (lambda f, s0: (lambda k: f(k) + s0))(v.locate, start)
         total += v.values.size
         bad = nf.add(v, loc)

@@ -117,7 +117,7 @@ def text_cases() -> list[Case]:
         T("too-many-channels", "\n".join(["1"] * 51), r"more than 50 channels", limits=SMALL),
         T("too-many-values", " ".join(["1"] * 1001), r"more than 1,000 values in total", limits=SMALL),
         T("too-many-values-2ch", " ".join(["1"] * 600) + "\n" + " ".join(["2"] * 600),
-          r"line 2: more than 400 values", limits=SMALL),
+          r"line 2: more than 1,000 values in total", limits=SMALL),
         T("text-over-bytes", "1 " * 40000, r"text file is 80,000 bytes, over the cap of 65,536", limits=SMALL),
         T("csv-ragged-columns", "a,b\n1,2\n3\n", r"line 3, column 1: row has 1 values but 2 columns",
           filename="x.csv", channels_as="columns"),
