@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from quantcore import (CustomRange, IntFormat, MinMax, MSEOptimal, PerChannel, PerGroup, PerTensor, Percentile,
                        QuantSpec, analyze, memory_estimate)
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NEAREST = ("half-even", "half-away")
 ALL_ROUNDINGS = ("half-even", "half-away", "floor", "ceil", "trunc", "stochastic")
 EXACT_CONVENTIONS = ("float64", "torch", "torch-fake")
