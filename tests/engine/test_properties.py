@@ -362,3 +362,31 @@ def test_percentile_100_is_minmax(x, fmt, mapping, conv, gran):
     np.testing.assert_array_equal(p.scale, mm.scale)
     np.testing.assert_array_equal(p.q, mm.q)
     same_metrics(p.metrics, mm.metrics)
+
+
+@SETTINGS
+@given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1),
+       fmt=int_formats(), mapping=st.sampled_from(["affine", "symmetric", "affine_float"]),
+       conv=st.sampled_from(("float64", "torch-fake", "gguf")), gran=st.sampled_from(["channel", "group"]),
+       size=st.integers(1, 8))
+def test_ragged_padding_never_leaks(lengths, seed, fmt, mapping, conv, gran, size):
+    """Channels of different lengths: each channel's codes, dequantized values and metrics equal those of
+    that channel analyzed alone (padding repeats the last value but is masked out of every result), and
+    the element count is the sum of the real lengths."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.standard_normal(n) * np.exp(rng.normal(0, 2)) for n in lengths]
+    g = PerChannel(0) if gran == "channel" else PerGroup(size, -1)
+    alone_g = PerTensor() if gran == "channel" else PerGroup(size, -1)
+    spec = QuantSpec(fmt=fmt, mapping=mapping, granularity=g, convention=conv)
+    r = run(rows, spec)
+    assert r.metrics.n == sum(lengths)
+    table = r.channel_table()
+    for i, row in enumerate(rows):
+        a = run(row, spec.with_(granularity=alone_g))
+        n = lengths[i]
+        np.testing.assert_array_equal(r.q[i, :n], a.q.ravel())
+        np.testing.assert_array_equal(r.dequantized[i, :n], a.dequantized.ravel())
+        assert table["n"][i] == n
+        assert table["max_abs"][i] == pytest.approx(a.metrics.max_abs, rel=1e-12, abs=0)
+        assert table["mse"][i] == pytest.approx(a.metrics.mse, rel=1e-9, abs=1e-300)
+        assert table["clip_count"][i] == a.metrics.clip_count
