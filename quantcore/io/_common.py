@@ -85,14 +85,6 @@ def quote(s: object, limit: int = 40) -> str:
     return repr(s)
 
 
-def human(n: int) -> str:
-    """Integer with a compact suffix: 1234567 -> '1,234,567 (1.2M)'."""
-    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n >= size:
-            return f"{n:,} ({n / size:.1f}{unit}i)" if unit != "K" else f"{n:,}"
-    return f"{n:,}"
-
-
 @dataclass(frozen=True)
 class Limits:
     """Hard caps, checked from declared sizes BEFORE any large allocation.
@@ -104,6 +96,8 @@ class Limits:
                       directory (default 16 MiB; .npy headers are additionally capped at 64 KiB).
     max_channels:     channels (records) in pasted text or rows in CSV (default 100,000).
     max_name_chars:   length of a channel label in text (default 256).
+    max_rows:         data rows of a CSV read with channels_as="columns" (default 1,000,000;
+                      rows are parsed at ~50k-100k per second, so this bounds the time too).
     """
 
     max_elements: int = 64 * 1024 * 1024
@@ -111,9 +105,11 @@ class Limits:
     max_header_bytes: int = 16 * 1024 * 1024
     max_channels: int = 100_000
     max_name_chars: int = 256
+    max_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
-        for f in ("max_elements", "max_bytes", "max_header_bytes", "max_channels", "max_name_chars"):
+        for f in ("max_elements", "max_bytes", "max_header_bytes", "max_channels", "max_name_chars",
+                  "max_rows"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"Limits.{f} must be a positive int, got {v!r}")

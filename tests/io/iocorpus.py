@@ -131,6 +131,8 @@ def text_cases() -> list[Case]:
         T("csv-nan", "1,2\nnan,4\n", r"line 2, column 1: 1 non-finite", filename="x.csv"),
         T("csv-dup-header", "a,a\n1,2\n", r"duplicate channel name 'a'", filename="x.csv", channels_as="columns"),
         T("csv-too-many-rows", "\n".join(["1,2"] * 51), r"more than 50 rows", filename="x.csv", limits=SMALL),
+        T("csv-too-many-data-rows", "a\n" + "1\n" * 101, r"line 102, column 1: more than 100 data rows",
+          filename="x.csv", channels_as="columns", limits=Limits(max_rows=100)),
     ]
     ok = [
         T("seed000-lines", "0.12, -0.33, 0.48, -0.05, 0.91\n1.20, 0.95, 1.44, 1.10, 0.88\n"
