@@ -316,6 +316,11 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
     mn, mx = block_minmax(bv)
     if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
         check_finite(canon.to_input_layout(canon.values), "tensor")
+    work_max = float(np.finfo(conv.dtype).max)
+    if max(float(np.max(-mn)), float(np.max(mx))) > work_max:
+        raise ValueError(f"tensor has values beyond the {np.dtype(conv.dtype).name} range of the {conv.name!r} "
+                         f"convention (largest magnitude {max(float(np.max(-mn)), float(np.max(mx))):.3g}); "
+                         f"use the float64 convention")
     torch_unsigned = conv.name.startswith("torch")
     if spec.preset:
         r = quantize_block_format(bv.values, get_block_format(spec.preset))
@@ -328,9 +333,14 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
         return QuantResult(spec, canon, bv, mn, mx, r["scale"], r["zero_point"], q_rows, stats, None, channel_names,
                            raw=r["raw"], xhat=r["dequantized"])
     lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned, mn, mx)
-    scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv.qparams_dtype,
-                               torch_unsigned)
-    scale = store_scale(scale, spec.scale_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
+        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale,
+                                   conv.qparams_dtype, torch_unsigned)
+        scale = store_scale(scale, spec.scale_dtype)
+    if not np.isfinite(scale).all():
+        i = int(np.flatnonzero(~np.isfinite(scale))[0])
+        raise ValueError(f"block {i}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
+                         f"{np.dtype(conv.qparams_dtype).name}")
     rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
     res = quantize_and_measure(rows, row_scale, row_zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding,
                                _rng(spec), _uses_fma(conv, spec), valid,
