@@ -50,6 +50,10 @@ __all__ = [
     "decode",
     "round_to_format",
     "encode_with_overflow",
+    "encode_detailed",
+    "Encoded",
+    "TileEncoder",
+    "TILE_ELEMENTS",
 ]
 
 Overflow = Literal["saturate", "nan", "inf"]
@@ -289,7 +293,7 @@ def decode(codes: np.ndarray, fmt: str | Format) -> np.ndarray:
     return table[c]
 
 
-# ---- encode --------------------------------------------------------------------------------------
+# ---- encode: reference path (float64 bit arithmetic) ----------------------------------------------
 
 _F64_FRAC = np.uint64((1 << 52) - 1)
 _F64_ABS = np.uint64((1 << 63) - 1)
@@ -307,21 +311,21 @@ def _first_index(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
-def encode_with_overflow(x: np.ndarray | float, fmt: str | Format,
-                         overflow: Overflow = "saturate") -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`encode`, and also return a bool mask of the elements the overflow policy touched
-    (finite values that rounded past the largest finite value, and +-inf inputs)."""
-    fmt = get_format(fmt)
+def _check_overflow_policy(fmt: Format, overflow: str) -> None:
     if overflow not in _OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {_OVERFLOW_POLICIES}, got {overflow!r}")
-    x64 = _as_float64(x, f"encode to {fmt.name}")
     if isinstance(fmt, Codebook):
-        return _encode_codebook(x64, fmt, overflow)
+        if overflow != "saturate":
+            raise ValueError(f"{fmt.name} has no NaN or inf code: only overflow='saturate' is possible")
+        return
     if overflow == "inf" and not fmt.has_inf:
         raise ValueError(f"overflow='inf' is not possible for {fmt.name}: the format has no infinity")
     if overflow == "nan" and not fmt.has_nan:
         raise ValueError(f"overflow='nan' is not possible for {fmt.name}: the format has no NaN")
 
+
+def _encode_f64(x64: np.ndarray, fmt: FloatFormat, overflow: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reference encoder: integer arithmetic on the float64 bit pattern, any FloatFormat."""
     bits = x64.view(np.uint64)
     a = bits & _F64_ABS
     neg = (bits >> np.uint64(63)).astype(bool)
@@ -372,9 +376,7 @@ def encode_with_overflow(x: np.ndarray | float, fmt: str | Format,
     return code.astype(np.uint8), touched
 
 
-def _encode_codebook(x64: np.ndarray, fmt: Codebook, overflow: str) -> tuple[np.ndarray, np.ndarray]:
-    if overflow != "saturate":
-        raise ValueError(f"{fmt.name} has no NaN or inf code: only overflow='saturate' is possible")
+def _encode_codebook(x64: np.ndarray, fmt: Codebook) -> tuple[np.ndarray, np.ndarray]:
     is_nan = np.isnan(x64)
     if is_nan.any():
         raise ValueError(f"NaN at index {_first_index(is_nan)} cannot be encoded in {fmt.name} (no NaN code)")
@@ -384,11 +386,325 @@ def _encode_codebook(x64: np.ndarray, fmt: Codebook, overflow: str) -> tuple[np.
     return code.astype(np.uint8), np.abs(x64) > vmax
 
 
+def _encode_ref(x64: np.ndarray, fmt: Format, overflow: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(fmt, Codebook):
+        return _encode_codebook(x64, fmt)
+    return _encode_f64(x64, fmt, overflow)
+
+
+# ---- encode: float32 fast path -----------------------------------------------------------------------
+#
+# Why it is bit-exact with the reference path. A float32 value is rounded ONCE, straight to the element
+# grid: float32 -> float64 is exact, so rounding the float32 value and rounding its float64 copy (the
+# reference path) are the same single rounding. No intermediate value below is itself rounded except
+# the one float32 addition that *is* the rounding:
+#
+# The "magic add": for |x| in the target binade [2**E, 2**(E+1)) (E = emin in the subnormal range) the
+# target quantum is q = 2**(E - m). With M = 2**(E - m + 23) (a float32 built from the exponent bits of
+# |x|), M <= M + |x| < 2M because |x| < 2**(E+1) <= M (m <= 22), and the float32 numbers in [M, 2M] are
+# exactly the multiples of ulp(M) = q. So y = fl(M + |x|) is M + (|x| rounded to a multiple of q, to
+# nearest, ties to the even multiple): IEEE float32 addition rounds the exact sum once, and
+# round-to-nearest-even is the rounding mode of numpy and of WebAssembly. The even multiple is the code
+# with an even last mantissa bit (m >= 1), i.e. the format's RNE. Then
+#     r = y - M                        exact (Sterbenz)      rounded magnitude, float32
+#     k = bits(y) - bits(M)            number of quanta in r
+#     magnitude code = ((E - emin) << m) + k
+# A mantissa carry into the next binade (k = 2**(m+1)) and a subnormal rounding up to 2**emin come out
+# right by themselves. Magnitudes above ``a_over`` (the largest float32 whose rounded value is still
+# <= max_finite) are clamped to it first: that is saturation, and it keeps M finite.
+#
+# Boundary flags: the neighbours of |x| (bit pattern +- 1) rounded with the same M give their correct
+# rounded values (a neighbour in another binade lies next to a power of two, which is on both grids and
+# is what both round to), so "a one-ulp move changes the code" is
+#     fl(M + next_up(|x|)) > y  or  fl(M + next_down(|x|)) < y,
+# with next_up clamped at a_over (saturation: no change above the largest finite value).
+#
+# Work is done on tiles of TILE_ELEMENTS (256 KB of float32, resident in L2) with preallocated buffers;
+# numpy's minimum/maximum are several times slower with a scalar operand than with an array, so the
+# two clamping constants are kept as tile-sized arrays.
+
+TILE_ELEMENTS = 1 << 16
+_F32_ABS = 0x7FFF_FFFF
+_F32_EXP = 0x7F80_0000
+_F32_SIGN = 0x8000_0000
+_F32_INF = 0x7F80_0000
+
+
+def _f32_eligible(fmt: Format) -> bool:
+    """Formats the float32 fast path handles: codebooks, and signed formats with subnormals and
+    1..7 mantissa bits (E4M3FN, E5M2, E2M1). E8M0 (no mantissa bit: ties up) uses the reference path."""
+    if isinstance(fmt, Codebook):
+        return True
+    return fmt.signed and fmt.subnormals and 1 <= fmt.man_bits <= 7 and fmt.emin >= -100 and fmt.emax <= 100
+
+
+@lru_cache(maxsize=None)
+def _const_u32(value: int) -> np.ndarray:
+    out = np.full(TILE_ELEMENTS, value, dtype=np.uint32)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class _F32Plan:
+    """Integer constants of the magic-add encoder for one FloatFormat."""
+
+    a_over: int       # largest float32 magnitude bit pattern that rounds to <= max_finite
+    emin_bits: int    # exponent field of 2**emin, in place: (emin + 127) << 23
+    add_bits: int     # (23 - m) << 23: turns the exponent of 2**E into that of M = 2**(E - m + 23)
+    shift: int        # 23 - m
+    k_off: int        # (emin + 127 + 23 - m) << m: (bits(M) >> shift) - k_off == (E - emin) << m
+    sign_shift: int   # 32 - bits: moves the float32 sign bit onto the code's sign bit
+
+
+@lru_cache(maxsize=None)
+def _f32_plan(fmt: FloatFormat) -> _F32Plan:
+    m = fmt.man_bits
+    mid = np.float32(fmt.max_finite + 2.0 ** (fmt.emax - m) / 2)     # exact: m + 2 significant bits
+    mid_bits = int(mid.view(np.uint32))
+    # the midpoint above max_finite rounds down to it iff max_code is even (ties to even)
+    a_over = mid_bits if fmt.max_code % 2 == 0 else mid_bits - 1
+    return _F32Plan(a_over, (fmt.emin + 127) << 23, (23 - m) << 23, 23 - m,
+                    (fmt.emin + 127 + 23 - m) << m, 32 - fmt.bits)
+
+
+@lru_cache(maxsize=None)
+def _cb_tables(fmt: Codebook) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """float32 thresholds; per code c: value, t_c (NaN for the top code) and next_up(t_{c-1}) (NaN for
+    code 0), the two float32 inputs at which a one-ulp move changes the code; bits of max |value|."""
+    thr = np.asarray(fmt.thresholds, dtype=np.float32)
+    vals = np.asarray(fmt.values, dtype=np.float32)
+    nan = np.float32(np.nan)
+    hi = np.append(thr, nan).astype(np.float32)
+    lo = np.insert(np.nextafter(thr, np.float32(np.inf)), 0, nan).astype(np.float32)
+    vmax_bits = int(np.float32(fmt.max_finite).view(np.uint32))
+    for t in (thr, vals, hi, lo):
+        t.setflags(write=False)
+    return thr, vals, hi, lo, vmax_bits
+
+
+class TileEncoder:
+    """Encode finite float32 tiles into preallocated outputs (the fast path of :func:`encode`).
+
+    ``run(x, codes, clipped, boundary, values)``: ``x`` is a 1-D contiguous float32 array of at most
+    ``TILE_ELEMENTS`` elements; outputs are 1-D views of the same length: uint8 codes, bool clipped
+    (saturated), bool boundary (or None), float32 decoded values (or None). Overflow policy is
+    "saturate"; NaN/inf inputs give garbage here and are the caller's business (:func:`encode` fixes them
+    up, the scaled schemes reject or mask them before).
+    """
+
+    def __init__(self, fmt: Format, n: int = TILE_ELEMENTS):
+        if not _f32_eligible(fmt):
+            raise ValueError(f"{fmt.name} has no float32 fast path")
+        self.fmt = fmt
+        n = max(1, min(n, TILE_ELEMENTS))
+        self._u = [np.empty(n, np.uint32) for _ in range(4)]
+        self._b = np.empty(n, bool)
+        if isinstance(fmt, Codebook):
+            self._idx = np.empty(n, np.intp)
+            self._f = np.empty(n, np.float32)
+        else:
+            p = _f32_plan(fmt)
+            self._plan = p
+            self._a_over = _const_u32(p.a_over)
+            self._emin = _const_u32(p.emin_bits)
+
+    def run(self, x: np.ndarray, codes: np.ndarray, clipped: np.ndarray,
+            boundary: np.ndarray | None = None, values: np.ndarray | None = None) -> None:
+        if isinstance(self.fmt, Codebook):
+            self._run_codebook(x, codes, clipped, boundary, values)
+        else:
+            self._run_float(x, codes, clipped, boundary, values)
+
+    def _run_float(self, x, codes, clipped, boundary, values) -> None:
+        p, n = self._plan, x.size
+        u = x.view(np.uint32)
+        a, M, y, t = (b[:n] for b in self._u)
+        a_over = self._a_over[:n]
+        f32 = np.float32
+        af, Mf, yf, tf = a.view(f32), M.view(f32), y.view(f32), t.view(f32)
+        np.bitwise_and(u, _F32_ABS, out=a)
+        np.greater(a, p.a_over, out=clipped)
+        np.minimum(a, a_over, out=a)                         # saturate (and keep M finite)
+        np.bitwise_and(a, _F32_EXP, out=M)
+        np.maximum(M, self._emin[:n], out=M)                 # binade E = max(e, emin)
+        np.add(M, p.add_bits, out=M)                         # M = 2**(E - m + 23)
+        np.add(af, Mf, out=yf)                               # the one rounding
+        if boundary is not None:
+            np.add(a, 1, out=t)
+            np.minimum(t, a_over, out=t)
+            np.add(tf, Mf, out=tf)
+            np.greater(tf, yf, out=boundary)
+            np.subtract(a, 1, out=t)                         # a == 0 wraps to a NaN: compares False
+            np.add(tf, Mf, out=tf)
+            b = self._b[:n]
+            np.less(tf, yf, out=b)
+            np.bitwise_or(boundary, b, out=boundary)
+        np.bitwise_and(u, _F32_SIGN, out=t)
+        if values is not None:
+            np.subtract(yf, Mf, out=values)                  # rounded magnitude, exact
+            vu = values.view(np.uint32)
+            np.bitwise_or(vu, t, out=vu)
+        np.subtract(y, M, out=y)                             # k
+        np.right_shift(M, p.shift, out=M)
+        np.add(y, M, out=y)
+        np.subtract(y, p.k_off, out=y)                       # magnitude code
+        np.right_shift(t, p.sign_shift, out=t)
+        np.bitwise_or(y, t, out=y)
+        np.copyto(codes, y, casting="unsafe")
+
+    def _run_codebook(self, x, codes, clipped, boundary, values) -> None:
+        thr, vals, hi, lo, vmax_bits = _cb_tables(self.fmt)
+        n = x.size
+        b = self._b[:n]
+        codes[...] = 0
+        b8 = b.view(np.uint8)
+        for t in thr:                                         # code = number of thresholds t < x
+            np.greater(x, t, out=b)
+            np.add(codes, b8, out=codes)
+        a = self._u[0][:n]
+        np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
+        np.greater(a, vmax_bits, out=clipped)
+        if boundary is None and values is None:
+            return
+        idx = self._idx[:n]
+        np.copyto(idx, codes, casting="unsafe")
+        if boundary is not None:
+            f = self._f[:n]
+            np.take(hi, idx, out=f, mode="wrap")
+            np.equal(x, f, out=boundary)
+            np.take(lo, idx, out=f, mode="wrap")
+            np.equal(x, f, out=b)
+            np.bitwise_or(boundary, b, out=boundary)
+        if values is not None:
+            np.take(vals, idx, out=values, mode="wrap")
+
+
+def _fix_nonfinite_and_policy(flat: np.ndarray, shape: tuple, fmt: Format, overflow: str, codes: np.ndarray,
+                              touched: np.ndarray, boundary: np.ndarray | None,
+                              values: np.ndarray | None) -> None:
+    """After the fast path (which saturates everything it clamps): give NaN inputs the NaN code (or
+    reject them), and apply overflow='nan'/'inf' to the touched elements, like the reference path."""
+    if not touched.any():
+        return
+    idx = np.flatnonzero(touched)
+    ub = flat[idx].view(np.uint32)
+    ab = ub & np.uint32(_F32_ABS)
+    is_nan = ab > _F32_INF
+    if is_nan.any():
+        if isinstance(fmt, Codebook) or not fmt.has_nan:
+            first = tuple(int(i) for i in np.unravel_index(int(idx[np.argmax(is_nan)]), shape))
+            raise ValueError(f"NaN at index {first} cannot be encoded in {fmt.name} (no NaN code)")
+    if isinstance(fmt, Codebook) or (overflow == "saturate" and not is_nan.any()):
+        return
+    is_inf = ab == _F32_INF
+    mag = np.full(idx.size, fmt.max_code, dtype=np.int64)
+    if overflow == "inf":
+        mag[:] = fmt.inf_code
+    elif overflow == "nan":
+        mag[:] = fmt.nan_code
+        mag[is_inf] = fmt.inf_code if fmt.has_inf else fmt.nan_code
+    mag[is_nan] = fmt.nan_code
+    code = (mag | np.where(ub >> np.uint32(31), fmt.sign_bit, 0)).astype(np.uint8)
+    codes[idx] = code
+    touched[idx[is_nan]] = False
+    if values is not None:
+        values[idx] = _table(fmt)[code]
+    if boundary is not None:
+        boundary[idx] = False
+
+
+def _use_f32(a: np.ndarray, fmt: Format) -> bool:
+    """float32 fast path when the input converts to float32 exactly (float32, float16, bool and
+    integers of at most 16 bits) and the format has one."""
+    dt = a.dtype
+    exact = dt in (np.float32, np.float16) or (dt.kind in "biu" and dt.itemsize <= 2)
+    return exact and _f32_eligible(fmt)
+
+
+def _encode_impl(x, fmt: Format, overflow: str, want_boundary: bool, want_values: bool):
+    """-> codes, touched, boundary (or None), values (or None), all with the input's shape."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiub":
+        raise ValueError(f"encode to {fmt.name}: expected a real numeric array, got dtype {a.dtype}")
+    _check_overflow_policy(fmt, overflow)
+    if not _use_f32(a, fmt):
+        return _encode_f64_full(_as_float64(a, f"encode to {fmt.name}"), fmt, overflow, want_boundary, want_values)
+    x32 = np.ascontiguousarray(a, dtype=np.float32)
+    shape = x32.shape
+    flat = x32.reshape(-1)
+    n = flat.size
+    codes = np.empty(n, np.uint8)
+    touched = np.empty(n, bool)
+    boundary = np.empty(n, bool) if want_boundary else None
+    values = np.empty(n, np.float32) if want_values else None
+    enc = TileEncoder(fmt, n)
+    for s in range(0, n, TILE_ELEMENTS):
+        e = min(s + TILE_ELEMENTS, n)
+        enc.run(flat[s:e], codes[s:e], touched[s:e],
+                None if boundary is None else boundary[s:e], None if values is None else values[s:e])
+    _fix_nonfinite_and_policy(flat, shape, fmt, overflow, codes, touched, boundary, values)
+    rs = (lambda v: None if v is None else v.reshape(shape))
+    return codes.reshape(shape), touched.reshape(shape), rs(boundary), rs(values)
+
+
+def _encode_f64_full(x64: np.ndarray, fmt: Format, overflow: str, want_boundary: bool, want_values: bool):
+    codes, touched = _encode_ref(x64, fmt, overflow)
+    boundary = values = None
+    if want_boundary:
+        # one float64 ulp either way, rounded with saturation; compare magnitudes (+-0 are one value)
+        mag = (lambda c: c if isinstance(fmt, Codebook) else c & np.uint8(fmt.mag_mask))
+        finite = np.isfinite(x64)
+        with np.errstate(invalid="ignore"):
+            xs = np.where(finite, x64, 0.0)
+            c0 = mag(_encode_ref(xs, fmt, "saturate")[0])
+            cu = mag(_encode_ref(np.nextafter(xs, np.inf), fmt, "saturate")[0])
+            cd = mag(_encode_ref(np.nextafter(xs, -np.inf), fmt, "saturate")[0])
+        boundary = finite & ((cu != c0) | (cd != c0))
+    if want_values:
+        values = decode(codes, fmt)
+    return codes, touched, boundary, values
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Result of :func:`encode_detailed`; every array has the input's shape.
+
+    codes: uint8. touched: bool, elements the overflow policy touched (see :func:`encode_with_overflow`).
+    boundary: bool, the input lies within one ulp of a rounding boundary of the element grid: moving it
+    one ulp up or down (in its own dtype: float32 for float32/float16/small-integer inputs, float64
+    otherwise) changes the rounded value. Judged with saturation (crossing the overflow threshold is not
+    a rounding boundary) and on magnitudes (+0 and -0 are one value); NaN and inf inputs are False.
+    values: float32, decode(codes).
+    """
+
+    codes: np.ndarray
+    touched: np.ndarray
+    boundary: np.ndarray
+    values: np.ndarray
+
+
+def encode_detailed(x: np.ndarray | float, fmt: str | Format, overflow: Overflow = "saturate") -> Encoded:
+    """:func:`encode` plus overflow mask, boundary flags and decoded values, in one pass."""
+    fmt = get_format(fmt)
+    return Encoded(*_encode_impl(x, fmt, overflow, True, True))
+
+
+def encode_with_overflow(x: np.ndarray | float, fmt: str | Format,
+                         overflow: Overflow = "saturate") -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`encode`, and also return a bool mask of the elements the overflow policy touched
+    (finite values that rounded past the largest finite value, and +-inf inputs)."""
+    fmt = get_format(fmt)
+    codes, touched, _, _ = _encode_impl(x, fmt, overflow, False, False)
+    return codes, touched
+
+
 def encode(x: np.ndarray | float, fmt: str | Format, overflow: Overflow = "saturate") -> np.ndarray:
     """Real values -> uint8 codes of ``fmt`` (same shape), rounding to nearest, ties to even.
 
     See the module docstring for the dtype discipline (single rounding from float64) and the overflow
     policies. NF4 (a codebook) saturates by construction (|x| > 1 -> +-1) and rejects NaN.
+    float32 (and float16, small-integer) inputs take a tiled float32 path that gives the same codes.
     """
     return encode_with_overflow(x, fmt, overflow)[0]
 

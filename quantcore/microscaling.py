@@ -119,7 +119,11 @@ class FloatQuantized:
     scale_codes: stored scale codes (E8M0 / E4M3 uint8, NF4-dq int8), or None for float32 scales.
     tensor_scale: NVFP4's float32 per-tensor scale (NF4-dq: None; see ``extra``).
     clipped: bool, elements whose scaled value rounded past the element format's largest finite value
-    and were saturated. Memory fields use the names of quantcore's Memory.
+    and were saturated. boundary: bool, elements whose scaled value (the float32 number fed to the
+    element encoder) lies within one float32 ulp of a rounding boundary of the element grid, i.e. a
+    one-ulp move up or down would change the code (the float analogue of the integer engine's tie
+    flags; the overflow threshold does not count, saturation keeps the code). Memory fields use the
+    names of quantcore's Memory.
     """
 
     scheme: FloatScheme
@@ -132,6 +136,7 @@ class FloatQuantized:
     scale_codes: Optional[np.ndarray]
     tensor_scale: Optional[float]
     clipped: np.ndarray
+    boundary: np.ndarray
     clip_count: int
     n_elements: int
     n_blocks: int
@@ -234,7 +239,8 @@ class _Blocks:
         return np.moveaxis(rows.reshape(self.moved_shape), -1, self.axis)
 
 
-def _validate(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> np.ndarray:
+def _as_float32(x: np.ndarray, scheme: FloatScheme) -> tuple[np.ndarray, np.ndarray]:
+    """-> (original array, contiguous float32 copy or the input itself)."""
     a = np.asarray(x)
     if a.dtype.kind not in "fiu":
         raise ValueError(f"{scheme.label}: expected a real numeric array, got dtype {a.dtype}")
@@ -242,55 +248,141 @@ def _validate(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> np.n
         raise ValueError(f"{scheme.label}: input is empty (shape {a.shape})")
     if a.ndim == 0:
         a = a.reshape(1)
-    x32 = np.ascontiguousarray(a, dtype=_F32)
+    return a, np.ascontiguousarray(a, dtype=_F32)
+
+
+def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> None:
+    """Called when some block amax is not finite: raise with the first bad index, unless allowed."""
+    if allow_nonfinite:
+        if not scheme.kind.startswith("mx"):
+            raise ValueError(f"{scheme.label}: allow_nonfinite applies to MX schemes only (OCP MX 6.3 NaN scale)")
+        return
     bad = ~np.isfinite(x32)
-    if bad.any() and not allow_nonfinite:
-        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x32.shape))
-        what = "NaN" if np.isnan(x32[idx]) else ("inf" if np.isinf(a[idx]) else "a value beyond float32 range")
-        raise ValueError(f"{scheme.label}: input has {what} at index {idx}")
-    if bad.any() and not scheme.kind.startswith("mx"):
-        raise ValueError(f"{scheme.label}: allow_nonfinite applies to MX schemes only (OCP MX 6.3 NaN scale)")
-    return x32
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x32.shape))
+    what = "NaN" if np.isnan(x32[idx]) else ("inf" if np.isinf(a[idx]) else "a value beyond float32 range")
+    raise ValueError(f"{scheme.label}: input has {what} at index {idx}")
+
+
+# ---- tiled passes -------------------------------------------------------------------------------------
+#
+# The tensor is processed in tiles of about ff.TILE_ELEMENTS elements (whole rows of the (n_blocks,
+# width) view, or a column slice of one long row), so the dozen elementwise steps per element run on
+# data resident in L2 and each element is read from memory twice (amax pass, quantize pass). Results do
+# not depend on the tiling: every step is elementwise or a per-block max.
+
+_TILE = ff.TILE_ELEMENTS
+_ABS = 0x7FFF_FFFF
+_INF_BITS = 0x7F80_0000
+
+
+def _tiles(n_rows: int, width: int):
+    """(r0, r1, c0, c1) rectangles covering (n_rows, width); each is contiguous in a C-ordered array."""
+    if width >= _TILE:
+        for r in range(n_rows):
+            for c in range(0, width, _TILE):
+                yield r, r + 1, c, min(c + _TILE, width)
+    else:
+        step = max(1, _TILE // width)
+        for r in range(0, n_rows, step):
+            yield r, min(r + step, n_rows), 0, width
+
+
+def _block_amax(blocks: np.ndarray) -> np.ndarray:
+    """float32 max |x| per row of ``blocks``; NaN if the row holds a NaN, inf if an inf (and no NaN).
+
+    Computed as an unsigned max of the magnitude bit patterns (monotone in |x| for non-negative floats,
+    and NaN patterns sort above inf). Short rows (blocks of < 64) are transposed per tile so the max runs
+    along contiguous memory.
+    """
+    nb, w = blocks.shape
+    out = np.zeros(nb, np.uint32)
+    u = blocks.view(np.uint32)
+    cap = min(blocks.size, _TILE)
+    buf = np.empty(cap, np.uint32)
+    tbuf = np.empty(cap, np.uint32) if w < 64 else None
+    for r0, r1, c0, c1 in _tiles(nb, w):
+        t = u[r0:r1, c0:c1]
+        a = buf[:t.size].reshape(t.shape)
+        np.bitwise_and(t, _ABS, out=a)
+        if tbuf is not None:
+            at = tbuf[:t.size].reshape(t.shape[1], t.shape[0])
+            np.copyto(at, a.T)
+            np.maximum.reduce(at, axis=0, out=out[r0:r1])
+        else:
+            np.maximum(out[r0:r1], np.max(a, axis=1), out=out[r0:r1])
+    return out.view(_F32)
+
+
+def _quantize_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: np.ndarray,
+                   deq_scale: np.ndarray):
+    """codes, dequantized, clipped, boundary (each shaped like ``blocks``) for
+
+        scaled  = op(blocks, op_scale[:, None])          float32 (op: np.divide or np.multiply)
+        codes   = fmt(scaled), saturating RNE (codebook: number of thresholds below)
+        deq     = decode(codes) * deq_scale[:, None]       float32
+        clipped = scaled rounded past fmt's largest finite value
+        boundary = a one-ulp (float32) move of ``scaled`` changes the code (see ff.Encoded)
+    """
+    nb, w = blocks.shape
+    codes = np.empty((nb, w), np.uint8)
+    deq = np.empty((nb, w), _F32)
+    clipped = np.empty((nb, w), bool)
+    boundary = np.empty((nb, w), bool)
+    cap = min(blocks.size, _TILE)
+    enc = ff.TileEncoder(fmt, cap)
+    sbuf = np.empty(cap, _F32)
+    op_scale = np.asarray(op_scale, _F32)
+    deq_scale = np.asarray(deq_scale, _F32)
+    for r0, r1, c0, c1 in _tiles(nb, w):
+        t = blocks[r0:r1, c0:c1]
+        s = sbuf[:t.size].reshape(t.shape)
+        op(t, op_scale[r0:r1, None], out=s)
+        d = deq[r0:r1, c0:c1]
+        enc.run(s.reshape(-1), codes[r0:r1, c0:c1].reshape(-1), clipped[r0:r1, c0:c1].reshape(-1),
+                boundary[r0:r1, c0:c1].reshape(-1), d.reshape(-1))
+        np.multiply(d, deq_scale[r0:r1, None], out=d)
+    return codes, deq, clipped, boundary
 
 
 # ---- schemes ----------------------------------------------------------------------------------------
+#
+# Each scheme turns the per-block amax into scales and says how the element encoder's input is formed
+# (op, op_scale) and how the decoded elements are scaled back (deq_scale); _quantize_pass does the rest.
 
-def _fp8_scaled(blocks: np.ndarray, fmt: ff.FloatFormat):
-    """scale = amax / fmt.max (float32; amax == 0 -> scale 1); elements = fmt(x / scale), saturating."""
-    amax = np.max(np.abs(blocks), axis=1)
+def _fp8_scaled(amax: np.ndarray, fmt: ff.FloatFormat):
+    """scale = amax / fmt.max (float32; amax == 0 -> scale 1); elements = fmt(x / scale), saturating;
+    x_hat = fmt value * scale."""
     scale = amax / _F32(fmt.max_finite)
     scale = np.where(amax == 0, _F32(1), scale).astype(_F32)
-    scaled = blocks / scale[:, None]
-    codes, clipped = ff.encode_with_overflow(scaled, fmt, "saturate")
-    deq = ff.decode(codes, fmt) * scale[:, None]
-    return codes, deq, scale, None, clipped, 32 * scale.size, {}
+    return np.divide, scale, scale, scale, None, 32 * scale.size, {}
 
 
-def _mx(blocks: np.ndarray, fmt: ff.FloatFormat):
+def _mx(amax: np.ndarray, fmt: ff.FloatFormat):
     """OCP MX v1.0 section 6.3: shared_exp = floor(log2(amax)) - emax_elem, clamped to E8M0's
     [-127, 127]; X = 2**shared_exp; P_i = quantize(V_i / X) with saturation to the element max.
 
     floor(log2(amax)) is the float32 exponent field of amax minus 127 (a zero or subnormal amax
-    gives <= -127 and clamps to -127). V_i / X is a power-of-two scaling, done exactly in float64
-    (np.ldexp). A NaN or inf amax makes X NaN (code 0xFF) and every element of that block decodes
-    to NaN (spec: a NaN scale makes the whole block NaN); its element codes are set to 0.
+    gives <= -127 and clamps to -127). V_i / X is computed as the float32 product V_i * 2**-shared_exp.
+    That product is exact (so equal to the exact quotient the spec means) except where it falls below
+    2**-126, into float32's subnormal range; there it is rounded, but any value below 2**-126 encodes to
+    a zero of the same sign in every MX element format (their smallest half-step is 2**-17), so the
+    codes are those of the exact quotient. 2**-shared_exp itself is a normal float32: shared_exp <= 125
+    because amax < 2**128 and emax_elem >= 2. The dequantized value fmt_value * X is one float32
+    multiply: the exact product rounded once, as in float64-then-cast.
+    A NaN or inf amax makes X NaN (code 0xFF) and every element of that block decodes to NaN (spec: a
+    NaN scale makes the whole block NaN); its element codes are set to 0.
     """
-    amax = np.max(np.abs(blocks), axis=1)
     ef = ((amax.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32)
     floor_log2 = ef - 127
     shared = np.clip(floor_log2 - fmt.emax, -127, 127)
     nan_scale = ~np.isfinite(amax)
     scale_codes = np.where(nan_scale, 0xFF, shared + 127).astype(np.uint8)
     scales = ff.decode(scale_codes, ff.E8M0)                       # exact powers of two, float32
-    x64 = np.where(nan_scale[:, None], 0.0, blocks.astype(np.float64))
-    scaled = np.ldexp(x64, -shared[:, None])                       # V / X, exact
-    codes, clipped = ff.encode_with_overflow(scaled, fmt, "saturate")
-    deq = (ff.decode(codes, fmt).astype(np.float64) * scales[:, None].astype(np.float64)).astype(_F32)
-    deq[nan_scale] = np.nan
-    return codes, deq, scales, scale_codes, clipped, 8 * scales.size, {}
+    inv = np.where(nan_scale, 1.0, np.ldexp(1.0, -shared)).astype(_F32)   # exact: 2**-127 .. 2**125
+    return np.multiply, inv, scales, scales, scale_codes, 8 * scales.size, {"nan_rows": nan_scale}
 
 
-def _nvfp4(blocks: np.ndarray, convention: str):
+def _nvfp4(amax_b: np.ndarray, convention: str):
     """NVFP4, two-level scaling, all arithmetic float32:
 
         s_t   = amax(|x| over the tensor) / (6 * 448)                      (per-tensor float32 scale)
@@ -307,20 +399,19 @@ def _nvfp4(blocks: np.ndarray, convention: str):
     is also where convention="torchao" comes from (reciprocal multiply, as its Triton kernel). An
     all-zero tensor uses s_t = 1 (every code 0).
     """
-    amax_t = _F32(np.max(np.abs(blocks)))
+    amax_t = _F32(np.max(amax_b))
     s_t = _F32(amax_t / _F32(6.0 * 448.0)) if amax_t > 0 else _F32(1.0)
-    amax_b = np.max(np.abs(blocks), axis=1)
     sb = (amax_b / _F32(6.0)) / s_t
     sb = np.clip(sb, _F32(ff.E4M3FN.min_positive * 8), _F32(448.0)).astype(_F32)   # 2**-9 * 8 = 2**-6
     scale_codes = ff.encode(sb, ff.E4M3FN)
     s_b = ff.decode(scale_codes, ff.E4M3FN)
+    denom = (s_b * s_t).astype(_F32)
     if convention == "modelopt":
-        scaled = blocks / (s_b * s_t)[:, None]
+        op, op_scale = np.divide, denom
     else:
-        scaled = blocks * ((_F32(1.0) / s_t) / s_b)[:, None]
-    codes, clipped = ff.encode_with_overflow(scaled, ff.E2M1, "saturate")
-    deq = ff.decode(codes, ff.E2M1) * (s_b * s_t)[:, None]
-    return codes, deq, s_b, scale_codes, clipped, 8 * s_b.size + 32, {"n_params": s_b.size + 1, "tensor_scale": float(s_t)}
+        op, op_scale = np.multiply, ((_F32(1.0) / s_t) / s_b).astype(_F32)
+    return (op, op_scale, denom, s_b, scale_codes, 8 * s_b.size + 32,
+            {"n_params": s_b.size + 1, "tensor_scale": float(s_t)})
 
 
 def _double_quant(absmax: np.ndarray, dq_block: int):
@@ -348,18 +439,15 @@ def _double_quant(absmax: np.ndarray, dq_block: int):
     return q, deq, f, mean, meta_bits
 
 
-def _nf4(blocks: np.ndarray, double_quant: bool, dq_block: int):
+def _nf4(absmax: np.ndarray, double_quant: bool, dq_block: int):
     """NF4 (QLoRA / bitsandbytes), float32: absmax per block; q = dQuantizeNF4(x * (1 / absmax))
     (reciprocal multiply as bitsandbytes' kQuantizeBlockwise; absmax 0 -> reciprocal 0 -> code of 0.0);
     x_hat = NF4[q] * scale, scale = absmax, or its double-quantized value (see _double_quant; the
     elements are still quantized with the exact absmax, as bitsandbytes and torchao do).
     Absmax scaling cannot clip: scaled values are within [-1, 1] up to one float32 ulp, which the
     codebook maps to +-1, so ``clipped`` is all False."""
-    absmax = np.max(np.abs(blocks), axis=1)
     with np.errstate(divide="ignore"):
         recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
-    scaled = blocks * recip[:, None]
-    codes = ff.encode(scaled, ff.NF4)
     extra: dict = {}
     if double_quant:
         q, scale, f, mean, meta_bits = _double_quant(absmax, dq_block)
@@ -368,8 +456,7 @@ def _nf4(blocks: np.ndarray, double_quant: bool, dq_block: int):
                  "n_params": absmax.size + f.size + 1}
     else:
         scale, scale_codes, meta_bits = absmax.astype(_F32), None, 32 * absmax.size
-    deq = ff.decode(codes, ff.NF4) * scale[:, None]
-    return codes, deq, scale, scale_codes, np.zeros(blocks.shape, bool), meta_bits, extra
+    return np.multiply, recip, scale, scale, scale_codes, meta_bits, extra
 
 
 def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool = False) -> FloatQuantized:
@@ -380,20 +467,30 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     """
     if not isinstance(scheme, FloatScheme):
         raise ValueError(f"scheme must be a FloatScheme, got {type(scheme).__name__}")
-    x32 = _validate(x, scheme, allow_nonfinite)
+    a, x32 = _as_float32(x, scheme)
     view = _Blocks(x32, scheme)
     blocks = view.blocks
     fmt = scheme.element_format
     kind = scheme.kind
+    amax = _block_amax(blocks)
+    if not (amax.view(np.uint32) < _INF_BITS).all():
+        _check_nonfinite(a, x32, scheme, allow_nonfinite)
     if kind in ("fp8_tensor", "fp8_channel"):
-        out = _fp8_scaled(blocks, fmt)
+        out = _fp8_scaled(amax, fmt)
     elif kind.startswith("mx"):
-        out = _mx(blocks, fmt)
+        out = _mx(amax, fmt)
     elif kind == "nvfp4":
-        out = _nvfp4(blocks, scheme.convention)
+        out = _nvfp4(amax, scheme.convention)
     else:
-        out = _nf4(blocks, scheme.double_quant, scheme.dq_block_size)
-    codes_b, deq_b, scales, scale_codes, clipped_b, meta_bits, extra = out
+        out = _nf4(amax, scheme.double_quant, scheme.dq_block_size)
+    op, op_scale, deq_scale, scales, scale_codes, meta_bits, extra = out
+    codes_b, deq_b, clipped_b, boundary_b = _quantize_pass(blocks, fmt, op, op_scale, deq_scale)
+    nan_rows = extra.pop("nan_rows", None)
+    if nan_rows is not None and nan_rows.any():
+        codes_b[nan_rows] = 0
+        deq_b[nan_rows] = np.nan
+        clipped_b[nan_rows] = False
+        boundary_b[nan_rows] = False
     clipped = view.back(clipped_b)
     n = x32.size
     n_blocks, width = blocks.shape
@@ -407,11 +504,12 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
         element=fmt.name,
         x=x32,
         codes=view.back(codes_b),
-        dequantized=view.back(deq_b.astype(_F32, copy=False)),
+        dequantized=view.back(deq_b),
         block_scales=np.asarray(scales, dtype=_F32),
         scale_codes=scale_codes,
         tensor_scale=extra.pop("tensor_scale", None),
         clipped=clipped,
+        boundary=view.back(boundary_b),
         clip_count=int(np.count_nonzero(clipped)),
         n_elements=n,
         n_blocks=n_blocks,

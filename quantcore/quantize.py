@@ -42,7 +42,7 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
         with np.errstate(divide="ignore"):
             inv = np.where(s == 0, dt(0), dt(1) / s)
         if fma and conv.zp_before_round:
-            t = fma_f32(v, inv, zp)
+            t = _fused_multiply_add(v, inv, zp, rounding)
             zp_pending = False
         else:
             t = v * inv
@@ -61,6 +61,40 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
     if raw.min(initial=qmin) < qmin or raw.max(initial=qmax) > qmax:
         return raw, np.clip(raw, qmin, qmax)
     return raw, raw
+
+
+HALF_ROUNDINGS = ("half-even", "half-away")
+FMA_EXACT_BELOW = float(1 << 21)  # beyond this float32 spacing reaches 1/4: use the exact emulation
+
+
+def _fused_multiply_add(v: np.ndarray, inv: np.ndarray, zp: np.ndarray, rounding: str) -> np.ndarray:
+    """``x*inv + zp`` for rounding to integers as if computed with one float32 rounding (FMA).
+
+    With ``zp == 0`` a plain product already rounds once. Otherwise the plain float32 ``x*inv + zp``
+    (two roundings) is within two ulps of the fused result; its nearest integer under a half-way
+    rounding rule can differ only when it lies within a few ulps of a half-integer. Those elements
+    (and every element once magnitudes reach 2**21) are recomputed with the exact emulation
+    :func:`quantcore.conventions.fma_f32`. The returned values therefore round to the same integers
+    as the fused ones (they are not bit-identical floats away from the half-integers).
+    """
+    if not zp.any():
+        return v * inv
+    if rounding not in HALF_ROUNDINGS:
+        return fma_f32(v, inv, zp)
+    t = v * inv
+    t += zp
+    tmax = float(np.max(np.abs(t), initial=0.0))
+    if not tmax < FMA_EXACT_BELOW:
+        return fma_f32(v, inv, zp)
+    # Distance to the nearest half-integer; two ulps of tmax bound both roundings of the plain sum.
+    tol = 4.0 * float(np.spacing(np.float32(tmax)))
+    near = np.abs(t - np.rint(t))
+    suspicious = near >= 0.5 - tol
+    if suspicious.any():
+        rows, cols = np.nonzero(suspicious)
+        t[rows, cols] = fma_f32(v[rows, cols], np.broadcast_to(inv, v.shape)[rows, cols],
+                                np.broadcast_to(zp, v.shape)[rows, cols])
+    return t
 
 
 def dequantize_blocks(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, conv: Convention) -> np.ndarray:

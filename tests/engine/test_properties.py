@@ -71,14 +71,17 @@ def int_formats(draw, custom=False):
 
 
 def same_metrics(a, b) -> None:
-    """Integer metrics identical, float metrics equal up to float64 summation order."""
+    """Integer metrics identical; float metrics equal up to summation order and padding.
+
+    The kernel sums float32 errors in float32 runs of at most 256 terms before accumulating in
+    float64 (quantcore.kernel._row_sum), so two tilings of the same data agree to ~1e-6 relative."""
     da, db = a.to_dict(), b.to_dict()
     assert da.keys() == db.keys()
     for k in da:
         if isinstance(da[k], int):
             assert da[k] == db[k], k
         else:
-            assert da[k] == pytest.approx(db[k], rel=1e-12, abs=1e-300), k
+            assert da[k] == pytest.approx(db[k], rel=2e-5, abs=1e-300), k
 
 
 def _tol(r, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -230,7 +233,7 @@ def test_moving_the_channel_axis_changes_nothing(x, axis, gaxis, fmt, mapping, c
     np.testing.assert_array_equal(a.q, np.moveaxis(b.q, 0, axis))
     np.testing.assert_array_equal(a.dequantized, np.moveaxis(b.dequantized, 0, axis))
     assert a.metrics.max_abs == b.metrics.max_abs and a.metrics.clip_count == b.metrics.clip_count
-    assert a.metrics.mse == pytest.approx(b.metrics.mse, rel=1e-12, abs=0)
+    assert a.metrics.mse == pytest.approx(b.metrics.mse, rel=2e-5, abs=0)
     c = run(x, base.with_(granularity=PerGroup(size, gaxis)))
     d = run(np.ascontiguousarray(np.moveaxis(x, gaxis, -1)), base.with_(granularity=PerGroup(size, -1)))
     np.testing.assert_array_equal(c.q, np.moveaxis(d.q, -1, gaxis))
@@ -388,5 +391,5 @@ def test_ragged_padding_never_leaks(lengths, seed, fmt, mapping, conv, gran, siz
         np.testing.assert_array_equal(r.dequantized[i, :n], a.dequantized.ravel())
         assert table["n"][i] == n
         assert table["max_abs"][i] == pytest.approx(a.metrics.max_abs, rel=1e-12, abs=0)
-        assert table["mse"][i] == pytest.approx(a.metrics.mse, rel=1e-9, abs=1e-300)
+        assert table["mse"][i] == pytest.approx(a.metrics.mse, rel=2e-5, abs=1e-300)  # float32 partial sums
         assert table["clip_count"][i] == a.metrics.clip_count
