@@ -91,9 +91,9 @@ def _fused_multiply_add(v: np.ndarray, inv: np.ndarray, zp: np.ndarray, rounding
     near = np.abs(t - np.rint(t))
     suspicious = near >= 0.5 - tol
     if suspicious.any():
-        rows, cols = np.nonzero(suspicious)
-        t[rows, cols] = fma_f32(v[rows, cols], np.broadcast_to(inv, v.shape)[rows, cols],
-                                np.broadcast_to(zp, v.shape)[rows, cols])
+        idx = np.flatnonzero(suspicious)
+        row = idx // v.shape[1]
+        t.reshape(-1)[idx] = fma_f32(v.reshape(-1)[idx], inv[:, 0][row], zp[:, 0][row])
     return t
 
 
