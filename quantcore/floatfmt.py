@@ -559,8 +559,8 @@ class TileEncoder:
         b = self._b[:n]
         codes[...] = 0
         b8 = b.view(np.uint8)
-        for t in thr:                                         # code = number of thresholds t < x
-            np.greater(x, t, out=b)
+        for t in thr.tolist():                                # code = number of thresholds t < x
+            np.greater(x, t, out=b)       # a Python float: compared in float32 (exact), no scalar overhead
             np.add(codes, b8, out=codes)
         a = self._u[0][:n]
         np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
