@@ -18,7 +18,7 @@ from .blockformats import get_block_format, quantize_block_format
 from .calibration import kl_range, mse_optimal_range
 from .conventions import get_convention, store_scale
 from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical, check_finite
-from .kernel import quantize_and_measure
+from .kernel import TILE_ELEMENTS, quantize_and_measure
 from .memory import Memory, memory_estimate
 from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile, block_minmax, choose_qparams, custom_range, percentile_range
 from .quantize import dequantize_blocks, quantize_blocks
@@ -84,6 +84,8 @@ class QuantResult:
 
     @cached_property
     def _xhat_b(self) -> np.ndarray:
+        if self.spec.preset:
+            return preset_pass(self.blocks, get_block_format(self.spec.preset), keep=True)["dequantized"]
         conv = _convention(self.spec)
         return dequantize_blocks(self._q_b.astype(conv.dtype), self.scale, self.zero_point, conv)
 
@@ -91,6 +93,8 @@ class QuantResult:
     def _raw_b(self) -> np.ndarray:
         """Unclamped codes: the quantization pass run again, same arithmetic and random stream."""
         spec = self.spec
+        if spec.preset:
+            return preset_pass(self.blocks, get_block_format(spec.preset), keep=True)["raw"]
         conv = _convention(spec)
         rows, row_scale, row_zp, valid = _stat_rows(self.blocks, spec, self.scale, self.zero_point)
         res = quantize_and_measure(rows, row_scale, row_zp, self.qmin, self.qmax, conv, spec.effective_rounding,
@@ -323,15 +327,10 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
                          f"use the float64 convention")
     torch_unsigned = conv.name.startswith("torch")
     if spec.preset:
-        r = quantize_block_format(bv.values, get_block_format(spec.preset))
         bf = get_block_format(spec.preset)
-        rows, _, _, valid = _stat_rows(bv, spec, r["scale"], r["zero_point"])
-        shape = rows.shape
-        stats = M.row_stats(rows.astype(np.float32), r["dequantized"].reshape(shape), r["raw"].reshape(shape),
-                            bf.qmin, bf.qmax, valid)
-        q_rows = r["q"].astype(np.int8 if bf.qmin < 0 else np.uint8).reshape(shape)
-        return QuantResult(spec, canon, bv, mn, mx, r["scale"], r["zero_point"], q_rows, stats, None, channel_names,
-                           raw=r["raw"], xhat=r["dequantized"])
+        p = preset_pass(bv, bf)
+        return QuantResult(spec, canon, bv, mn, mx, p["scale"], p["zero_point"], p["q"], p["stats"], None,
+                           channel_names)
     lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned, mn, mx)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
         scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale,
@@ -347,6 +346,34 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
                                keep_raw=spec.effective_rounding == "stochastic")
     raw = None if res.raw is None else res.raw.reshape(bv.values.shape)
     return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
+
+
+def preset_pass(bv: BlockView, bf, keep: bool = False) -> dict:
+    """Run a GGUF block format over the block view in cache-sized tiles of blocks.
+
+    Returns per-block ``scale``/``zero_point``, codes ``q`` (int8/uint8), row statistics, and with
+    ``keep`` the full ``raw`` and ``dequantized`` arrays (float32, block layout).
+    """
+    n_blocks, width = bv.values.shape
+    step = max(1, TILE_ELEMENTS // width)
+    q = np.empty(bv.values.shape, dtype=np.int8 if bf.qmin < 0 else np.uint8)
+    scale = np.empty(n_blocks, np.float32)
+    zp = np.empty(n_blocks, np.float32)
+    raw = np.empty(bv.values.shape, np.float32) if keep else None
+    xhat = np.empty(bv.values.shape, np.float32) if keep else None
+    parts = []
+    for b0 in range(0, n_blocks, step):
+        b1 = min(b0 + step, n_blocks)
+        tile = bv.values[b0:b1]
+        r = quantize_block_format(tile, bf)
+        q[b0:b1], scale[b0:b1], zp[b0:b1] = r["q"], r["scale"], r["zero_point"]
+        if keep:
+            raw[b0:b1], xhat[b0:b1] = r["raw"], r["dequantized"]
+        valid = None if bv.valid is None else bv.valid[b0:b1]
+        parts.append(M.row_stats(tile.astype(np.float32, copy=False), r["dequantized"], r["raw"], bf.qmin, bf.qmax,
+                                 valid))
+    stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {"scale": scale, "zero_point": zp, "q": q, "stats": stats, "raw": raw, "dequantized": xhat}
 
 
 def _rng(spec: QuantSpec) -> np.random.Generator | None:

@@ -8,7 +8,8 @@ and signedness, then optionally narrowed:
   dropped instead (uint8 -> [0, 254]) so the range has an exact middle (127).
 * ``reduce_range``: PyTorch's ``reduce_range=True``: one bit fewer (qint8 -> [-64, 63],
   quint8 -> [0, 127]), used by fbgemm to avoid int16 overflow in vpmaddubsw.
-* ``qmin``/``qmax``: an explicit custom interval; overrides everything above (must fit the bits).
+* ``qmin``/``qmax``: an explicit custom interval; overrides everything above (must fit the bits and,
+  as in PyTorch, include 0).
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ class IntFormat:
                     f"custom range [{self.custom_qmin}, {self.custom_qmax}] must satisfy "
                     f"{lo} <= qmin < qmax <= {hi} for {self.bits}-bit {'signed' if self.signed else 'unsigned'}"
                 )
+            if not self.custom_qmin <= 0 <= self.custom_qmax:
+                # As PyTorch's observers: zero must be a code, or the zero-point falls outside the range.
+                raise ValueError(f"custom range [{self.custom_qmin}, {self.custom_qmax}] must include 0")
 
     def _storage_range(self) -> tuple[int, int]:
         if self.signed:

@@ -173,3 +173,9 @@ def test_scale_overflowing_fp16_storage_names_the_block():
 def test_non_numeric_tensor():
     with pytest.raises(ValueError, match=r"tensor dtype <U1 is not numeric"):
         analyze(np.array(["a", "b"]), QuantSpec())
+
+
+def test_custom_range_must_include_zero():
+    """As PyTorch's observers require: without code 0 the zero-point would lie outside [qmin, qmax]."""
+    with pytest.raises(ValueError, match=r"custom range \[1, 2\] must include 0"):
+        IntFormat(3, True, custom_qmin=1, custom_qmax=2)

@@ -62,8 +62,8 @@ def int_formats(draw, custom=False):
     signed = draw(st.booleans())
     if custom and draw(st.booleans()):
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-        a = draw(st.integers(lo, hi - 1))
-        b = draw(st.integers(a + 1, hi))
+        a = draw(st.integers(lo, 0))            # a custom range must include 0 (IntFormat, as torch)
+        b = draw(st.integers(max(a + 1, 0), hi))
         return IntFormat(bits, signed, custom_qmin=a, custom_qmax=b)
     narrow = draw(st.booleans())
     rr = draw(st.booleans()) and bits > 2 and not (narrow and bits == 3)
