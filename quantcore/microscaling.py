@@ -431,7 +431,8 @@ def _double_quant(absmax: np.ndarray, dq_block: int):
     pad = (-n) % dq_block
     runs = np.concatenate([c, np.zeros(pad, _F32)]).reshape(-1, dq_block)
     ramax = np.max(np.abs(runs), axis=1)
-    f = np.where(ramax > 0, _F32(256.0) / (_F32(2.0) * ramax), _F32(1.0)).astype(_F32)
+    with np.errstate(divide="ignore"):
+        f = np.where(ramax > 0, _F32(256.0) / (_F32(2.0) * ramax), _F32(1.0)).astype(_F32)
     q = np.clip(np.rint(runs * f[:, None]), -128, 127).astype(np.int8)
     deq = ((q.astype(_F32) / f[:, None]) + mean).astype(_F32).reshape(-1)[:n]
     q = q.reshape(-1)[:n]

@@ -334,3 +334,117 @@ def test_property_e8m0_is_nearest_power_of_two(x):
     want = hi if x - lo >= hi - x else lo
     want = min(max(want, 2.0**-127), 2.0**127)
     assert r == want
+
+
+# ---- float32 fast path and boundary flags ------------------------------------------------------------
+
+def _special_f32_patterns(fmt, rng, n_random=1 << 17):
+    """Every grid value and midpoint (and the overflow midpoint) of fmt, every power of two, each +-3
+    bit patterns, both signs; plus random bit patterns anywhere and near the grid's binades."""
+    if isinstance(fmt, ff.Codebook):
+        g = np.concatenate([np.asarray(fmt.values, np.float32), np.asarray(fmt.thresholds, np.float32)])
+    else:
+        v, _ = finite_grid(fmt)
+        g = np.concatenate([v, (v[1:] + v[:-1]) / 2, [fmt.max_finite + 2.0 ** (fmt.emax - fmt.man_bits) / 2]])
+    g = np.concatenate([g, 2.0 ** np.arange(-149, 128)]).astype(np.float32)
+    base = np.concatenate([g, -g]).view(np.uint32).astype(np.int64)
+    around = (base[:, None] + np.arange(-3, 4)[None, :]).ravel()
+    around = around[(around >= 0) & (around < 2**32)]
+    anywhere = rng.integers(0, 2**32, size=n_random, dtype=np.uint64)
+    near = rng.integers(0x3000_0000, 0x4800_0000, size=n_random, dtype=np.uint64)
+    near |= rng.integers(0, 2, size=n_random, dtype=np.uint64) << np.uint64(31)
+    return np.concatenate([around, anywhere, near]).astype(np.uint32).view(np.float32)
+
+
+def _brute_boundary(x32, fmt):
+    """Reference: encode next_up / next_down (float32) with the float64 reference encoder, saturating,
+    and compare magnitude codes."""
+    fin = np.isfinite(x32)
+    xs = np.where(fin, x32, 0).astype(np.float32)
+    mag = (lambda c: c) if isinstance(fmt, ff.Codebook) else (lambda c: c & fmt.mag_mask)
+    enc = lambda v: mag(ff._encode_ref(v.astype(np.float64), fmt, "saturate")[0])
+    c0 = enc(xs)
+    cu = enc(np.nextafter(xs, np.float32(np.inf)))
+    cd = enc(np.nextafter(xs, np.float32(-np.inf)))
+    return fin & ((cu != c0) | (cd != c0))
+
+
+@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M1, ff.NF4], ids=["e4m3", "e5m2", "e2m1", "nf4"])
+def test_float32_fast_path_equals_float64_reference(fmt):
+    """The tiled float32 encoder (magic-add rounding on bit patterns) gives the same codes, overflow
+    masks and decoded values as the float64 reference encoder, for every overflow policy, on every grid
+    value / midpoint +-3 ulps, every power of two +-3 ulps (incl. float32 subnormals), inf, NaN and
+    random bit patterns; and its boundary flags equal the brute-force definition."""
+    x = _special_f32_patterns(fmt, np.random.default_rng(11))
+    has_nan = isinstance(fmt, ff.FloatFormat) and fmt.has_nan
+    if not has_nan:
+        x = x[~np.isnan(x)]
+    policies = ["saturate"] + ([] if isinstance(fmt, ff.Codebook) else
+                               [p for p in ("nan", "inf") if (p == "nan" and fmt.has_nan) or (p == "inf" and fmt.has_inf)])
+    assert ff._use_f32(x, fmt)
+    for pol in policies:
+        e = ff.encode_detailed(x, fmt, pol)
+        with np.errstate(invalid="ignore"):
+            rc, rt = ff._encode_ref(x.astype(np.float64), fmt, pol)
+        assert np.array_equal(e.codes, rc), pol
+        assert np.array_equal(e.touched, rt), pol
+        assert np.array_equal(e.values, ff.decode(rc, fmt), equal_nan=True), pol
+        assert np.array_equal(e.boundary, _brute_boundary(x, fmt)), pol
+        assert e.boundary.sum() > 0
+    # tile edges: a length that is not a multiple of the tile, in 2-D
+    y = x[: 2 * ff.TILE_ELEMENTS + 6].reshape(2, -1)
+    with np.errstate(invalid="ignore"):                  # signalling-NaN patterns warn when cast
+        y64 = y.astype(np.float64)
+    assert np.array_equal(ff.encode(y, fmt), ff.encode(y64, fmt))
+
+
+def test_nan_in_fast_path_reports_global_index():
+    x = np.ones((3, ff.TILE_ELEMENTS), np.float32)
+    x[2, 5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN at index \(2, 5\).*fp4_e2m1"):
+        ff.encode(x, ff.E2M1)
+    with pytest.raises(ValueError, match=r"NaN at index \(2, 5\).*nf4"):
+        ff.encode(x, ff.NF4)
+
+
+@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M1], ids=["e4m3", "e5m2", "e2m1"])
+def test_boundary_constructed_midpoints(fmt):
+    """Every midpoint between two finite neighbours is a boundary; of its float32 neighbours exactly the
+    one on the side the tie does NOT go to is a boundary too (moving it onto the midpoint flips it);
+    grid values and quarter points are not. The overflow midpoint is not (saturation keeps the code)."""
+    grid, codes = finite_grid(fmt)
+    lo, hi = grid[:-1], grid[1:]
+    mid = ((lo + hi) / 2).astype(np.float32)
+    up = np.nextafter(mid, np.float32(np.inf))
+    dn = np.nextafter(mid, np.float32(-np.inf))
+    ties_up = (codes[1:] & 1) == 0                   # tie goes to the even (upper) neighbour
+    zero_pair = (lo == 0) | (hi == 0)                # zero is "even" on both sides: tie goes to zero
+    ties_up = np.where(zero_pair, hi == 0, ties_up)
+    for s in (1, -1):
+        assert ff.encode_detailed(s * mid, fmt).boundary.all()
+        assert np.array_equal(ff.encode_detailed(s * up, fmt).boundary, ~ties_up)
+        assert np.array_equal(ff.encode_detailed(s * dn, fmt).boundary, ties_up)
+        far = np.concatenate([grid, (3 * lo + hi) / 4, (lo + 3 * hi) / 4]).astype(np.float32)
+        assert not ff.encode_detailed(s * far, fmt).boundary.any()
+    over_mid = np.float32(fmt.max_finite + 2.0 ** (fmt.emax - fmt.man_bits) / 2)
+    near = np.array([np.nextafter(over_mid, np.float32(-np.inf)), over_mid,
+                     np.nextafter(over_mid, np.float32(np.inf)), np.float32(1e30)])
+    assert not ff.encode_detailed(near, fmt).boundary.any()
+    # float64 inputs: judged in float64 ulps (a float64 one ulp off a midpoint is still a boundary)
+    mid64 = (lo + hi) / 2
+    assert ff.encode_detailed(mid64, fmt).boundary.all()
+    assert not ff.encode_detailed(mid64 + (hi - lo) / 8, fmt).boundary.any()
+
+
+def test_boundary_nf4_thresholds():
+    """NF4 (x > t rule): t and next_up(t) are boundaries (a one-ulp move crosses t), the codebook
+    values and next_down(t) are not; float64 inputs likewise with float64 ulps."""
+    thr = np.asarray(ff.NF4.thresholds, np.float32)
+    vals = np.asarray(ff.NF4.values, np.float32)
+    assert ff.encode_detailed(thr, ff.NF4).boundary.all()
+    assert ff.encode_detailed(np.nextafter(thr, np.float32(2)), ff.NF4).boundary.all()
+    assert not ff.encode_detailed(np.nextafter(thr, np.float32(-2)), ff.NF4).boundary.any()
+    assert not ff.encode_detailed(vals, ff.NF4).boundary.any()
+    t64 = thr.astype(np.float64)
+    assert ff.encode_detailed(t64, ff.NF4).boundary.all()
+    assert not ff.encode_detailed(np.nextafter(t64, -2), ff.NF4).boundary.any()

@@ -349,3 +349,94 @@ def test_property_sign_and_bounded_error(x, kind):
         scale = scale * r.tensor_scale
     err = np.abs(xh - x64)[~r.clipped]
     assert np.all(err <= gap / 2 * scale[~r.clipped] * (1 + 1e-5) + 1e-30)
+
+
+# ---- boundary flags ---------------------------------------------------------------------------------
+
+def _scaled_reference(x, r):
+    """The float32 element-encoder input of each scheme, recomputed from the stored scales."""
+    kind = r.scheme.kind
+    s = r.block_scales[r.block_ids()]
+    if kind.startswith("mx"):
+        return (x.astype(np.float64) / s.astype(np.float64)).astype(np.float32)   # exact: power of two
+    if kind == "nvfp4":
+        return (x / (s * np.float32(r.tensor_scale))).astype(np.float32)
+    if kind == "nf4":
+        absmax = r.extra.get("absmax", r.block_scales)[r.block_ids()]
+        with np.errstate(divide="ignore"):
+            recip = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0)).astype(np.float32)
+        return (x * recip).astype(np.float32)
+    return (x / s).astype(np.float32)
+
+
+def _brute_boundary(scaled, fmt):
+    """One float32 ulp up or down changes the (saturated) magnitude code."""
+    mag = (lambda c: c) if isinstance(fmt, ff.Codebook) else (lambda c: c & fmt.mag_mask)
+    enc = lambda v: mag(ff.encode(v.astype(np.float64), fmt))
+    c0 = enc(scaled)
+    return (enc(np.nextafter(scaled, np.float32(np.inf))) != c0) | (enc(np.nextafter(scaled, np.float32(-np.inf))) != c0)
+
+
+@pytest.mark.parametrize("kind,kw", [("fp8_tensor", {}), ("fp8_channel", {"element": "e5m2"}), ("mxfp8_e4m3", {}),
+                                     ("mxfp8_e5m2", {}), ("mxfp4", {}), ("nvfp4", {}),
+                                     ("nvfp4", {"convention": "torchao"}), ("nf4", {})])
+def test_boundary_matches_one_ulp_definition(kind, kw):
+    """fq.boundary == "a one-float32-ulp move of the scaled value changes the code", on random data
+    (a few natural boundaries) plus elements planted exactly on midpoints."""
+    x = rand((32, 96), seed=12)
+    r = q(x, kind, **kw)
+    fmt = r.scheme.element_format
+    scaled = _scaled_reference(x, r)
+    assert np.array_equal(r.boundary, _brute_boundary(scaled, fmt))
+    assert r.boundary.shape == x.shape and r.boundary.dtype == bool
+
+
+def test_boundary_constructed_e4m3_e5m2_e2m1():
+    # fp8 per-tensor E4M3 with amax 448 -> scale exactly 1: scaled values are the inputs
+    x = np.zeros(8, np.float32)
+    x[:6] = [448, 1.0625, -1.1875, 1.0, 1.03125, 3 * 2.0**-10]   # midpoints: 1.0625, 1.1875, 1.5*2**-9
+    r = q(x, "fp8_tensor")
+    assert r.block_scales.tolist() == [1.0]
+    assert r.boundary.tolist() == [False, True, True, False, False, True, False, False]
+    # the float32 neighbours of the 1.0 / 1.125 midpoint: the tie goes down to 1.0 (even), so the one
+    # just above is a boundary (one ulp down lands on the tie, which rounds down), the one below is not
+    x[1:3] = [np.nextafter(np.float32(1.0625), np.float32(2)), np.nextafter(np.float32(1.0625), np.float32(0))]
+    assert q(x, "fp8_tensor").boundary[1:3].tolist() == [True, False]
+    # MXFP8 E5M2: amax 40000 -> shared_exp = 15 - 15 = 0, X = 1; 1.125 is the 1 / 1.25 midpoint
+    y = np.zeros(32, np.float32)
+    y[:4] = [40000, 1.125, 1.0625, 1.25]
+    r = q(y, "mxfp8_e5m2")
+    assert r.block_scales[0] == 1.0
+    assert r.boundary[:4].tolist() == [False, True, False, False]
+    # MXFP4 (E2M1): amax 5 -> X = 1; 5 (4/6 midpoint), 2.5 (2/3), -0.25 (0/-0.5) are boundaries
+    z = np.zeros(32, np.float32)
+    z[:6] = [5, 2.5, -0.25, 4, 3.25, 0.375]         # 3.25 and 0.375 are quarter points
+    r = q(z, "mxfp4")
+    assert r.boundary[:6].tolist() == [True, True, True, False, False, False]
+    # NVFP4 with s_t = 1 and s_b = 448 (block amax 2688): 5 * 448 is the 4/6 midpoint
+    w = np.zeros(16, np.float32)
+    w[:3] = [2688, 5 * 448, 4.5 * 448]
+    r = q(w, "nvfp4")
+    assert r.tensor_scale == 1.0 and r.block_scales[0] == 448
+    assert r.boundary[:3].tolist() == [False, True, False]
+
+
+def test_boundary_constructed_nf4():
+    # absmax 1 -> reciprocal 1: scaled values are the inputs; thresholds (and next_up) are boundaries
+    thr = np.asarray(ff.NF4.thresholds, np.float32)
+    vals = np.asarray(ff.NF4.values, np.float32)
+    x = np.zeros(64, np.float32)
+    x[:15] = thr
+    x[15:30] = np.nextafter(thr, np.float32(2))
+    x[30:46] = vals
+    r = q(x, "nf4")
+    assert r.block_scales.tolist() == [1.0]
+    assert r.boundary[:30].all() and not r.boundary[30:].any()
+    assert q(x, "nf4", double_quant=True).boundary[:30].all()
+
+
+def test_mx_nan_block_has_no_boundary_or_clip():
+    x = rand((1, 64), spread=False)
+    x[0, 40] = np.nan
+    r = quantize_float_scheme(x, FloatScheme("mxfp4"), allow_nonfinite=True)
+    assert not r.boundary[0, 32:].any() and not r.clipped[0, 32:].any() and np.all(r.codes[0, 32:] == 0)
