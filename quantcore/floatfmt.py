@@ -417,7 +417,7 @@ def _encode_ref(x64: np.ndarray, fmt: Format, overflow: str) -> tuple[np.ndarray
 # rounded values (a neighbour in another binade lies next to a power of two, which is on both grids and
 # is what both round to), so "a one-ulp move changes the code" is
 #     fl(M + next_up(|x|)) > y  or  fl(M + next_down(|x|)) < y,
-# with next_up clamped at a_over (saturation: no change above the largest finite value).
+# and the first test is dropped at a_over (saturation: no change above the largest finite value).
 #
 # Work is done on tiles of TILE_ELEMENTS (256 KB of float32, resident in L2) with preallocated buffers;
 # numpy's minimum/maximum are several times slower with a scalar operand than with an array, so the
@@ -531,13 +531,14 @@ class TileEncoder:
         np.add(M, p.add_bits, out=M)                         # M = 2**(E - m + 23)
         np.add(af, Mf, out=yf)                               # the one rounding
         if boundary is not None:
+            b = self._b[:n]
             np.add(a, 1, out=t)
-            np.minimum(t, a_over, out=t)
             np.add(tf, Mf, out=tf)
             np.greater(tf, yf, out=boundary)
+            np.less(a, p.a_over, out=b)                      # at a_over the next pattern only saturates
+            np.bitwise_and(boundary, b, out=boundary)
             np.subtract(a, 1, out=t)                         # a == 0 wraps to a NaN: compares False
             np.add(tf, Mf, out=tf)
-            b = self._b[:n]
             np.less(tf, yf, out=b)
             np.bitwise_or(boundary, b, out=boundary)
         np.bitwise_and(u, _F32_SIGN, out=t)
