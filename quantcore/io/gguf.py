@@ -322,7 +322,7 @@ def load(src: Source, g: Gguf, t: GgufTensor, limits: Limits) -> np.ndarray:
         raise InputError(f"GGML type {t.type_name} cannot be loaded (supported: {', '.join(LOADABLE)})",
                          **loc)
     out_dt = _PLAIN[t.type_name][1] if t.type_name in _PLAIN else np.float32
-    limits.check_elements(t.count, f"tensor of shape {t.shape}", **loc)
+    limits.check_elements(t.count, f"tensor of shape {t.shape}", shape=tuple(t.shape), **loc)
     limits.check_bytes(t.nbytes, f"tensor of shape {t.shape} ({t.type_name})", **loc)
     limits.check_bytes(t.count * np.dtype(out_dt).itemsize, f"decoded tensor of shape {t.shape}", **loc)
     raw = src.read(g.data_start + t.offset, t.nbytes, f"tensor {quote(t.name)}")

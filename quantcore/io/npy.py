@@ -123,7 +123,7 @@ def check_npy_size(h: NpyHeader, total_size: int, limits: Limits, name: str | No
     loc = dict(source=name, where=where)
     nbytes = h.count * h.dtype.itemsize
     if enforce_limits:
-        limits.check_elements(h.count, f"array of shape {h.shape}", offset=h.data_offset, **loc)
+        limits.check_elements(h.count, f"array of shape {h.shape}", shape=tuple(h.shape), offset=h.data_offset, **loc)
         limits.check_bytes(nbytes, f"array of shape {h.shape} ({h.descr})", offset=h.data_offset, **loc)
         limits.check_bytes(h.count * np.dtype(out_dtype(h.kind)).itemsize,
                            f"decoded array of shape {h.shape}", offset=h.data_offset, **loc)

@@ -158,7 +158,7 @@ def load_entry(src: Source, h: StHeader, e: StEntry, limits: Limits) -> np.ndarr
     size, file_dt, out = DTYPES[e.dtype]
     if out is None:
         raise InputError(f"dtype {e.dtype} cannot be loaded (supported: {', '.join(LOADABLE)})", **loc)
-    limits.check_elements(e.count, f"tensor of shape {e.shape}", **loc)
+    limits.check_elements(e.count, f"tensor of shape {e.shape}", shape=tuple(e.shape), **loc)
     limits.check_bytes(e.end - e.begin, f"tensor of shape {e.shape} ({e.dtype})", **loc)
     limits.check_bytes(e.count * np.dtype(out).itemsize, f"decoded tensor of shape {e.shape}", **loc)
     raw = src.read(h.data_start + e.begin, e.end - e.begin, f"tensor {quote(e.name)}")
