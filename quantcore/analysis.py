@@ -166,10 +166,13 @@ class QuantResult:
             other = quantize_block_format(self.blocks.values, get_block_format(spec.preset), dtype=np.float64)["q"]
             return other != self._q_b
         ties = np.zeros(self._q_b.shape, dtype=bool)
+        data_max = float(np.max(np.abs(self.blocks.values)))
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
                 continue
             conv = _convention(spec, name)
+            if data_max > float(np.finfo(conv.dtype).max):
+                continue  # this convention cannot hold the data (values beyond float32): no comparison
             _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
                                        conv, spec.effective_rounding, fma=_uses_fma(conv, spec))
             ties |= other != self._q_b
