@@ -182,6 +182,58 @@ class QuantResult:
     def ties(self) -> np.ndarray:
         return self._input(self.ties_blocks)
 
+    # --- plot data (the app ships these, never its own arithmetic) ----------------------------
+    def block_of_channel(self, channel: int) -> int:
+        """Index of the first block holding ``channel`` (per-tensor: 0; per-channel: the channel)."""
+        C = self.canon.n_channels
+        if not 0 <= channel < C:
+            raise ValueError(f"channel {channel} is out of range (the tensor has {C} channels)")
+        owners = self.blocks.channel_of_block
+        if owners.size == 1 and owners[0] < 0:
+            return 0
+        return int(np.flatnonzero(owners == channel)[0])
+
+    def channel_values(self, channel: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, x_hat)`` of one channel as float64, in canonical order, padding removed."""
+        C = self.canon.n_channels
+        self.block_of_channel(channel)  # validates the index
+        x = self.canon.values.reshape(C, -1)[channel]
+        xhat = self._canon(self._xhat_b).reshape(C, -1)[channel]
+        if self.canon.valid is not None:
+            keep = self.canon.valid.reshape(C, -1)[channel]
+            x, xhat = x[keep], xhat[keep]
+        return x.astype(np.float64), xhat.astype(np.float64)
+
+    def grid(self, block: int, max_levels: int = 4096) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every code of ``block`` and its dequantized value, computed with the scheme's own arithmetic.
+
+        None when the format has more than ``max_levels`` codes or for float formats (their grid is
+        not uniform; see :mod:`quantcore.floatfmt`).
+        """
+        if self.spec.float_scheme is not None or self.levels > max_levels:
+            return None
+        codes = np.arange(self.qmin, self.qmax + 1, dtype=np.float64)
+        if self.spec.preset:
+            bf = get_block_format(self.spec.preset)
+            d = np.float32(self.scale[block]).astype(np.float16).astype(np.float32)
+            q = codes.astype(np.float32)
+            if bf.kind == "affine":  # x_hat = q * fp16(d) + fp16(min), as blockformats
+                levels = q * d + np.float32(self.lo[block]).astype(np.float16).astype(np.float32)
+            else:
+                levels = (q - np.float32(self.zero_point[block])) * d
+            return codes.astype(np.int64), levels.astype(np.float64)
+        conv = _convention(self.spec)
+        levels = dequantize_blocks(codes[None, :].astype(conv.dtype), np.asarray(self.scale)[block:block + 1],
+                                   np.asarray(self.zero_point)[block:block + 1], conv)[0]
+        return codes.astype(np.int64), levels.astype(np.float64)
+
+    def histogram(self, bins: int = 80) -> dict[str, np.ndarray]:
+        """Counts of the input values in ``bins`` equal-width bins: ``left``, ``right``, ``count``."""
+        x = self.canon.values
+        x = x[self.canon.valid] if self.canon.valid is not None else x.reshape(-1)
+        count, edges = np.histogram(x.astype(np.float64), bins=bins)
+        return {"left": edges[:-1], "right": edges[1:], "count": count}
+
     # --- tables -------------------------------------------------------------------------------
     def block_table(self) -> dict[str, np.ndarray]:
         m = M.metrics_from_stats(self._block_stats)
