@@ -1,0 +1,1465 @@
+"""quantcalc: per-tensor vs per-channel vs per-group quantization calculator (Panel + Bokeh).
+
+Run ``panel serve app.py`` (server) or ``panel convert app.py --to pyodide-worker`` (browser only): the same
+file runs unchanged in both, so it uses no threads, subprocesses, local files or pandas.
+
+This file does no quantization math: every number (scales, codes, errors, bytes, advice, frontier,
+exports) comes from ``quantcore``. It only reads inputs, keeps settings, lays numbers out, and thins
+data for plots (never more than ~20k points per plot; the plot says when it thinned).
+
+Reads like a table of contents:
+  1. constants and small helpers (escaping, formatting)
+  2. ``QuantCalcSettings``: every control is a parameter; results are computed once per change, cached
+  3. views (``pn.viewable.Viewer``): inputs, settings, comparison, tables, plots, exports, docs
+  4. layout and URL sync at the bottom
+
+Pyodide note: the worker's message handlers run in this module's globals and bind ``state``, ``patch``,
+``location``, ``json``, ``loc_data``; no module-level name here uses those.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import io as _bytes_io
+import re
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import (
+    BoxAnnotation,
+    ColumnDataSource,
+    DataTable,
+    HoverTool,
+    NumberFormatter,
+    ScientificFormatter,
+    Span,
+    StringFormatter,
+    TableColumn,
+    TapTool,
+)
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+import quantcore as qc
+import quantcore.io as qc_io
+import quantcore.report as qc_report
+from quantcore import conventions as qc_conventions
+from quantcore import quantize as qc_quantize
+from quantcore.params import SYMMETRIC_SCALES
+
+pn.extension(notifications=False)
+
+# --------------------------------------------------------------------------------------------------
+# 1. constants and helpers
+# --------------------------------------------------------------------------------------------------
+
+GGUF_PRESETS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+SCHEMES = ("per-tensor", "per-channel", "per-group") + GGUF_PRESETS
+RANGE_METHODS = {
+    "data min/max": "minmax",
+    "percentile": "percentile",
+    "MSE-optimal": "mse",
+    "KL divergence": "kl",
+    "custom min/max": "custom",
+}
+MAX_PLOT_POINTS = 20_000     # never ship more than this many points to one plot
+MAX_CHANNEL_VALUES = 4_096   # points of one channel shown in the reconstruction plot
+SAMPLE_TABLE_LIMIT = 10_000  # per-sample table rows
+FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
+UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
+
+
+def esc(text: object) -> str:
+    """HTML-escape anything untrusted (tensor names, channel labels, file names, error messages)."""
+    return html.escape(str(text), quote=True)
+
+
+_MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+
+
+def md_safe(text: object) -> str:
+    """Escape text for a Markdown-rendered pane (pn.pane.Alert): HTML first, then Markdown syntax."""
+    return _MD_SPECIALS.sub(lambda m: f"&#{ord(m.group(1))};", esc(text))
+
+
+APP_CSS = """
+.qc-h { font-size: 1.15em; margin: 0.4em 0 0.2em 0; color: #1a1a1a; }
+h1.qc-title { font-size: 1.5em; margin: 0.2em 0; color: #1a1a1a; }
+.qc-note, .qc-sub { color: #404040; margin: 0.1em 0 0.4em 0; }
+.qc-advice { background: #eef6ee; border-left: 4px solid #2c7a2c; padding: 0.4em 0.6em; margin: 0.3em 0; }
+.qc-scroll { overflow-x: auto; }
+table.qc-table { border-collapse: collapse; font-size: 0.86em; width: 100%; }
+table.qc-table caption { text-align: left; color: #404040; padding-bottom: 0.2em; }
+table.qc-table th, table.qc-table td { border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right;
+  white-space: nowrap; }
+table.qc-table th[scope=row] { text-align: left; font-weight: normal; }
+table.qc-table tr.qc-best { background: #fff4cc; font-weight: 600; }
+.qc-best-tag { color: #7a4b00; }
+details.qc-docs { border: 1px solid #ccc; border-radius: 4px; padding: 0.3em 0.7em; margin: 0.4em 0; }
+details.qc-docs summary { cursor: pointer; font-weight: 600; }
+.qc-name { font-family: monospace; background: #f3f3f3; padding: 0 0.25em; }
+"""
+
+
+def html_pane(obj: str = "", **kw) -> pn.pane.HTML:
+    """An HTML pane carrying the app's CSS (Panel renders each pane in its own shadow root)."""
+    return pn.pane.HTML(obj, stylesheets=[APP_CSS], **kw)
+
+
+def fmt(value: object, digits: int = 6) -> str:
+    """Format a number for display (no rounding of results beyond what is shown)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return esc(value)
+    if np.isnan(v):
+        return "–"
+    if np.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.{digits}g}"
+
+
+def safe_filename(name: str, suffix: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name or "tensor").strip("._") or "tensor"
+    return f"{stem[:60]}_{suffix}"
+
+
+def parse_number_list(text: str, what: str) -> float | list[float] | None:
+    """Read a custom range field: empty, one number, or one number per channel (commas/spaces)."""
+    parts = [p for p in re.split(r"[,\s;]+", text.strip()) if p]
+    if not parts:
+        return None
+    values = []
+    for i, p in enumerate(parts):
+        try:
+            values.append(float(p.replace("−", "-")))
+        except ValueError:
+            raise ValueError(f"{what}: item {i + 1} ({p[:20]!r}) is not a number") from None
+    return values[0] if len(values) == 1 else values
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. state: settings as parameters, results cached
+# --------------------------------------------------------------------------------------------------
+
+DATA_PARAMS = ("source", "example", "text", "manual_text", "upload_tensor", "syn_rows", "syn_cols",
+               "syn_dist", "syn_spread", "syn_outliers", "syn_seed")
+ANALYSIS_PARAMS = ("bits", "signed", "mapping", "narrow", "reduce_range", "rounding", "convention",
+                   "symmetric_scale", "scale_dtype", "zero_point_dtype", "seed",
+                   "range_method", "pct", "lo", "hi", "axis", "group", "compare", "detail")
+URL_PARAMS = ("example", "source", "tensor_name", "channel", "syn_rows", "syn_cols", "syn_dist",
+              "syn_spread", "syn_outliers", "syn_seed") + ANALYSIS_PARAMS
+
+
+class QuantCalcSettings(param.Parameterized):
+    """Every control of the calculator, plus the cached results every view reads."""
+
+    # --- input --------------------------------------------------------------------------------
+    example = param.Selector(default="s3", objects=["s0", "s1", "s2", "s3"],
+                             doc="Built-in example reproducing a seed document's worked numbers.")
+    source = param.Selector(default="example", objects=["example", "paste", "upload", "synthetic", "manual"],
+                            doc="Where the tensor comes from.")
+    tensor_name = param.String(default="", doc="Carried into every table, file name and report.")
+    text = param.String(default="", doc="Pasted values: one channel per line or ';', values by ',' or spaces.")
+    manual_text = param.String(default="", doc="Manual mode: lines of channel, scale, zero-point, sample.")
+    upload_tensor = param.String(default="", doc="Tensor picked from the uploaded file.")
+    syn_rows = param.Integer(default=64, bounds=(1, 4096), doc="Synthetic: channels (rows).")
+    syn_cols = param.Integer(default=256, bounds=(1, 4096), doc="Synthetic: values per channel.")
+    syn_dist = param.Selector(default="normal", objects=["normal", "laplace", "uniform", "student-t"],
+                              doc="Synthetic: distribution of each channel.")
+    syn_spread = param.Number(default=1.0, bounds=(0.0, 4.0), doc="Synthetic: decades of spread of channel scales.")
+    syn_outliers = param.Integer(default=0, bounds=(0, 64), doc="Synthetic: channels with large outliers.")
+    syn_seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Synthetic: random seed.")
+
+    # --- engine options -----------------------------------------------------------------------
+    bits = param.Integer(default=8, bounds=(2, 16), doc="Integer bit width.")
+    signed = param.Boolean(default=True, doc="Signed (qint) or unsigned (quint) codes.")
+    mapping = param.Selector(default="symmetric", objects=["symmetric", "affine", "affine_float"],
+                             doc="symmetric: zero-point 0; affine: integer zero-point; affine_float: x = min + scale*q.")
+    narrow = param.Boolean(default=False, doc="Narrow range: drop the most negative code (int4 -> [-7, 7]).")
+    reduce_range = param.Boolean(default=False, doc="Reduce range: one bit less (PyTorch fbgemm compatibility).")
+    rounding = param.Selector(default="default", objects=["default", *qc.ROUNDINGS],
+                              doc="Rounding rule for x / scale ('default': the convention's own).")
+    convention = param.Selector(default="float64", objects=list(qc.CONVENTIONS),
+                                doc="Arithmetic convention deciding the last bit (ties).")
+    symmetric_scale = param.Selector(default="default", objects=["default", *SYMMETRIC_SCALES],
+                                     doc="Symmetric scale rule: amax/qmax, amax/((qmax-qmin)/2) (PyTorch), ...")
+    scale_dtype = param.Selector(default="fp32", objects=["fp32", "fp16", "bf16"],
+                                 doc="How scales are stored (memory; fp16/bf16 also round the scale).")
+    zero_point_dtype = param.Selector(default="int32", objects=["int32", "int16", "int8", "fp16", "none"],
+                                      doc="How zero-points are stored (memory accounting).")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed for stochastic rounding.")
+    range_method = param.Selector(default="minmax", objects=list(RANGE_METHODS.values()),
+                                  doc="How each block's [lo, hi] is chosen.")
+    pct = param.Number(default=99.9, bounds=(50.0, 100.0), doc="Percentile for the percentile range.")
+    lo = param.String(default="", doc="Custom min: one number, or one per channel.")
+    hi = param.String(default="", doc="Custom max: one number, or one per channel.")
+    axis = param.Integer(default=0, bounds=(0, 7), doc="Channel axis of the tensor.")
+    group = param.Integer(default=32, bounds=(1, 1 << 20), doc="Group size for per-group.")
+    compare = param.ListSelector(default=["per-tensor", "per-channel", "per-group"], objects=list(SCHEMES),
+                                 doc="Schemes to compare.")
+    detail = param.Selector(default="per-channel", objects=list(SCHEMES),
+                            doc="Scheme shown in the per-channel and per-sample tables and plots.")
+    channel = param.Integer(default=0, bounds=(0, None), doc="Selected channel (linked across views).")
+
+    # --- cached results (not controls) --------------------------------------------------------
+    busy = param.Boolean(default=False, precedence=-1)
+    input_error = param.String(default="", precedence=-1, doc="Error about the data input.")
+    settings_error = param.String(default="", precedence=-1, doc="Error about the engine options.")
+    url_error = param.String(default="", precedence=-1)
+    data = param.Parameter(default=None, precedence=-1, doc="np.ndarray or list of 1-D arrays.")
+    labels = param.List(default=[], precedence=-1, doc="Channel labels (untrusted text).")
+    comparison = param.Parameter(default=None, precedence=-1, doc="qc.compare(...) result.")
+    detail_result = param.Parameter(default=None, precedence=-1, doc="QuantResult shown in detail.")
+    tensor_result = param.Parameter(default=None, precedence=-1, doc="Per-tensor QuantResult (range plot).")
+    frontier = param.List(default=[], precedence=-1, doc="qc.sweep rows.")
+    frontier_pending = param.Boolean(default=False, precedence=-1)
+    manual_rows = param.Parameter(default=None, precedence=-1, doc="qc.manual(...) table.")
+    upload_names = param.List(default=[], precedence=-1)
+    revision = param.Integer(default=0, precedence=-1, doc="Bumped after every recompute.")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._upload_bytes: bytes | None = None
+        self._upload_filename = ""
+        self._applying = False
+        self._names: list[str] | None = None
+        self._apply_example(self.example, keep=set())
+        self._load_data()
+        self._analyze()
+        self.param.watch(self._on_change, list(DATA_PARAMS + ANALYSIS_PARAMS + ("tensor_name",)))
+
+    # --- reactions ----------------------------------------------------------------------------
+    def _on_change(self, *events: param.parameterized.Event) -> None:
+        if self._applying:
+            return
+        names = {e.name for e in events}
+        if "example" in names:
+            # settings arriving in the same batch (a URL like ?example=s1&bits=4) win over the example's
+            self._apply_example(self.example, keep=names - {"example", "source"})
+            if "source" not in names:
+                self.source = "example"
+                names.add("source")
+        elif names & {"text"} and self.source == "example":
+            self._applying = True
+            self.source = "paste"
+            self._applying = False
+        if names == {"tensor_name"}:
+            self.revision += 1
+            return
+        need_data = bool(names & set(DATA_PARAMS))
+        self._schedule(need_data)
+
+    def _schedule(self, need_data: bool) -> None:
+        """Recompute now (no document: build time, tests) or on the event loop behind the busy spinner."""
+        if pn.state.curdoc is None:
+            self._recompute(need_data)
+            return
+
+        async def run() -> None:
+            await self._recompute_async(need_data)
+
+        pn.state.execute(run, schedule=True)
+
+    async def _recompute_async(self, need_data: bool) -> None:
+        self.busy = True
+        await asyncio.sleep(0.02)  # let the busy indicator reach the browser before the work starts
+        try:
+            self._recompute(need_data)
+        finally:
+            self.busy = False
+
+    def _recompute(self, need_data: bool) -> None:
+        if need_data:
+            self._load_data()
+        self._analyze()
+
+    # --- examples -------------------------------------------------------------------------------
+    def _apply_example(self, key: str, keep: set[str]) -> None:
+        """Load an example's text, name and settings; parameters in ``keep`` keep their values."""
+        ex = qc.get_example(key)
+        settings = dict(example_settings(ex))
+        settings = {k: v for k, v in settings.items() if k not in keep and k in self.param}
+        self._applying = True
+        try:
+            self.param.update(**settings)
+        finally:
+            self._applying = False
+
+    # --- data -----------------------------------------------------------------------------------
+    def set_upload(self, data: bytes | None, filename: str) -> None:
+        self._upload_bytes, self._upload_filename = data, filename or ""
+        self.input_error = ""
+        names: list[str] = []
+        if data:
+            try:
+                names = [str(n) for n in qc_io.list_tensors(data, filename)]
+            except ValueError as exc:
+                self.input_error = str(exc)
+        self._applying = True
+        try:
+            self.upload_names = names
+            self.upload_tensor = names[0] if names else ""
+            self.source = "upload"
+            if data and not self.tensor_name.strip():
+                self.tensor_name = filename
+        finally:
+            self._applying = False
+        self._schedule(True)
+
+    def _load_data(self) -> None:
+        self.input_error = ""
+        data, labels = None, []
+        try:
+            if self.source in ("example", "paste"):
+                data, labels = read_pasted(self.text)
+            elif self.source == "upload":
+                if not self._upload_bytes:
+                    raise ValueError("choose a file to upload (.npy, .npz, .csv, .safetensors, .gguf)")
+                arr = qc_io.load_tensor(self._upload_bytes, self._upload_filename, self.upload_tensor or None)
+                data, labels = np.asarray(arr), []
+            elif self.source == "synthetic":
+                data = qc.synthetic(rows=self.syn_rows, cols=self.syn_cols, distribution=self.syn_dist,
+                                    channel_spread=self.syn_spread, outlier_channels=self.syn_outliers,
+                                    seed=self.syn_seed)
+                labels = []
+            elif self.source == "manual":
+                data, labels = None, []
+        except ValueError as exc:
+            self.input_error = str(exc)
+            data, labels = None, []
+        if data is not None and not isinstance(data, list):
+            data = np.asarray(data)
+            if data.ndim == 0:
+                data = data.reshape(1)
+        self._names = [str(s) for s in labels] or None  # None: the engine names channels ch0, ch1, ...
+        self.param.update(data=data, labels=list(self._names or []))
+
+    # --- analysis -------------------------------------------------------------------------------
+    def scheme_spec(self, scheme: str):
+        """The quantcore spec for one scheme name under the current options."""
+        if scheme in GGUF_PRESETS:
+            return qc.preset(scheme)
+        fmt_ = qc.IntFormat(bits=self.bits, signed=self.signed, narrow=self.narrow, reduce_range=self.reduce_range)
+        ndim = self.data.ndim if isinstance(self.data, np.ndarray) else 2
+        group_axis = -1 if (ndim < 2 or self.axis != ndim - 1) else 0
+        gran = {"per-tensor": qc.PerTensor(), "per-channel": qc.PerChannel(axis=self.axis),
+                "per-group": qc.PerGroup(size=self.group, axis=group_axis)}[scheme]
+        if self.range_method == "minmax":
+            rng = qc.MinMax()
+        elif self.range_method == "percentile":
+            rng = qc.Percentile(pct=self.pct)
+        elif self.range_method == "mse":
+            rng = qc.MSEOptimal()
+        elif self.range_method == "kl":
+            rng = qc.KLDivergence()
+        else:
+            lo = parse_number_list(self.lo, "custom min")
+            hi = parse_number_list(self.hi, "custom max")
+            if lo is None or hi is None:
+                raise ValueError("custom range: enter a min and a max (one number, or one per channel)")
+            rng = qc.CustomRange(lo=lo, hi=hi)
+        return qc.QuantSpec(fmt=fmt_, mapping=self.mapping, granularity=gran, range=rng,
+                            rounding=none_if_default(self.rounding), convention=self.convention,
+                            symmetric_scale=none_if_default(self.symmetric_scale), seed=self.seed,
+                            scale_dtype=self.scale_dtype, zero_point_dtype=self.zero_point_dtype)
+
+    def schemes(self) -> list[str]:
+        chosen = [s for s in SCHEMES if s in self.compare]
+        if self.detail not in chosen:
+            chosen.append(self.detail)
+        return chosen
+
+    def _analyze(self) -> None:
+        out = dict(settings_error="", comparison=None, detail_result=None, tensor_result=None,
+                   frontier=[], frontier_pending=False, manual_rows=None)
+        try:
+            if self.source == "manual":
+                self.input_error = ""
+                if self.manual_text.strip():
+                    names, scale, zp, sample = read_manual(self.manual_text)
+                    out["manual_rows"] = qc.manual(
+                        names, scale, zp, sample, qc.IntFormat(bits=self.bits, signed=self.signed,
+                                                               narrow=self.narrow, reduce_range=self.reduce_range),
+                        rounding=none_if_default(self.rounding) or qc.CONVENTIONS[self.convention].rounding,
+                        convention=self.convention)
+            elif self.data is not None:
+                schemes = self.schemes()
+                specs = [self.scheme_spec(s) for s in schemes]
+                cmp = qc.compare(self.data, specs, channel_axis=self.axis, channel_names=self._names)
+                out["comparison"] = cmp
+                out["detail_result"] = cmp.results[schemes.index(self.detail)]
+                if "per-tensor" in schemes:
+                    out["tensor_result"] = cmp.results[schemes.index("per-tensor")]
+                else:
+                    out["tensor_result"] = self._per_tensor_or_none()
+                out["labels"] = [str(n) for n in out["detail_result"].channel_names]
+                if out["detail_result"].metrics.n <= FRONTIER_AUTO_LIMIT:
+                    out["frontier"] = self._sweep_or_empty()
+                else:
+                    out["frontier_pending"] = True
+        except ValueError as exc:
+            out["settings_error"] = str(exc)
+            if self.source == "manual":
+                out["settings_error"] = ""
+                self.input_error = str(exc)
+        self.param.update(**out)
+        n_channels = len(self.labels) if self.labels else 1
+        if self.channel >= n_channels:
+            self.channel = 0
+        self.revision += 1
+
+    def _sweep(self) -> list[dict]:
+        """Bits x granularity frontier with the current options (a custom range becomes data min/max:
+        one fixed range cannot serve every granularity)."""
+        base = self.scheme_spec("per-channel")
+        if isinstance(base.range, qc.CustomRange):
+            base = base.with_(range=qc.MinMax())
+        return list(qc.sweep(self.data, base=base, bits=(2, 3, 4, 5, 6, 8),
+                             granularities=(qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32),
+                                            qc.PerGroup(128)), channel_axis=self.axis))
+
+    def _per_tensor_or_none(self):
+        """Per-tensor result for the range plot's overlay when it is not among the compared schemes."""
+        try:
+            spec = self.scheme_spec("per-tensor")
+            if isinstance(spec.range, qc.CustomRange) and np.ndim(spec.range.lo) > 0:
+                spec = spec.with_(range=qc.MinMax())
+            return qc.analyze(self.data, spec, channel_axis=self.axis, channel_names=self._names)
+        except ValueError:
+            return None
+
+    def _sweep_or_empty(self) -> list[dict]:
+        try:
+            return self._sweep()
+        except ValueError:
+            return []  # the frontier is extra; the main results above stand on their own
+
+    def compute_frontier(self) -> None:
+        try:
+            self.frontier = self._sweep()
+            self.frontier_pending = False
+        except ValueError as exc:
+            self.settings_error = str(exc)
+
+    # --- export payloads ---------------------------------------------------------------------
+    def settings_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in URL_PARAMS}
+        d["compare"] = list(self.compare)
+        return d
+
+
+EXAMPLE_VIEWS = {  # which schemes each example compares, and which one the tables/plots detail
+    "s0": (["per-tensor", "per-channel"], "per-channel"),
+    "s1": (["per-channel"], "per-channel"),   # calibration ranges are given per filter
+    "s2": (["per-tensor"], "per-tensor"),     # one channel of activations
+    "s3": (["per-tensor", "per-channel"], "per-channel"),
+}
+
+
+def range_settings(rng) -> dict:
+    """Range-method parameters for a quantcore range object (custom bounds become editable text)."""
+    if isinstance(rng, qc.CustomRange):
+        def text(v) -> str:
+            return ", ".join(fmt(u, 10) for u in np.atleast_1d(np.asarray(v, dtype=float)))
+        return dict(range_method="custom", lo=text(rng.lo), hi=text(rng.hi))
+    if isinstance(rng, qc.Percentile):
+        return dict(range_method="percentile", pct=float(rng.pct))
+    if isinstance(rng, qc.MSEOptimal):
+        return dict(range_method="mse")
+    if isinstance(rng, qc.KLDivergence):
+        return dict(range_method="kl")
+    return dict(range_method="minmax")
+
+
+def example_settings(ex) -> dict:
+    """Map a quantcore example (text + QuantSpec) onto QuantCalcSettings parameters."""
+    spec = ex.spec
+    compare, detail = EXAMPLE_VIEWS.get(ex.key, (["per-tensor", "per-channel"], "per-channel"))
+    axis = spec.granularity.axis if isinstance(spec.granularity, qc.PerChannel) else 0
+    return dict(text=ex.text, tensor_name=f"example {ex.key}", bits=spec.fmt.bits, signed=spec.fmt.signed,
+                narrow=spec.fmt.narrow, reduce_range=spec.fmt.reduce_range, mapping=spec.mapping,
+                rounding=spec.rounding or "default", convention=spec.convention,
+                symmetric_scale=spec.symmetric_scale or "default", scale_dtype=spec.scale_dtype,
+                zero_point_dtype=spec.zero_point_dtype, axis=axis, compare=compare, detail=detail,
+                channel=0, **range_settings(spec.range))
+
+
+def none_if_default(value: str) -> str | None:
+    return None if value == "default" else value
+
+
+def read_pasted(text: str):
+    """Parse pasted text through quantcore.io: returns (array or list of rows, channel labels)."""
+    parsed = qc_io.parse_text(text, source="pasted values")
+    return parsed.as_array(), list(parsed.names)
+
+
+def read_manual(text: str):
+    rows = qc_io.parse_manual(text, source="manual lines")
+    return list(rows.names), rows.scale, rows.zero_point, rows.sample
+
+
+# --- plot data helpers: selection and thinning only; every value comes from the engine ----------
+
+def channel_values(res, ch: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Original and dequantized values of channel ``ch`` (input layout; padding of ragged rows removed)."""
+    x, xhat = np.asarray(res.x), np.asarray(res.dequantized)
+    if x.ndim == 1:
+        return x.astype(float), xhat.astype(float)
+    ax = axis if isinstance(res.spec.granularity, qc.PerChannel) is False else res.spec.granularity.axis
+    ax = ax % x.ndim
+    xs, xh = np.take(x, ch, axis=ax).ravel(), np.take(xhat, ch, axis=ax).ravel()
+    valid = res.valid
+    if valid is not None:
+        keep = np.take(np.asarray(valid), ch, axis=ax).ravel()
+        xs, xh = xs[keep], xh[keep]
+    return xs.astype(float), xh.astype(float)
+
+
+def channel_block(res, ch: int) -> int | None:
+    """Index of the (first) block holding channel ``ch``: per-tensor 0, per-channel ch, per-group its first group."""
+    n = len(np.asarray(res.scale))
+    if n == 1:
+        return 0
+    blocks = np.asarray(res.block_table()["channel"])
+    hit = np.flatnonzero(blocks == ch)
+    return int(hit[0]) if hit.size else None
+
+
+def plot_grid(res, ch: int) -> dict:
+    """Quantization grid (every code's dequantized value) of the block holding channel ``ch``, from the engine."""
+    empty = dict(level=np.zeros(0), code=np.zeros(0, int))
+    if res is None or res.spec.preset:
+        return empty
+    b = channel_block(res, ch)
+    if b is None:
+        return empty
+    codes = np.arange(res.qmin, res.qmax + 1, dtype=float)
+    if len(codes) > 4096:
+        return dict(level=np.zeros(len(codes)), code=codes)  # too many to draw; only the count is used
+    conv = qc_conventions.get_convention(res.spec.convention)
+    levels = qc_quantize.dequantize_blocks(codes[None, :].astype(conv.dtype), np.asarray(res.scale)[b:b + 1],
+                                           np.asarray(res.zero_point)[b:b + 1], conv)[0]
+    return dict(level=levels.astype(float), code=codes.astype(int))
+
+
+def clip_bounds(res, ch: int) -> tuple[float, float]:
+    """The range [lo, hi] the engine chose for the block holding channel ``ch``."""
+    if res is None:
+        return float("nan"), float("nan")
+    b = channel_block(res, ch)
+    if b is None:
+        return float("nan"), float("nan")
+    return float(np.asarray(res.lo)[b]), float(np.asarray(res.hi)[b])
+
+
+def plot_histogram(res, bins: int = 80) -> dict:
+    """Counts of the input values in equal-width bins (a display aggregate: at most ``bins`` bars shipped)."""
+    if res is None:
+        return dict(left=[], right=[], count=[])
+    x = np.asarray(res.x)
+    if res.valid is not None:
+        x = x[np.asarray(res.valid)]
+    count, edges = np.histogram(x.astype(float).ravel(), bins=bins)
+    return dict(left=edges[:-1], right=edges[1:], count=count)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. views
+# --------------------------------------------------------------------------------------------------
+
+def alert_pane() -> pn.pane.Alert:
+    return pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
+
+
+def show_error(pane: pn.pane.Alert, message: str) -> None:
+    pane.object = md_safe(message) if message else ""
+    pane.visible = bool(message)
+
+
+class InputView(pn.viewable.Viewer):
+    """Tensor name and the five ways to give data; each shows its own errors right below it."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.name_input = pn.widgets.TextInput.from_param(calc.param.tensor_name, name="Tensor name",
+                                                          placeholder="e.g. layer3.conv.weight",
+                                                          sizing_mode="stretch_width")
+        self.source = pn.widgets.RadioButtonGroup.from_param(
+            calc.param.source, name="Input", button_type="primary", button_style="outline",
+            sizing_mode="stretch_width")
+        self.example = pn.widgets.Select.from_param(
+            calc.param.example, name="Example",
+            options={"s0: four channels, per-channel vs per-tensor (seed 000)": "s0",
+                     "s1: four filters, min/max/sample, qint8 affine (seed 001)": "s1",
+                     "s2: ten activations, range ±1.5, int8 symmetric (seed 002)": "s2",
+                     "s3: 2×4 int4 matrix, quiet row collapses (seed 003)": "s3"},
+            sizing_mode="stretch_width")
+        self.paste = pn.widgets.TextAreaInput.from_param(
+            calc.param.text, name="Values (one channel per line or ';', values by ',' or spaces; "
+                                  "optional 'label:' prefix)", rows=7, sizing_mode="stretch_width")
+        self.paste_alert = alert_pane()
+        self.upload = pn.widgets.FileInput(accept=UPLOAD_ACCEPT, multiple=False, sizing_mode="stretch_width",
+                                           name="Upload tensor file")
+        self.upload.param.watch(self._on_upload, "value")
+        self.picker = pn.widgets.Select(name="Tensor in file", options=[], sizing_mode="stretch_width")
+        self.picker.param.watch(self._on_pick, "value")
+        self.upload_alert = alert_pane()
+        self.synthetic = pn.Column(
+            pn.Row(pn.widgets.IntInput.from_param(calc.param.syn_rows, name="Channels", width=110),
+                   pn.widgets.IntInput.from_param(calc.param.syn_cols, name="Values/channel", width=110),
+                   pn.widgets.IntInput.from_param(calc.param.syn_seed, name="Seed", width=90)),
+            pn.Row(pn.widgets.Select.from_param(calc.param.syn_dist, name="Distribution", width=120),
+                   pn.widgets.FloatInput.from_param(calc.param.syn_spread, name="Scale spread (decades)",
+                                                    step=0.25, width=150),
+                   pn.widgets.IntInput.from_param(calc.param.syn_outliers, name="Outlier channels", width=110)),
+            sizing_mode="stretch_width")
+        self.synthetic_alert = alert_pane()
+        self.manual = pn.widgets.TextAreaInput.from_param(
+            calc.param.manual_text, name="Manual: channel, scale, zero-point, sample (one per line)",
+            rows=6, sizing_mode="stretch_width")
+        self.manual_alert = alert_pane()
+        self.groups = {
+            "example": pn.Column(self.example, sizing_mode="stretch_width"),
+            "upload": pn.Column(self.upload, self.picker, self.upload_alert, sizing_mode="stretch_width"),
+            "synthetic": pn.Column(self.synthetic, self.synthetic_alert, sizing_mode="stretch_width"),
+            "manual": pn.Column(self.manual, self.manual_alert, sizing_mode="stretch_width"),
+        }
+        calc.param.watch(self._refresh, ["source", "input_error", "upload_names", "upload_tensor", "revision"])
+        self._refresh()
+
+    def _on_upload(self, event) -> None:
+        self.calc.set_upload(event.new, self.upload.filename or "")
+
+    def _on_pick(self, event) -> None:
+        if event.new and event.new != self.calc.upload_tensor:
+            self.calc.upload_tensor = event.new
+
+    def _refresh(self, *events) -> None:
+        src = self.calc.source
+        for key, group in self.groups.items():
+            group.visible = key == src
+        self.groups["example"].visible = src == "example"
+        self.paste.visible = src in ("example", "paste")
+        self.picker.options = list(self.calc.upload_names)
+        if self.calc.upload_tensor in self.calc.upload_names:
+            self.picker.value = self.calc.upload_tensor
+        self.picker.visible = len(self.calc.upload_names) > 1
+        err = self.calc.input_error
+        show_error(self.paste_alert, err if src in ("example", "paste") else "")
+        show_error(self.upload_alert, err if src == "upload" else "")
+        show_error(self.synthetic_alert, err if src == "synthetic" else "")
+        show_error(self.manual_alert, err if src == "manual" else "")
+
+    def __panel__(self):
+        return pn.Column(
+            html_pane("<h2 class='qc-h'>Input</h2>", margin=(0, 5)),
+            self.name_input, self.source, *self.groups.values(), self.paste, self.paste_alert,
+            sizing_mode="stretch_width")
+
+
+class SettingsView(pn.viewable.Viewer):
+    """Every engine option; an error about them shows right below."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        w = pn.widgets
+        self.alert = alert_pane()
+        self.percentile = w.FloatInput.from_param(calc.param.pct, name="Percentile", step=0.1, width=110)
+        self.custom = pn.Row(
+            w.TextInput.from_param(calc.param.lo, name="Custom min (one, or one per channel)", width=190),
+            w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
+        self.frontier_button = w.Button(name="Compute error-vs-memory frontier", button_type="default",
+                                        visible=False)
+        self.frontier_button.on_click(lambda e: calc.compute_frontier())
+        self.widgets = pn.Column(
+            pn.Row(w.IntInput.from_param(calc.param.bits, name="Bits", width=80),
+                   w.Select.from_param(calc.param.signed, name="Integers",
+                                       options={"signed (qint)": True, "unsigned (quint)": False}, width=130),
+                   w.Select.from_param(calc.param.mapping, name="Mapping", width=130)),
+            pn.Row(w.Checkbox.from_param(calc.param.narrow, name="Narrow range (e.g. [-7, 7])"),
+                   w.Checkbox.from_param(calc.param.reduce_range, name="Reduce range (one bit less)")),
+            pn.Row(w.Select.from_param(calc.param.rounding, name="Rounding", width=130),
+                   w.Select.from_param(calc.param.convention, name="Convention", width=130)),
+            pn.Row(w.Select.from_param(calc.param.range_method, name="Range from",
+                                       options=RANGE_METHODS, width=150), self.percentile),
+            self.custom,
+            pn.Row(w.IntInput.from_param(calc.param.axis, name="Channel axis", width=100),
+                   w.IntInput.from_param(calc.param.group, name="Group size", width=100)),
+            w.CheckButtonGroup.from_param(calc.param.compare, name="Compare", button_type="primary",
+                                          button_style="outline", sizing_mode="stretch_width"),
+            w.Select.from_param(calc.param.detail, name="Scheme shown in detail (tables, plots)", width=220),
+            self.frontier_button,
+            sizing_mode="stretch_width")
+        calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        self.percentile.visible = self.calc.range_method == "percentile"
+        self.custom.visible = self.calc.range_method == "custom"
+        self.frontier_button.visible = self.calc.frontier_pending
+        show_error(self.alert, self.calc.settings_error)
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h2 class='qc-h'>Scheme options</h2>", margin=(0, 5)),
+                         self.alert, self.widgets, sizing_mode="stretch_width")
+
+
+COMPARE_COLUMNS = [("label", "Scheme", None), ("mae", "MAE", 6), ("rmse", "RMSE", 6), ("max_abs", "Max error", 6),
+                   ("sqnr_db", "SQNR dB", 4), ("clip_rate", "Clip rate", 4), ("collapsed", "Collapsed to 0", None),
+                   ("payload_bytes", "Payload B", None), ("metadata_bytes", "Metadata B", None),
+                   ("total_bytes", "Total B", None), ("bits_per_weight", "Bits/weight", 4)]
+
+
+class ComparisonView(pn.viewable.Viewer):
+    """The scheme comparison table (best highlighted) and the one-sentence advice."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.title = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self.advice = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self.table = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        calc.param.watch(self._refresh, ["revision"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        c = self.calc
+        name = c.tensor_name.strip() or "unnamed tensor"
+        self.title.object = f"<h2 class='qc-h'>Results for <span class='qc-name'>{esc(name)}</span></h2>"
+        cmp = c.comparison
+        if c.source == "manual":
+            self.advice.object = ("<p class='qc-advice'>Manual mode: scale and zero-point are given per channel, "
+                                  "so there is no scheme to compare; see the per-sample table.</p>")
+            self.table.object = ""
+            return
+        if cmp is None:
+            self.advice.object = "<p class='qc-advice'>No result: fix the input or the options (see the message).</p>"
+            self.table.object = ""
+            return
+        rows = cmp.summary_rows()
+        best = cmp.best("rmse")
+        head = "".join(f"<th scope='col'>{esc(title)}</th>" for _, title, _ in COMPARE_COLUMNS)
+        body = []
+        for i, row in enumerate(rows):
+            cells = []
+            for key, _, digits in COMPARE_COLUMNS:
+                v = row.get(key)
+                text = esc(v) if digits is None and key == "label" else fmt(v, digits or 6)
+                if key == "label":
+                    text += " <strong class='qc-best-tag'>★ best</strong>" if i == best else ""
+                    cells.append(f"<th scope='row'>{text}</th>")
+                else:
+                    cells.append(f"<td data-key='{key}'>{text}</td>")
+            cls = " class='qc-best'" if i == best else ""
+            body.append(f"<tr{cls} data-scheme='{esc(row.get('label'))}'>{''.join(cells)}</tr>")
+        self.advice.object = f"<p class='qc-advice'><strong>Advice:</strong> {esc(cmp.advice())}</p>"
+        self.table.object = (
+            "<div class='qc-scroll'><table class='qc-table' id='qc-compare'>"
+            f"<caption>Scheme comparison (lowest RMSE highlighted)</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+    def __panel__(self):
+        return pn.Column(self.title, self.advice, self.table, sizing_mode="stretch_width")
+
+
+def table_columns(spec: list[tuple[str, str, str]]) -> list[TableColumn]:
+    """(field, title, kind) -> TableColumns; kind 'text' renders escaped text, 'int', 'num', 'pct'."""
+    formatters = {
+        "text": StringFormatter(),
+        "int": NumberFormatter(format="0", nan_format="–"),
+        "num": ScientificFormatter(precision=8, power_limit_low=-5, power_limit_high=7, nan_format="–"),
+        "short": ScientificFormatter(precision=4, power_limit_low=-5, power_limit_high=7, nan_format="–"),
+        "pct": NumberFormatter(format="0.00%", nan_format="–"),
+    }
+    return [TableColumn(field=f, title=t, formatter=formatters[k]) for f, t, k in spec]
+
+
+CHANNEL_COLUMNS = [("label", "Channel", "text"), ("min", "Min", "num"), ("max", "Max", "num"),
+                   ("range", "Range", "num"), ("scale", "Scale", "num"), ("zero_point", "Zero-point", "num"),
+                   ("mae", "MAE", "short"), ("rmse", "RMSE", "short"), ("sqnr_db", "SQNR dB", "short"),
+                   ("clip_rate", "Clip %", "pct"), ("collapsed", "Collapsed", "int"), ("ties", "Ties", "int")]
+SAMPLE_COLUMNS = [("label", "Channel", "text"), ("index", "Index", "int"), ("x", "x", "num"),
+                  ("raw_q", "Raw q", "num"), ("q", "q (clamped)", "int"), ("dequantized", "x̂", "num"),
+                  ("abs_error", "Abs error", "num"), ("pct_error", "% error", "short"),
+                  ("clipped", "Clipped", "int"), ("tie", "Tie", "text")]
+MANUAL_COLUMNS = [("label", "Channel", "text"), ("scale", "Scale", "num"), ("zero_point", "Zero-point", "int"),
+                  ("sample", "Sample", "num"), ("raw_q", "Raw q", "num"), ("q", "Quantized", "int"),
+                  ("dequantized", "Dequantized", "num"), ("abs_error", "Abs error", "num"),
+                  ("pct_error", "% error", "short"), ("clipped", "Clipped", "int")]
+
+
+def column_data(table: dict, fields: list[tuple[str, str, str]], labels: list[str] | None) -> dict:
+    """Bokeh-ready columns from an engine table; 'label' comes from the channel labels (untrusted text)."""
+    out = {}
+    ch = np.asarray(table.get("channel", []))
+    for f, _, kind in fields:
+        if f == "label":
+            if labels and ch.dtype.kind in "iu":
+                out[f] = [labels[int(i)] if 0 <= int(i) < len(labels) else str(i) for i in ch]
+            else:
+                out[f] = [str(v) for v in ch]
+        elif f in table:
+            v = np.asarray(table[f])
+            out[f] = ["yes" if b else "" for b in v] if kind == "text" else v.astype(float)
+        else:
+            out[f] = np.full(len(ch), np.nan)
+    out["channel"] = ch.astype(int) if ch.dtype.kind in "iuf" else np.arange(len(ch))
+    return out
+
+
+class ChannelTableView(pn.viewable.Viewer):
+    """One row per channel of the detail scheme; selecting a row selects the channel everywhere."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.source = ColumnDataSource(column_data({}, CHANNEL_COLUMNS, None))
+        self.table = DataTable(source=self.source, columns=table_columns(CHANNEL_COLUMNS), height=260,
+                               sizing_mode="stretch_width", index_position=None, selectable=True,
+                               sortable=True, name="channel-table")
+        self.source.selected.on_change("indices", self._on_select)
+        self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self._setting = False
+        calc.param.watch(self._refresh, ["revision"])
+        calc.param.watch(self._select, ["channel"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        res = self.calc.detail_result
+        if res is None:
+            self.source.data = column_data({}, CHANNEL_COLUMNS, None)
+            self.caption.object = "<h3 class='qc-h'>Per-channel table</h3><p>No result.</p>"
+            return
+        table = res.channel_table()
+        self.source.data = column_data(table, CHANNEL_COLUMNS, self.calc.labels)
+        n = len(self.source.data["channel"])
+        self.caption.object = (f"<h3 class='qc-h'>Per-channel table: {esc(res.label)}</h3>"
+                               f"<p class='qc-note'>{n} channel(s); scroll for more, click a row to select it. "
+                               "Zero-point shows – when a channel has several groups.</p>")
+        self._select()
+
+    def _select(self, *events) -> None:
+        ch = self.calc.channel
+        if list(self.source.selected.indices) != [ch] and ch < len(self.source.data.get("channel", [])):
+            self._setting = True
+            self.source.selected.indices = [ch]
+            self._setting = False
+
+    def _on_select(self, attr, old, new) -> None:
+        if self._setting or not new:
+            return
+        self.calc.channel = int(self.source.data["channel"][new[0]])
+
+    def __panel__(self):
+        return pn.Column(self.caption, pn.pane.Bokeh(self.table, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
+
+
+class SampleTableView(pn.viewable.Viewer):
+    """Per-sample table (small inputs) or, in manual mode, the seed-001 style table."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.source = ColumnDataSource(column_data({}, SAMPLE_COLUMNS, None))
+        self.table = DataTable(source=self.source, columns=table_columns(SAMPLE_COLUMNS), height=260,
+                               sizing_mode="stretch_width", index_position=None, name="sample-table")
+        self.manual_source = ColumnDataSource(column_data({}, MANUAL_COLUMNS, None))
+        self.manual_table = DataTable(source=self.manual_source, columns=table_columns(MANUAL_COLUMNS),
+                                      height=200, sizing_mode="stretch_width", index_position=None,
+                                      name="manual-table")
+        self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        # one pane whose object is swapped: a DataTable rendered while hidden breaks SlickGrid's CSS lookup
+        self.pane = pn.pane.Bokeh(self.table, sizing_mode="stretch_width")
+        calc.param.watch(self._refresh, ["revision"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        c = self.calc
+        manual = c.source == "manual"
+        wanted = self.manual_table if manual else self.table
+        if self.pane.object is not wanted:
+            self.pane.object = wanted
+        if manual:
+            rows = c.manual_rows
+            if rows is None:
+                self.manual_source.data = column_data({}, MANUAL_COLUMNS, None)
+                self.caption.object = "<h3 class='qc-h'>Manual mode</h3><p>Enter lines of channel, scale, zero-point, sample.</p>"
+                return
+            data = column_data(rows, MANUAL_COLUMNS, None)
+            self.manual_source.data = data
+            self.caption.object = f"<h3 class='qc-h'>Manual mode: {len(data['label'])} channel(s)</h3>"
+            return
+        res = c.detail_result
+        if res is None:
+            self.source.data = column_data({}, SAMPLE_COLUMNS, None)
+            self.caption.object = "<h3 class='qc-h'>Per-sample table</h3><p>No result.</p>"
+            return
+        table = res.sample_table(limit=SAMPLE_TABLE_LIMIT)
+        self.source.data = column_data(table, SAMPLE_COLUMNS, c.labels)
+        shown, total = len(self.source.data["channel"]), res.metrics.n
+        more = f" (first {shown} of {total})" if shown < total else ""
+        self.caption.object = (f"<h3 class='qc-h'>Per-sample table: {esc(res.label)}{esc(more)}</h3>"
+                               "<p class='qc-note'>Clipped: −1 below the range, +1 above. Tie: the integer "
+                               "differs under the other convention.</p>")
+
+    def __panel__(self):
+        return pn.Column(self.caption, self.pane, sizing_mode="stretch_width")
+
+
+def thin(n: int, limit: int) -> tuple[slice, str]:
+    """A stride that keeps at most ``limit`` of ``n`` items, and the note that says so on the plot."""
+    if n <= limit:
+        return slice(None), ""
+    step = -(-n // limit)
+    return slice(None, None, step), f" (every {step}th of {n} shown)"
+
+
+def positive_or_nan(values) -> np.ndarray:
+    """Log axes cannot show 0: display exact zeros as gaps (no value is changed, only hidden)."""
+    v = np.asarray(values, dtype=float)
+    return np.where(v > 0, v, np.nan)
+
+
+def figure_kw(**kw) -> dict:
+    base = dict(height=250, sizing_mode="stretch_width", toolbar_location="above",
+                tools="pan,wheel_zoom,box_zoom,reset,save", min_border_left=50)
+    base.update(kw)
+    return base
+
+
+class PlotsView(pn.viewable.Viewer):
+    """Five Bokeh plots, built once; every update replaces ``source.data``."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self._setting = False
+        # 1. per-channel min/max with the per-tensor range
+        self.range_src = ColumnDataSource(dict(channel=[], label=[], lo=[], hi=[]))
+        p = figure(title="Per-channel ranges vs the per-tensor range", x_axis_label="channel",
+                   y_axis_label="value", **figure_kw())
+        self.range_bars = p.vbar(x="channel", bottom="lo", top="hi", width=0.7, source=self.range_src,
+                                 color="#1f77b4", alpha=0.75, selection_color="#d62728",
+                                 nonselection_alpha=0.45, legend_label="channel min..max")
+        self.tensor_box = BoxAnnotation(bottom=0, top=0, fill_alpha=0.08, fill_color="#ff7f0e")
+        self.tensor_lo = Span(location=0, dimension="width", line_color="#ff7f0e", line_dash="dashed", line_width=2)
+        self.tensor_hi = Span(location=0, dimension="width", line_color="#ff7f0e", line_dash="dashed", line_width=2)
+        p.add_layout(self.tensor_box)
+        p.add_layout(self.tensor_lo)
+        p.add_layout(self.tensor_hi)
+        p.add_tools(HoverTool(renderers=[self.range_bars],
+                              tooltips=[("channel", "@label"), ("min", "@lo{0.000000}"), ("max", "@hi{0.000000}")]),
+                    TapTool(renderers=[self.range_bars]))
+        p.legend.location = "top_left"
+        self.range_src.selected.on_change("indices", self._tap(self.range_src))
+        self.range_fig = p
+        # 2. per-channel error by scheme
+        self.err_src = ColumnDataSource(dict(channel=[], label=[], rmse=[], scheme=[], color=[]))
+        p = figure(title="Per-channel RMSE by scheme (log)", x_axis_label="channel", y_axis_label="RMSE",
+                   y_axis_type="log", **figure_kw())
+        self.err_pts = p.scatter(x="channel", y="rmse", color="color", legend_field="scheme", size=7,
+                                 source=self.err_src, selection_line_color="black", selection_line_width=2,
+                                 nonselection_alpha=0.5)
+        p.add_tools(HoverTool(renderers=[self.err_pts],
+                              tooltips=[("scheme", "@scheme"), ("channel", "@label"), ("RMSE", "@rmse{0.000e0}")]),
+                    TapTool(renderers=[self.err_pts]))
+        p.legend.location = "top_left"
+        self.err_src.selected.on_change("indices", self._tap(self.err_src))
+        self.err_fig = p
+        # 3. one channel: values vs reconstruction with the quantization grid
+        self.chan_src = ColumnDataSource(dict(index=[], x=[], xhat=[]))
+        self.grid_src = ColumnDataSource(dict(level=[], code=[]))
+        p = figure(title="Channel values vs reconstruction", x_axis_label="index in channel",
+                   y_axis_label="value", **figure_kw())
+        self.grid_lines = p.hspan(y="level", source=self.grid_src, line_color="#bbbbbb", line_width=1,
+                                  legend_label="quantization grid")
+        orig = p.scatter(x="index", y="x", source=self.chan_src, size=7, color="#1f77b4", legend_label="x")
+        rec = p.scatter(x="index", y="xhat", source=self.chan_src, size=7, marker="cross", line_width=2,
+                        color="#d62728", legend_label="x̂ (dequantized)")
+        p.add_tools(HoverTool(renderers=[orig, rec],
+                              tooltips=[("index", "@index"), ("x", "@x{0.000000}"), ("x̂", "@xhat{0.000000}")]))
+        p.legend.location = "top_left"
+        self.chan_fig = p
+        # 4. histogram with grid levels and clipping bounds
+        self.hist_src = ColumnDataSource(dict(left=[], right=[], count=[]))
+        self.hist_grid_src = ColumnDataSource(dict(level=[]))
+        p = figure(title="Value histogram", x_axis_label="value", y_axis_label="count", **figure_kw())
+        bars = p.quad(left="left", right="right", bottom=0, top="count", source=self.hist_src,
+                      fill_color="#1f77b4", line_color="white", alpha=0.8)
+        p.vspan(x="level", source=self.hist_grid_src, line_color="#888888", line_alpha=0.5)
+        self.clip_lo = Span(location=0, dimension="height", line_color="#d62728", line_width=2, line_dash="dashed")
+        self.clip_hi = Span(location=0, dimension="height", line_color="#d62728", line_width=2, line_dash="dashed")
+        p.add_layout(self.clip_lo)
+        p.add_layout(self.clip_hi)
+        p.add_tools(HoverTool(renderers=[bars], tooltips=[("bin", "@left{0.0000} .. @right{0.0000}"),
+                                                          ("count", "@count")]))
+        self.hist_fig = p
+        # 5. error vs memory frontier
+        self.front_src = ColumnDataSource(dict(total_bytes=[], rmse=[], label=[], bpw=[], color=[], size=[]))
+        self.pareto_src = ColumnDataSource(dict(total_bytes=[], rmse=[]))
+        p = figure(title="Error vs memory frontier (bits × granularity)", x_axis_label="total bytes",
+                   y_axis_label="RMSE", x_axis_type="log", y_axis_type="log", **figure_kw())
+        p.line(x="total_bytes", y="rmse", source=self.pareto_src, color="#2ca02c", line_width=2,
+               legend_label="Pareto frontier")
+        pts = p.scatter(x="total_bytes", y="rmse", source=self.front_src, color="color", size="size", alpha=0.85)
+        p.add_tools(HoverTool(renderers=[pts], tooltips=[("scheme", "@label"), ("bytes", "@total_bytes"),
+                                                         ("bits/weight", "@bpw{0.000}"), ("RMSE", "@rmse{0.000e0}")]))
+        p.legend.location = "top_right"
+        self.front_fig = p
+        calc.param.watch(self._refresh, ["revision"])
+        calc.param.watch(self._refresh_frontier, ["frontier"])
+        calc.param.watch(self._refresh_channel, ["channel"])
+        self._refresh()
+
+    # --- linked selection -------------------------------------------------------------------
+    def _tap(self, source: ColumnDataSource):
+        def on_change(attr, old, new) -> None:
+            if self._setting or not new:
+                return
+            self.calc.channel = int(source.data["channel"][new[0]])
+        return on_change
+
+    def _mark(self, source: ColumnDataSource) -> None:
+        ch = np.asarray(source.data.get("channel", []))
+        idx = [int(i) for i in np.flatnonzero(ch == self.calc.channel)] if len(ch) else []
+        if list(source.selected.indices) != idx:
+            self._setting = True
+            source.selected.indices = idx
+            self._setting = False
+
+    # --- updates ----------------------------------------------------------------------------
+    def _refresh(self, *events) -> None:
+        c = self.calc
+        res, tres = c.detail_result, c.tensor_result
+        if res is None:
+            for src in (self.range_src, self.err_src, self.chan_src, self.grid_src, self.hist_src,
+                        self.hist_grid_src):
+                src.data = {k: [] for k in src.data}
+            self._refresh_frontier()
+            return
+        labels = c.labels
+        table = res.channel_table()
+        n = len(table["channel"])
+        sl, note = thin(n, MAX_PLOT_POINTS // 2)
+        ch = np.asarray(table["channel"]).astype(int)[sl]
+        self.range_src.data = dict(channel=ch, label=[labels[i] if i < len(labels) else str(i) for i in ch],
+                                   lo=np.asarray(table["min"], float)[sl], hi=np.asarray(table["max"], float)[sl])
+        self.range_fig.title.text = "Per-channel ranges vs the per-tensor range (dashed)" + note
+        if tres is not None:
+            lo, hi = float(np.asarray(tres.lo)[0]), float(np.asarray(tres.hi)[0])
+            self.tensor_box.bottom, self.tensor_box.top = lo, hi
+            self.tensor_lo.location, self.tensor_hi.location = lo, hi
+        # per-channel error by scheme
+        cmp = c.comparison
+        cols = dict(channel=[], label=[], rmse=[], scheme=[], color=[])
+        if cmp is not None:
+            k = max(1, len(cmp.results))
+            sl2, note2 = thin(n, MAX_PLOT_POINTS // k)
+            for j, r in enumerate(cmp.results):
+                t = r.channel_table()
+                chj = np.asarray(t["channel"]).astype(int)[sl2]
+                cols["channel"].extend(chj.tolist())
+                cols["label"].extend(labels[i] if i < len(labels) else str(i) for i in chj)
+                cols["rmse"].extend(positive_or_nan(np.asarray(t["rmse"])[sl2]).tolist())
+                cols["scheme"].extend([r.label] * len(chj))
+                cols["color"].extend([Category10_10[j % 10]] * len(chj))
+            self.err_fig.title.text = "Per-channel RMSE by scheme (log; 0 not shown)" + note2
+        self.err_src.data = cols
+        self._refresh_histogram()
+        self._refresh_channel()
+        self._refresh_frontier()
+
+    def _refresh_histogram(self) -> None:
+        res = self.calc.detail_result
+        hist = plot_histogram(res)
+        self.hist_src.data = dict(left=hist["left"], right=hist["right"], count=hist["count"])
+        levels = plot_grid(res, self.calc.channel)
+        self.hist_grid_src.data = dict(level=levels["level"] if len(levels["level"]) <= 64 else [])
+        tres = self.calc.tensor_result if self.calc.detail == "per-tensor" else res
+        lo, hi = clip_bounds(tres, self.calc.channel)
+        self.clip_lo.location, self.clip_hi.location = lo, hi
+        extra = "" if len(levels["level"]) <= 64 else f"; {len(levels['level'])} grid levels not drawn"
+        self.hist_fig.title.text = (f"Value histogram ({len(hist['count'])} bins over {res.metrics.n} values), "
+                                    f"grid of channel {self.calc.channel} and its clipping bounds (red){extra}")
+
+    def _refresh_channel(self, *events) -> None:
+        c = self.calc
+        self._mark(self.range_src)
+        self._mark(self.err_src)
+        res = c.detail_result
+        if res is None:
+            return
+        x, xhat = channel_values(res, c.channel, c.axis)
+        sl, note = thin(len(x), MAX_CHANNEL_VALUES)
+        idx = np.arange(len(x))[sl]
+        self.chan_src.data = dict(index=idx, x=x[sl], xhat=xhat[sl])
+        levels = plot_grid(res, c.channel)
+        shown = levels["level"] if len(levels["level"]) <= 256 else []
+        self.grid_src.data = dict(level=shown, code=levels["code"][: len(shown)])
+        label = c.labels[c.channel] if c.channel < len(c.labels) else str(c.channel)
+        grid_note = "" if len(shown) else f" ({len(levels['level'])} grid levels not drawn)"
+        self.chan_fig.title.text = f"Channel {label}: values vs reconstruction{note}{grid_note}"
+        if events:
+            self._refresh_histogram()
+
+    def _refresh_frontier(self, *events) -> None:
+        rows = self.calc.frontier or []
+        colors = ["#2ca02c" if r.get("pareto") else "#7f7f7f" for r in rows]
+        self.front_src.data = dict(total_bytes=[float(r["total_bytes"]) for r in rows],
+                                   rmse=positive_or_nan([r["rmse"] for r in rows]).tolist(),
+                                   label=[str(r["label"]) for r in rows],
+                                   bpw=[float(r["bits_per_weight"]) for r in rows],
+                                   color=colors, size=[10 if r.get("pareto") else 6 for r in rows])
+        par = [r for r in rows if r.get("pareto")]
+        par.sort(key=lambda r: r["total_bytes"])
+        self.pareto_src.data = dict(total_bytes=[float(r["total_bytes"]) for r in par],
+                                    rmse=positive_or_nan([r["rmse"] for r in par]).tolist())
+        pending = " — press 'Compute frontier' (large input)" if self.calc.frontier_pending else ""
+        self.front_fig.title.text = "Error vs memory frontier (bits × granularity; green = Pareto)" + pending
+
+    def __panel__(self):
+        return pn.Column(*(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
+                           (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)),
+                         sizing_mode="stretch_width")
+
+
+class ExportView(pn.viewable.Viewer):
+    """CSV (summary, per-channel, per-sample), JSON and a PDF report; text comes from quantcore.report."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.csv_summary = pn.widgets.FileDownload(callback=self._csv_summary, filename="summary.csv",
+                                                   label="CSV: summary", button_type="primary", width=150)
+        self.csv_channels = pn.widgets.FileDownload(callback=self._csv_channels, filename="channels.csv",
+                                                    label="CSV: per-channel", button_type="primary", width=150)
+        self.csv_samples = pn.widgets.FileDownload(callback=self._csv_samples, filename="samples.csv",
+                                                   label="CSV: per-sample", button_type="primary", width=150)
+        self.json = pn.widgets.FileDownload(callback=self._json, filename="report.json",
+                                            label="JSON", button_type="primary", width=150)
+        self.pdf = pn.widgets.FileDownload(callback=self._pdf, filename="report.pdf",
+                                           label="PDF report", button_type="primary", width=150)
+        self.alert = alert_pane()
+        calc.param.watch(self._rename, ["tensor_name"])
+        self._rename()
+
+    def _rename(self, *events) -> None:
+        name = self.calc.tensor_name
+        self.csv_summary.filename = safe_filename(name, "summary.csv")
+        self.csv_channels.filename = safe_filename(name, "channels.csv")
+        self.csv_samples.filename = safe_filename(name, "samples.csv")
+        self.json.filename = safe_filename(name, "report.json")
+        self.pdf.filename = safe_filename(name, "report.pdf")
+
+    def _text(self, text: str) -> _bytes_io.BytesIO:
+        return _bytes_io.BytesIO(text.encode("utf-8"))
+
+    def _csv_summary(self):
+        c = self.calc
+        if c.source == "manual":
+            return self._csv_samples()
+        rows = c.comparison.summary_rows() if c.comparison is not None else []
+        name = c.tensor_name or ""
+        return self._text(qc_report.to_csv([{"tensor": name, **r} for r in rows]))
+
+    def _csv_channels(self):
+        c = self.calc
+        res = c.detail_result
+        if res is None:
+            return self._text("")
+        table = dict(res.channel_table())
+        table = {"tensor": [c.tensor_name] * len(table["channel"]), "label": channel_labels(table, c.labels),
+                 "scheme": [res.label] * len(table["channel"]), **table}
+        return self._text(qc_report.to_csv(table))
+
+    def _csv_samples(self):
+        c = self.calc
+        if c.source == "manual":
+            rows = c.manual_rows or {}
+            return self._text(qc_report.to_csv(dict(rows)) if rows else "")
+        res = c.detail_result
+        if res is None:
+            return self._text("")
+        table = dict(res.sample_table(limit=SAMPLE_TABLE_LIMIT))
+        table = {"label": channel_labels(table, c.labels), **table}
+        return self._text(qc_report.to_csv(table))
+
+    def _json(self):
+        c = self.calc
+        doc = {"tensor": c.tensor_name, "settings": c.settings_dict()}
+        if c.source == "manual":
+            doc["manual"] = c.manual_rows
+        else:
+            doc["comparison"] = c.comparison.to_dict() if c.comparison is not None else None
+            doc["channel_labels"] = list(c.labels)
+            doc["frontier"] = list(c.frontier)
+        return self._text(qc_report.to_json(doc))
+
+    def _pdf(self):
+        try:
+            return _bytes_io.BytesIO(pdf_report(self.calc))
+        except ImportError as exc:
+            show_error(self.alert, f"PDF export needs fpdf2, which could not be loaded: {exc}")
+            return None
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
+                         pn.FlexBox(self.csv_summary, self.csv_channels, self.csv_samples, self.json, self.pdf,
+                                    flex_wrap="wrap"),
+                         self.alert, sizing_mode="stretch_width")
+
+
+def channel_labels(table: dict, labels: list[str]) -> list[str]:
+    ch = np.asarray(table.get("channel", []))
+    if ch.dtype.kind not in "iu":
+        return [str(v) for v in ch]
+    return [labels[int(i)] if 0 <= int(i) < len(labels) else str(i) for i in ch]
+
+
+def _latin1(text: object) -> str:
+    """fpdf2's core fonts are Latin-1: replace what they cannot draw (names are untrusted text)."""
+    return str(text).replace("−", "-").replace("×", "x").replace("x̂", "x_hat").encode(
+        "latin-1", "replace").decode("latin-1")
+
+
+def pdf_report(calc: QuantCalcSettings) -> bytes:
+    """Settings, tables and two charts drawn with fpdf2 (imported here, only when a PDF is asked for)."""
+    from fpdf import FPDF  # lazy: only the PDF button pays for it
+
+    pdf = FPDF(orientation="P", unit="mm", format="A4")
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 15)
+    pdf.cell(0, 9, _latin1(f"Quantization report: {calc.tensor_name or 'unnamed tensor'}"),
+             new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    settings = calc.settings_dict()
+    pdf.multi_cell(0, 4.5, _latin1("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())),
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+
+    def table(title: str, header: list[str], rows: list[list[str]], widths=None) -> None:
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.cell(0, 7, _latin1(title), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 7)
+        with pdf.table(col_widths=widths, text_align="RIGHT", line_height=4) as t:
+            t.row([_latin1(h) for h in header])
+            for r in rows:
+                t.row([_latin1(v) for v in r])
+        pdf.ln(2)
+
+    if calc.source == "manual":
+        rows = calc.manual_rows or {}
+        keys = [k for k, _, _ in MANUAL_COLUMNS if k in rows or k == "label"]
+        n = len(rows.get("channel", []))
+        labels = [str(v) for v in rows.get("channel", [])]
+        table("Manual mode", [t for k, t, _ in MANUAL_COLUMNS if k in keys],
+              [[labels[i] if k == "label" else fmt(rows[k][i], 8) for k in keys] for i in range(n)])
+        return bytes(pdf.output())
+
+    cmp = calc.comparison
+    if cmp is not None:
+        srows = cmp.summary_rows()
+        best = cmp.best("rmse")
+        pdf.set_font("Helvetica", "", 10)
+        pdf.multi_cell(0, 5, _latin1("Advice: " + cmp.advice()), new_x="LMARGIN", new_y="NEXT")
+        table("Scheme comparison (* = lowest RMSE)", [t for _, t, _ in COMPARE_COLUMNS],
+              [[("* " if i == best else "") + str(r["label"]) if k == "label" else fmt(r.get(k), d or 6)
+                for k, _, d in COMPARE_COLUMNS] for i, r in enumerate(srows)])
+        # chart 1: RMSE per scheme as bars (drawn, not rasterized)
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.cell(0, 7, "Chart: RMSE by scheme", new_x="LMARGIN", new_y="NEXT")
+        vals = [float(r["rmse"]) for r in srows]
+        top = max(vals) if vals and max(vals) > 0 else 1.0
+        x0, y0, w, h = pdf.get_x() + 45, pdf.get_y(), 120, 5
+        pdf.set_font("Helvetica", "", 7)
+        for i, (r, v) in enumerate(zip(srows, vals)):
+            y = y0 + i * (h + 1.5)
+            pdf.set_xy(pdf.l_margin, y)
+            pdf.cell(44, h, _latin1(r["label"])[:30], align="R")
+            pdf.set_fill_color(214, 39, 40) if i == best else pdf.set_fill_color(31, 119, 180)
+            pdf.rect(x0, y, max(0.3, w * v / top), h, style="F")
+            pdf.set_xy(x0 + max(0.3, w * v / top) + 1, y)
+            pdf.cell(30, h, fmt(v, 4))
+        pdf.set_xy(pdf.l_margin, y0 + len(srows) * (h + 1.5) + 3)
+    res = calc.detail_result
+    if res is not None:
+        t = res.channel_table()
+        labels = channel_labels(t, calc.labels)
+        n = len(labels)
+        keys = [k for k, _, _ in CHANNEL_COLUMNS]
+        shown = min(n, 200)
+        table(f"Per-channel table: {res.label}" + (f" (first {shown} of {n})" if shown < n else ""),
+              [tt for _, tt, _ in CHANNEL_COLUMNS],
+              [[labels[i] if k == "label" else fmt(t[k][i], 6) if k in t else "" for k in keys]
+               for i in range(shown)])
+        st = res.sample_table(limit=100)
+        slabels = channel_labels(st, calc.labels)
+        skeys = [k for k, _, _ in SAMPLE_COLUMNS]
+        table(f"Per-sample table (first {len(slabels)} of {res.metrics.n})", [tt for _, tt, _ in SAMPLE_COLUMNS],
+              [[slabels[i] if k == "label" else fmt(st[k][i], 8) if k in st else "" for k in skeys]
+               for i in range(len(slabels))])
+        # chart 2: per-channel ranges (first 64 channels), per-tensor range dashed
+        m = min(n, 64)
+        lo_all, hi_all = np.asarray(t["min"], float)[:m], np.asarray(t["max"], float)[:m]
+        if m and calc.tensor_result is not None:
+            if pdf.get_y() > 220:
+                pdf.add_page()
+            pdf.set_font("Helvetica", "B", 11)
+            pdf.cell(0, 7, _latin1(f"Chart: per-channel ranges (first {m} channels), per-tensor range dashed"),
+                     new_x="LMARGIN", new_y="NEXT")
+            tlo, thi = float(np.asarray(calc.tensor_result.lo)[0]), float(np.asarray(calc.tensor_result.hi)[0])
+            vmin, vmax = min(float(lo_all.min()), tlo), max(float(hi_all.max()), thi)
+            span = (vmax - vmin) or 1.0
+            x0, y0, w, h = pdf.l_margin + 5, pdf.get_y() + 2, 170, 50
+
+            def ypos(v: float) -> float:
+                return y0 + h - h * (v - vmin) / span
+
+            pdf.set_draw_color(150, 150, 150)
+            pdf.rect(x0, y0, w, h)
+            pdf.set_draw_color(31, 119, 180)
+            pdf.set_line_width(max(0.3, min(2.0, w / m * 0.6)))
+            for i in range(m):
+                xi = x0 + (i + 0.5) * w / m
+                pdf.line(xi, ypos(lo_all[i]), xi, ypos(hi_all[i]))
+            pdf.set_line_width(0.3)
+            pdf.set_draw_color(255, 127, 14)
+            pdf.set_dash_pattern(dash=1.5, gap=1)
+            pdf.line(x0, ypos(tlo), x0 + w, ypos(tlo))
+            pdf.line(x0, ypos(thi), x0 + w, ypos(thi))
+            pdf.set_dash_pattern()
+            pdf.set_xy(pdf.l_margin, y0 + h + 2)
+            pdf.set_font("Helvetica", "", 7)
+            pdf.cell(0, 4, _latin1(f"value axis {fmt(vmin, 4)} .. {fmt(vmax, 4)}"), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+DOCS_FORMULAS = """
+<p><b>Affine (asymmetric)</b>: <code>scale = (max − min) / (qmax − qmin)</code>,
+<code>zero_point = round(qmin − min / scale)</code></p>
+<p><b>Symmetric</b>: <code>scale = max(|min|, |max|) / max(|qmin|, |qmax|)</code>, <code>zero_point = 0</code>
+(the torch convention divides by <code>(qmax − qmin) / 2</code> instead)</p>
+<p><b>Quantize</b>: <code>q = clamp(round(x / scale) + zero_point, qmin, qmax)</code>;
+<b>dequantize</b>: <code>x̂ = (q − zero_point) × scale</code>; <b>affine-float</b> (GGUF Q4_1/Q5_1):
+<code>x̂ = min + scale × q</code></p>
+<p><b>Errors</b>: <code>MAE = mean|x̂ − x|</code>, <code>RMSE = sqrt(mean (x̂ − x)²)</code>,
+max error <code>= max|x̂ − x|</code>, <code>SQNR = 10·log10(Σx² / Σ(x − x̂)²)</code> dB; clip rate = share of
+values whose raw code fell outside <code>[qmin, qmax]</code>; collapsed = values that were not 0 but came back as 0.</p>
+<p><b>Memory</b>: payload <code>= elements × bits / 8</code> bytes; metadata <code>= blocks × (scale bytes +
+zero-point bytes)</code>; per-tensor has 1 block, per-channel one per channel, per-group one per group (a shorter
+last group keeps its own).</p>
+<p>Narrow range drops the most negative code (int4 → [−7, 7]); reduce range drops one bit (int8 → [−64, 63]).</p>
+"""
+
+DOCS_FAQ = """
+<dl>
+<dt>Per-tensor or per-channel?</dt><dd>One scale for the whole tensor is simple and cheap; one per channel costs
+metadata but keeps quiet channels alive when channel ranges differ.</dd>
+<dt>Does per-channel always win?</dt><dd>No: when ranges are alike the two are close, and per-tensor is easier to
+deploy.</dd>
+<dt>Why per-group?</dt><dd>The middle ground: a few scales per row, as llama.cpp's Q4_0/Q8_0 (groups of 32).</dd>
+<dt>Symmetric or affine?</dt><dd>Symmetric fits zero-centred weights (zero-point 0); affine fits shifted ranges
+such as activations after ReLU.</dd>
+<dt>What does clipping mean?</dt><dd>The raw code fell outside <code>[qmin, qmax]</code> and was clamped:
+calibrate the range again or choose percentile / MSE-optimal.</dd>
+<dt>Why RMSE and MAE together?</dt><dd>RMSE weighs big errors, MAE shows the typical drift.</dd>
+<dt>Ties?</dt><dd>Values exactly between two codes: float64, PyTorch and GGUF arithmetic can round them
+differently; the tables flag them.</dd>
+<dt>Does lower error guarantee accuracy?</dt><dd>No: layer sensitivity and calibration data matter too.</dd>
+</dl>
+"""
+
+DOCS_RULER = """
+<p>Take a 2 × 4 weight with a quiet Row A <code>[0.05, −0.08, 0.12, −0.15]</code> and a loud Row B whose largest
+magnitude is 3.10. Symmetric int4 on <code>[−7, 7]</code>: one shared scale <code>3.10 / 7 = 0.4429</code> turns
+every value of Row A into 0 — the quiet row collapses (open example <b>s3</b> and read <i>Collapsed to 0</i>).</p>
+<p>Give each row its own ruler: Row A's scale <code>0.15 / 7 = 0.0214</code> gives codes <code>[2, −4, 6, −7]</code>
+and reconstructs <code>[0.0429, −0.0857, 0.1286, −0.15]</code>, while Row B keeps its scale and does not get
+worse.</p>
+<p>Group-wise scales are the compromise: better local fit than per-tensor, less metadata than tiny blocks.</p>
+"""
+
+
+class DocsView(pn.viewable.Viewer):
+    """Formulas (seeds 000–002), FAQ and the ruler story (seed 003), collapsed by default.
+
+    Native <details> elements, not pn.Card: a collapsed Card on the page broke the first layout of the
+    Bokeh DataTables (SlickGrid) in Chromium.
+    """
+
+    def __panel__(self):
+        parts = [("Formulas", DOCS_FORMULAS), ("FAQ", DOCS_FAQ), ("The ruler story: one ruler for all, or one per row",
+                                                                 DOCS_RULER)]
+        body = "".join(f"<details class='qc-docs'><summary>{esc(title)}</summary>{text}</details>"
+                       for title, text in parts)
+        return html_pane(body, sizing_mode="stretch_width", margin=(10, 5))
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. layout and URL sync
+# --------------------------------------------------------------------------------------------------
+
+
+# Responsive columns: a CSS grid that fits as many >= 400 px columns as the width allows (three on large
+# screens, two on medium, one on phones). A CSS grid, not pn.FlexBox: SlickGrid (Bokeh DataTable) fails
+# with "Cannot find stylesheet" when it is first laid out inside a flex box.
+GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 400px), 1fr));"
+            " column-gap: 16px; align-items: start; }")
+COLUMN_STYLE = {"min-width": "0"}
+
+
+def build_app() -> pn.viewable.Viewable:
+    """Build one session's calculator: the state object, the views, the responsive layout, URL sync."""
+    calc = QuantCalcSettings()
+    inputs, settings = InputView(calc), SettingsView(calc)
+    comparison, channels, samples = ComparisonView(calc), ChannelTableView(calc), SampleTableView(calc)
+    exports, plots = ExportView(calc), PlotsView(calc)
+    spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
+                                           align="center")
+
+    def on_busy(event) -> None:
+        spinner.value = spinner.visible = bool(event.new)
+
+    calc.param.watch(on_busy, "busy")
+    header = pn.Row(
+        html_pane("<h1 class='qc-title'>Quantization calculator: per-tensor vs per-channel vs per-group</h1>"
+                     "<p class='qc-sub'>Scales, zero-points, clipping, reconstruction error and memory for every "
+                     "scheme — and which one to ship.</p>", sizing_mode="stretch_width"),
+        spinner, sizing_mode="stretch_width")
+    left = pn.Column(inputs, settings, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    middle = pn.Column(comparison, channels, samples, exports, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    right = pn.Column(plots, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    body = pn.Column(left, middle, right, sizing_mode="stretch_width", stylesheets=[GRID_CSS])
+    if pn.state.location is not None:
+        def url_error(bad: dict) -> None:
+            failed = []
+            for key, value in bad.items():
+                try:
+                    calc.param.update(**{key: value})
+                except Exception:
+                    failed.append(key)
+            calc.url_error = ("Ignored URL settings: " + ", ".join(failed)) if failed else ""
+
+        def sync_url() -> None:
+            pn.state.location.sync(calc, {k: k for k in URL_PARAMS}, on_error=url_error)
+
+        # after the first render: syncing while the document is built breaks SlickGrid's first layout
+        pn.state.onload(sync_url)
+    url_alert = alert_pane()
+    calc.param.watch(lambda e: show_error(url_alert, e.new), "url_error")
+    page = pn.Column(header, url_alert, body, DocsView(), sizing_mode="stretch_width",
+                     styles={"padding": "0 8px"})
+    page.calc = calc  # for tests and debugging
+    return page
+
+
+build_app().servable(title="quantcalc — quantization calculator")
