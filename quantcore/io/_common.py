@@ -115,13 +115,13 @@ class Limits:
                 raise ValueError(f"Limits.{f} must be a positive int, got {v!r}")
 
     def check_elements(self, n: int, what: str, shape: tuple[int, ...] | None = None, **loc) -> None:
-        """Refuse more than ``max_elements`` elements, and any single dimension that large: an empty
+        """Refuse more than ``max_elements`` elements, then any single dimension that large: an empty
         tensor (one dimension 0) with a huge other dimension cannot be represented by numpy."""
-        if shape and max(shape) > self.max_elements:
-            raise InputError(f"{what} has a dimension of {max(shape):,}, over the cap of {self.max_elements:,} "
-                             f"(Limits.max_elements)", **loc)
         if n > self.max_elements:
             raise InputError(f"{what} has {n:,} elements, over the cap of {self.max_elements:,} "
+                             f"(Limits.max_elements)", **loc)
+        if shape and max(shape) > self.max_elements:
+            raise InputError(f"{what} has a dimension of {max(shape):,}, over the cap of {self.max_elements:,} "
                              f"(Limits.max_elements)", **loc)
 
     def check_bytes(self, n: int, what: str, **loc) -> None:
