@@ -44,8 +44,6 @@ from bokeh.plotting import figure
 import quantcore as qc
 import quantcore.io as qc_io
 import quantcore.report as qc_report
-from quantcore import conventions as qc_conventions
-from quantcore import quantize as qc_quantize
 from quantcore.params import SYMMETRIC_SCALES
 
 pn.extension(notifications=False)
@@ -55,7 +53,8 @@ pn.extension(notifications=False)
 # --------------------------------------------------------------------------------------------------
 
 GGUF_PRESETS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
-SCHEMES = ("per-tensor", "per-channel", "per-group") + GGUF_PRESETS
+FLOAT_SCHEMES = tuple(qc.FLOAT_SCHEMES)   # element float formats (fp8, mxfp4, nf4, ...)
+SCHEMES = ("per-tensor", "per-channel", "per-group") + GGUF_PRESETS + FLOAT_SCHEMES
 RANGE_METHODS = {
     "data min/max": "minmax",
     "percentile": "percentile",
@@ -254,19 +253,27 @@ class QuantCalcSettings(param.Parameterized):
         self._schedule(need_data)
 
     def _schedule(self, need_data: bool) -> None:
-        """Recompute now (no document: build time, tests) or on the event loop behind the busy spinner."""
-        if pn.state.curdoc is None:
+        """Recompute behind the busy spinner.
+
+        Server: show the spinner now, compute on the next tick (with the document lock), so the spinner
+        reaches the browser first. Pyodide: the same through an asyncio task (no document lock there).
+        No document (build time, plain Python): compute at once.
+        """
+        doc = pn.state.curdoc
+        if doc is None:
             self._recompute(need_data)
             return
-
-        async def run() -> None:
-            await self._recompute_async(need_data)
-
-        pn.state.execute(run, schedule=True)
-
-    async def _recompute_async(self, need_data: bool) -> None:
         self.busy = True
-        await asyncio.sleep(0.02)  # let the busy indicator reach the browser before the work starts
+        if getattr(pn.state, "_is_pyodide", False) or doc.session_context is None:
+            async def later() -> None:
+                await asyncio.sleep(0.01)
+                self._recompute_guarded(need_data)
+
+            asyncio.ensure_future(later())
+        else:
+            doc.add_next_tick_callback(lambda: self._recompute_guarded(need_data))
+
+    def _recompute_guarded(self, need_data: bool) -> None:
         try:
             self._recompute(need_data)
         finally:
@@ -296,7 +303,10 @@ class QuantCalcSettings(param.Parameterized):
         names: list[str] = []
         if data:
             try:
-                names = [str(n) for n in qc_io.list_tensors(data, filename)]
+                infos = qc_io.list_tensors(data, filename=filename or None)
+                names = [str(t.name) for t in infos if t.loadable]
+                if not names:
+                    raise ValueError(f"{filename}: none of its {len(infos)} tensor(s) has a type this app can load")
             except ValueError as exc:
                 self.input_error = str(exc)
         self._applying = True
@@ -319,8 +329,9 @@ class QuantCalcSettings(param.Parameterized):
             elif self.source == "upload":
                 if not self._upload_bytes:
                     raise ValueError("choose a file to upload (.npy, .npz, .csv, .safetensors, .gguf)")
-                arr = qc_io.load_tensor(self._upload_bytes, self._upload_filename, self.upload_tensor or None)
-                data, labels = np.asarray(arr), []
+                loaded = qc_io.load_tensor(self._upload_bytes, name=self.upload_tensor or None,
+                                           filename=self._upload_filename or None)
+                data, labels = loaded.array, list(loaded.channel_names or [])
             elif self.source == "synthetic":
                 data = qc.synthetic(rows=self.syn_rows, cols=self.syn_cols, distribution=self.syn_dist,
                                     channel_spread=self.syn_spread, outlier_channels=self.syn_outliers,
@@ -343,6 +354,8 @@ class QuantCalcSettings(param.Parameterized):
         """The quantcore spec for one scheme name under the current options."""
         if scheme in GGUF_PRESETS:
             return qc.preset(scheme)
+        if scheme in FLOAT_SCHEMES:
+            return qc.float_spec(scheme)
         fmt_ = qc.IntFormat(bits=self.bits, signed=self.signed, narrow=self.narrow, reduce_range=self.reduce_range)
         ndim = self.data.ndim if isinstance(self.data, np.ndarray) else 2
         group_axis = -1 if (ndim < 2 or self.axis != ndim - 1) else 0
@@ -505,67 +518,24 @@ def read_manual(text: str):
 
 # --- plot data helpers: selection and thinning only; every value comes from the engine ----------
 
-def channel_values(res, ch: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Original and dequantized values of channel ``ch`` (input layout; padding of ragged rows removed)."""
-    x, xhat = np.asarray(res.x), np.asarray(res.dequantized)
-    if x.ndim == 1:
-        return x.astype(float), xhat.astype(float)
-    ax = axis if isinstance(res.spec.granularity, qc.PerChannel) is False else res.spec.granularity.axis
-    ax = ax % x.ndim
-    xs, xh = np.take(x, ch, axis=ax).ravel(), np.take(xhat, ch, axis=ax).ravel()
-    valid = res.valid
-    if valid is not None:
-        keep = np.take(np.asarray(valid), ch, axis=ax).ravel()
-        xs, xh = xs[keep], xh[keep]
-    return xs.astype(float), xh.astype(float)
-
-
-def channel_block(res, ch: int) -> int | None:
-    """Index of the (first) block holding channel ``ch``: per-tensor 0, per-channel ch, per-group its first group."""
-    n = len(np.asarray(res.scale))
-    if n == 1:
-        return 0
-    blocks = np.asarray(res.block_table()["channel"])
-    hit = np.flatnonzero(blocks == ch)
-    return int(hit[0]) if hit.size else None
-
-
 def plot_grid(res, ch: int) -> dict:
-    """Quantization grid (every code's dequantized value) of the block holding channel ``ch``, from the engine."""
-    empty = dict(level=np.zeros(0), code=np.zeros(0, int))
-    if res is None or res.spec.preset:
+    """Quantization grid (every code and its dequantized value) of the block holding channel ``ch``."""
+    empty = dict(level=np.zeros(0), code=np.zeros(0, int), n=0)
+    if res is None:
         return empty
-    b = channel_block(res, ch)
-    if b is None:
-        return empty
-    codes = np.arange(res.qmin, res.qmax + 1, dtype=float)
-    if len(codes) > 4096:
-        return dict(level=np.zeros(len(codes)), code=codes)  # too many to draw; only the count is used
-    conv = qc_conventions.get_convention(res.spec.convention)
-    levels = qc_quantize.dequantize_blocks(codes[None, :].astype(conv.dtype), np.asarray(res.scale)[b:b + 1],
-                                           np.asarray(res.zero_point)[b:b + 1], conv)[0]
-    return dict(level=levels.astype(float), code=codes.astype(int))
+    got = res.grid(res.block_of_channel(ch))
+    if got is None:
+        return dict(empty, n=res.levels)
+    codes, levels = got
+    return dict(level=levels, code=codes, n=len(codes))
 
 
 def clip_bounds(res, ch: int) -> tuple[float, float]:
     """The range [lo, hi] the engine chose for the block holding channel ``ch``."""
     if res is None:
         return float("nan"), float("nan")
-    b = channel_block(res, ch)
-    if b is None:
-        return float("nan"), float("nan")
+    b = res.block_of_channel(ch)
     return float(np.asarray(res.lo)[b]), float(np.asarray(res.hi)[b])
-
-
-def plot_histogram(res, bins: int = 80) -> dict:
-    """Counts of the input values in equal-width bins (a display aggregate: at most ``bins`` bars shipped)."""
-    if res is None:
-        return dict(left=[], right=[], count=[])
-    x = np.asarray(res.x)
-    if res.valid is not None:
-        x = x[np.asarray(res.valid)]
-    count, edges = np.histogram(x.astype(float).ravel(), bins=bins)
-    return dict(left=edges[:-1], right=edges[1:], count=count)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -692,8 +662,7 @@ class SettingsView(pn.viewable.Viewer):
             self.custom,
             pn.Row(w.IntInput.from_param(calc.param.axis, name="Channel axis", width=100),
                    w.IntInput.from_param(calc.param.group, name="Group size", width=100)),
-            w.CheckButtonGroup.from_param(calc.param.compare, name="Compare", button_type="primary",
-                                          button_style="outline", sizing_mode="stretch_width"),
+            w.MultiChoice.from_param(calc.param.compare, name="Schemes to compare", sizing_mode="stretch_width"),
             w.Select.from_param(calc.param.detail, name="Scheme shown in detail (tables, plots)", width=220),
             self.frontier_button,
             sizing_mode="stretch_width")
@@ -712,7 +681,7 @@ class SettingsView(pn.viewable.Viewer):
 
 
 COMPARE_COLUMNS = [("label", "Scheme", None), ("mae", "MAE", 6), ("rmse", "RMSE", 6), ("max_abs", "Max error", 6),
-                   ("sqnr_db", "SQNR dB", 4), ("clip_rate", "Clip rate", 4), ("collapsed", "Collapsed to 0", None),
+                   ("sqnr_db", "SQNR dB", 6), ("clip_rate", "Clip rate", 6), ("collapsed", "Collapsed to 0", None),
                    ("payload_bytes", "Payload B", None), ("metadata_bytes", "Metadata B", None),
                    ("total_bytes", "Total B", None), ("bits_per_weight", "Bits/weight", 4)]
 
@@ -778,11 +747,13 @@ def table_columns(spec: list[tuple[str, str, str]]) -> list[TableColumn]:
         "short": ScientificFormatter(precision=4, power_limit_low=-5, power_limit_high=7, nan_format="–"),
         "pct": NumberFormatter(format="0.00%", nan_format="–"),
     }
-    return [TableColumn(field=f, title=t, formatter=formatters[k]) for f, t, k in spec]
+    widths = {"text": 110, "int": 70, "num": 100, "short": 80, "pct": 70}
+    return [TableColumn(field=f, title=t, formatter=formatters[k], width=widths[k]) for f, t, k in spec]
 
 
 CHANNEL_COLUMNS = [("label", "Channel", "text"), ("min", "Min", "num"), ("max", "Max", "num"),
-                   ("range", "Range", "num"), ("scale", "Scale", "num"), ("zero_point", "Zero-point", "num"),
+                   ("range", "Range", "num"), ("range_lo", "Range lo", "num"), ("range_hi", "Range hi", "num"),
+                   ("scale", "Scale", "num"), ("zero_point", "Zero-point", "num"),
                    ("mae", "MAE", "short"), ("rmse", "RMSE", "short"), ("sqnr_db", "SQNR dB", "short"),
                    ("clip_rate", "Clip %", "pct"), ("collapsed", "Collapsed", "int"), ("ties", "Ties", "int")]
 SAMPLE_COLUMNS = [("label", "Channel", "text"), ("index", "Index", "int"), ("x", "x", "num"),
@@ -822,7 +793,7 @@ class ChannelTableView(pn.viewable.Viewer):
         self.calc = calc
         self.source = ColumnDataSource(column_data({}, CHANNEL_COLUMNS, None))
         self.table = DataTable(source=self.source, columns=table_columns(CHANNEL_COLUMNS), height=260,
-                               sizing_mode="stretch_width", index_position=None, selectable=True,
+                               sizing_mode="stretch_width", index_position=None, selectable=True, autosize_mode="none",
                                sortable=True, name="channel-table")
         self.source.selected.on_change("indices", self._on_select)
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
@@ -870,11 +841,11 @@ class SampleTableView(pn.viewable.Viewer):
         self.calc = calc
         self.source = ColumnDataSource(column_data({}, SAMPLE_COLUMNS, None))
         self.table = DataTable(source=self.source, columns=table_columns(SAMPLE_COLUMNS), height=260,
-                               sizing_mode="stretch_width", index_position=None, name="sample-table")
+                               sizing_mode="stretch_width", index_position=None, name="sample-table", autosize_mode="none")
         self.manual_source = ColumnDataSource(column_data({}, MANUAL_COLUMNS, None))
         self.manual_table = DataTable(source=self.manual_source, columns=table_columns(MANUAL_COLUMNS),
                                       height=200, sizing_mode="stretch_width", index_position=None,
-                                      name="manual-table")
+                                      name="manual-table", autosize_mode="none")
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
         # one pane whose object is swapped: a DataTable rendered while hidden breaks SlickGrid's CSS lookup
         self.pane = pn.pane.Bokeh(self.table, sizing_mode="stretch_width")
@@ -935,6 +906,15 @@ def figure_kw(**kw) -> dict:
     return base
 
 
+def style_legend(p, location: str) -> None:
+    p.legend.location = location
+    p.legend.background_fill_alpha = 0.6
+    p.legend.label_text_font_size = "8pt"
+    p.legend.padding = 2
+    p.legend.spacing = 0
+    p.legend.click_policy = "hide"
+
+
 class PlotsView(pn.viewable.Viewer):
     """Five Bokeh plots, built once; every update replaces ``source.data``."""
 
@@ -958,7 +938,7 @@ class PlotsView(pn.viewable.Viewer):
         p.add_tools(HoverTool(renderers=[self.range_bars],
                               tooltips=[("channel", "@label"), ("min", "@lo{0.000000}"), ("max", "@hi{0.000000}")]),
                     TapTool(renderers=[self.range_bars]))
-        p.legend.location = "top_left"
+        style_legend(p, "top_left")
         self.range_src.selected.on_change("indices", self._tap(self.range_src))
         self.range_fig = p
         # 2. per-channel error by scheme
@@ -971,7 +951,7 @@ class PlotsView(pn.viewable.Viewer):
         p.add_tools(HoverTool(renderers=[self.err_pts],
                               tooltips=[("scheme", "@scheme"), ("channel", "@label"), ("RMSE", "@rmse{0.000e0}")]),
                     TapTool(renderers=[self.err_pts]))
-        p.legend.location = "top_left"
+        style_legend(p, "top_left")
         self.err_src.selected.on_change("indices", self._tap(self.err_src))
         self.err_fig = p
         # 3. one channel: values vs reconstruction with the quantization grid
@@ -986,7 +966,7 @@ class PlotsView(pn.viewable.Viewer):
                         color="#d62728", legend_label="x̂ (dequantized)")
         p.add_tools(HoverTool(renderers=[orig, rec],
                               tooltips=[("index", "@index"), ("x", "@x{0.000000}"), ("x̂", "@xhat{0.000000}")]))
-        p.legend.location = "top_left"
+        style_legend(p, "top_left")
         self.chan_fig = p
         # 4. histogram with grid levels and clipping bounds
         self.hist_src = ColumnDataSource(dict(left=[], right=[], count=[]))
@@ -1012,7 +992,7 @@ class PlotsView(pn.viewable.Viewer):
         pts = p.scatter(x="total_bytes", y="rmse", source=self.front_src, color="color", size="size", alpha=0.85)
         p.add_tools(HoverTool(renderers=[pts], tooltips=[("scheme", "@label"), ("bytes", "@total_bytes"),
                                                          ("bits/weight", "@bpw{0.000}"), ("RMSE", "@rmse{0.000e0}")]))
-        p.legend.location = "top_right"
+        style_legend(p, "top_right")
         self.front_fig = p
         calc.param.watch(self._refresh, ["revision"])
         calc.param.watch(self._refresh_frontier, ["frontier"])
@@ -1079,16 +1059,15 @@ class PlotsView(pn.viewable.Viewer):
 
     def _refresh_histogram(self) -> None:
         res = self.calc.detail_result
-        hist = plot_histogram(res)
+        hist = res.histogram(bins=80)
         self.hist_src.data = dict(left=hist["left"], right=hist["right"], count=hist["count"])
         levels = plot_grid(res, self.calc.channel)
-        self.hist_grid_src.data = dict(level=levels["level"] if len(levels["level"]) <= 64 else [])
-        tres = self.calc.tensor_result if self.calc.detail == "per-tensor" else res
-        lo, hi = clip_bounds(tres, self.calc.channel)
+        self.hist_grid_src.data = dict(level=levels["level"] if levels["n"] <= 64 else [])
+        lo, hi = clip_bounds(res, self.calc.channel)
         self.clip_lo.location, self.clip_hi.location = lo, hi
-        extra = "" if len(levels["level"]) <= 64 else f"; {len(levels['level'])} grid levels not drawn"
-        self.hist_fig.title.text = (f"Value histogram ({len(hist['count'])} bins over {res.metrics.n} values), "
-                                    f"grid of channel {self.calc.channel} and its clipping bounds (red){extra}")
+        extra = "" if 0 < levels["n"] <= 64 else " (grid not drawn)"
+        self.hist_fig.title.text = (f"Histogram of {res.metrics.n} values ({len(hist['count'])} bins); "
+                                    f"grid{extra} and clip bounds (red) of the selected channel")
 
     def _refresh_channel(self, *events) -> None:
         c = self.calc
@@ -1097,15 +1076,15 @@ class PlotsView(pn.viewable.Viewer):
         res = c.detail_result
         if res is None:
             return
-        x, xhat = channel_values(res, c.channel, c.axis)
+        x, xhat = res.channel_values(c.channel)
         sl, note = thin(len(x), MAX_CHANNEL_VALUES)
         idx = np.arange(len(x))[sl]
         self.chan_src.data = dict(index=idx, x=x[sl], xhat=xhat[sl])
         levels = plot_grid(res, c.channel)
-        shown = levels["level"] if len(levels["level"]) <= 256 else []
+        shown = levels["level"] if levels["n"] <= 64 else []
         self.grid_src.data = dict(level=shown, code=levels["code"][: len(shown)])
         label = c.labels[c.channel] if c.channel < len(c.labels) else str(c.channel)
-        grid_note = "" if len(shown) else f" ({len(levels['level'])} grid levels not drawn)"
+        grid_note = "" if len(shown) else f" ({levels['n']} grid levels not drawn)"
         self.chan_fig.title.text = f"Channel {label}: values vs reconstruction{note}{grid_note}"
         if events:
             self._refresh_histogram()
@@ -1126,7 +1105,10 @@ class PlotsView(pn.viewable.Viewer):
         self.front_fig.title.text = "Error vs memory frontier (bits × granularity; green = Pareto)" + pending
 
     def __panel__(self):
-        return pn.Column(*(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
+        picker = pn.widgets.IntInput.from_param(self.calc.param.channel, name="Selected channel (index; or click a "
+                                                "bar, point or table row)", width=300)
+        return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker,
+                         *(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
                            (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)),
                          sizing_mode="stretch_width")
 

@@ -1,0 +1,146 @@
+"""Fixtures for the browser tests: `panel serve app.py` on a free localhost port, Debian's Chromium via
+Playwright, and axe-core from npm (packed into tests/artifacts/npm, which git ignores)."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """Serve app.py exactly as a user would and yield its URL; the server is stopped afterwards."""
+    port = _free_port()
+    panel = Path(sys.executable).with_name("panel")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "panel_serve.log", "w")
+    proc = subprocess.Popen(
+        [str(panel), "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
+         f"--allow-websocket-origin=127.0.0.1:{port}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"panel serve did not start; see {ARTIFACTS / 'panel_serve.log'}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; records dialogs (none may open) and page errors (none may happen)."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.dialogs = []
+    pg.errors = []
+
+    def on_dialog(d):
+        pg.dialogs.append(d.message)
+        d.dismiss()
+
+    pg.on("dialog", on_dialog)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" and "Error rendering" in m.text
+          else None)
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture(scope="session")
+def axe_js() -> Path:
+    """axe-core's axe.min.js from the npm registry (`npm pack`), cached under tests/artifacts/npm."""
+    cache = ARTIFACTS / "npm"
+    js = cache / "package" / "axe.min.js"
+    if not js.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            out = subprocess.run(["npm", "pack", "axe-core", "--silent"], cwd=cache, capture_output=True,
+                                 text=True, timeout=180)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"npm could not fetch axe-core: {exc}")
+        tgz = [f for f in cache.glob("axe-core-*.tgz")]
+        if out.returncode != 0 or not tgz:
+            pytest.skip(f"npm pack axe-core failed: {out.stderr.strip()[:200]}")
+        with tarfile.open(tgz[0]) as tf:
+            tf.extractall(cache, filter="data")
+    return js
+
+
+def read_grid(page, index: int) -> list[dict[str, str]]:
+    """Rows of the index-th Bokeh DataTable on the page as {column title: cell text}, in display order."""
+    grid = page.locator(".bk-data-table").nth(index)
+    headers = [t.strip() for t in grid.locator(".slick-header-column").all_inner_texts()]
+    rows = []
+    for r in grid.locator(".slick-row").all():
+        top = int(re.search(r"top:\s*(-?\d+)", r.get_attribute("style") or "top:0").group(1))
+        cells = [t.strip() for t in r.locator(".slick-cell").all_inner_texts()]
+        rows.append((top, dict(zip(headers, cells))))
+    return [d for _, d in sorted(rows, key=lambda t: t[0])]
+
+
+def read_compare(page) -> dict[str, dict[str, str]]:
+    """The scheme comparison table: {scheme label: {data-key: text}} plus '_best' for the highlighted row."""
+    out = {}
+    for row in page.locator("#qc-compare tbody tr").all():
+        label = row.get_attribute("data-scheme")
+        cells = {c.get_attribute("data-key"): c.inner_text().strip() for c in row.locator("td").all()}
+        cells["_best"] = "qc-best" in (row.get_attribute("class") or "")
+        out[label] = cells
+    return out
+
+
+def poll(check, timeout: float = 15.0, interval: float = 0.25):
+    """Retry `check` until it stops raising AssertionError (the app recomputes asynchronously)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(interval)

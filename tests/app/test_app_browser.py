@@ -1,0 +1,341 @@
+"""The calculator in a real browser (Debian's Chromium via Playwright against `panel serve app.py`).
+
+Read like a user: open an example, read the tables, change settings, upload files, download exports.
+Expected numbers come from the seed documents in shared/seeds (quoted where used) and, for everything
+else, from quantcore called directly in the test.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import urllib.parse
+
+import numpy as np
+import pytest
+
+import quantcore as qc
+from conftest import ARTIFACTS, poll, read_compare, read_grid
+
+pytestmark = pytest.mark.browser
+
+CHANNELS, SAMPLES = 0, 1  # order of the two DataTables on the page
+
+
+def open_app(page, app_url: str, query: str = "", width: int = 1500) -> None:
+    page.set_viewport_size({"width": width, "height": 1100})
+    page.goto(app_url + (("?" + query) if query else ""))
+    page.wait_for_selector("#qc-compare", timeout=30_000)
+    page.wait_for_selector(".bk-data-table .slick-row", timeout=30_000)
+
+
+def num(text: str) -> float:
+    return float(text.replace("−", "-").replace("%", ""))
+
+
+def wait_example(page, key: str) -> None:
+    poll(lambda: _assert_in(f"example {key}", page.locator(".qc-name").inner_text()))
+
+
+def _assert_in(needle, hay):
+    assert needle in hay, (needle, hay)
+
+
+def summary_by_label(cmp: qc.Comparison) -> dict[str, dict]:
+    return {r["label"]: r for r in cmp.summary_rows()}
+
+
+def assert_compare_matches(page, cmp: qc.Comparison) -> None:
+    """Every number in the page's comparison table equals quantcore's (to the 6 digits shown)."""
+    shown = read_compare(page)
+    want = summary_by_label(cmp)
+    assert set(shown) == set(want)
+    for label, row in want.items():
+        for key in ("mae", "rmse", "max_abs", "sqnr_db", "collapsed", "total_bytes", "metadata_bytes"):
+            assert num(shown[label][key]) == pytest.approx(row[key], rel=1e-5, abs=1e-12), (label, key)
+    best = cmp.summary_rows()[cmp.best("rmse")]["label"]
+    assert shown[best]["_best"] and sum(r["_best"] for r in shown.values()) == 1
+
+
+# --- the four built-in examples reproduce their seeds -------------------------------------------
+
+def test_s0_seed_000_channel_ranges_and_comparison(page, app_url):
+    open_app(page, app_url, "example=s0")
+    wait_example(page, "s0")
+    page.screenshot(path=str(ARTIFACTS / "example_s0.png"), full_page=True)
+    rows = read_grid(page, CHANNELS)
+    # seed 000's Example Data Table: Local Min / Local Max / Local Range per channel
+    seed = {"ch1": (-0.33, 0.91, 1.24), "ch2": (0.88, 1.44, 0.56), "ch3": (-1.70, -0.94, 0.76),
+            "ch4": (-0.06, 0.11, 0.17)}
+    assert [r["Channel"] for r in rows] == list(seed)
+    for r in rows:
+        lo, hi, rng = seed[r["Channel"]]
+        assert num(r["Min"]) == pytest.approx(lo) and num(r["Max"]) == pytest.approx(hi)
+        assert num(r["Range"]) == pytest.approx(rng)
+    ex = qc.get_example("s0")
+    cmp = qc.compare(ex.rows, [ex.spec, ex.spec.with_(granularity=qc.PerChannel(0))],
+                     channel_names=ex.channel_names)
+    assert_compare_matches(page, cmp)
+    # seed 000: per-channel metadata is channels x 8 bytes vs 8 bytes for per-tensor
+    shown = read_compare(page)
+    assert num(shown["int8 affine per-tensor"]["metadata_bytes"]) == 8
+    assert num(shown["int8 affine per-channel"]["metadata_bytes"]) == 32
+    assert page.locator(".qc-advice").inner_text().startswith("Advice:")
+    assert not page.errors and not page.dialogs
+
+
+def test_s1_seed_001_worked_table(page, app_url):
+    open_app(page, app_url, "example=s1")
+    wait_example(page, "s1")
+    page.screenshot(path=str(ARTIFACTS / "example_s1.png"), full_page=True)
+    # seed 001's table: Channel | Min | Max | Sample | Scale | Zero Point | Quantized | Dequantized
+    seed = [("filter_0", -1.2, 1.0, 0.73, 0.00862745, 11, 96, 0.73333333),
+            ("filter_1", -0.8, 0.9, -0.21, 0.00666667, -8, -40, -0.21333333),
+            ("filter_2", -1.5, 1.7, 1.11, 0.01254902, -8, 80, 1.10431373),
+            ("filter_3", -0.45, 0.6, 0.18, 0.00411765, -19, 25, 0.18117647)]
+    channels, samples = read_grid(page, CHANNELS), read_grid(page, SAMPLES)
+    assert [r["Channel"] for r in channels] == [s[0] for s in seed]
+    for (name, lo, hi, x, scale, zp, q, xhat), c, s in zip(seed, channels, samples):
+        assert num(c["Range lo"]) == pytest.approx(lo) and num(c["Range hi"]) == pytest.approx(hi)
+        assert num(c["Scale"]) == pytest.approx(scale, abs=5e-9)
+        assert num(c["Zero-point"]) == zp
+        assert s["Channel"] == name and num(s["x"]) == pytest.approx(x)
+        assert num(s["q (clamped)"]) == q
+        assert num(s["x̂"]) == pytest.approx(xhat, abs=5e-9)
+
+
+def test_s2_seed_002_activations(page, app_url):
+    open_app(page, app_url, "example=s2")
+    wait_example(page, "s2")
+    page.screenshot(path=str(ARTIFACTS / "example_s2.png"), full_page=True)
+    # seed 002: range -1.50 to 1.50, 8-bit symmetric signed -> scale = 1.5 / 127, zero-point 0, nothing clips
+    c = read_grid(page, CHANNELS)
+    assert len(c) == 1 and num(c[0]["Scale"]) == pytest.approx(1.5 / 127, abs=5e-9)
+    assert num(c[0]["Zero-point"]) == 0 and num(c[0]["Clip %"]) == 0
+    samples = read_grid(page, SAMPLES)
+    assert [num(s["x"]) for s in samples] == pytest.approx([-1.25, -0.92, -0.51, -0.10, 0, 0.14, 0.37, 0.79, 1.12, 1.46])
+    ex = qc.get_example("s2")
+    r = qc.analyze(ex.rows, ex.spec, channel_names=ex.channel_names)
+    assert [int(num(s["q (clamped)"])) for s in samples] == r.sample_table()["q"].tolist()
+    assert_compare_matches(page, qc.compare(ex.rows, [ex.spec], channel_names=ex.channel_names))
+
+
+def test_s3_seed_003_quiet_row_collapses_per_tensor_survives_per_channel(page, app_url):
+    open_app(page, app_url, "example=s3")
+    wait_example(page, "s3")
+    page.screenshot(path=str(ARTIFACTS / "example_s3.png"), full_page=True)
+    shown = read_compare(page)
+    assert num(shown["int4 narrow symmetric per-tensor"]["collapsed"]) == 4   # Row A -> [0, 0, 0, 0]
+    assert num(shown["int4 narrow symmetric per-channel"]["collapsed"]) == 0
+    assert shown["int4 narrow symmetric per-channel"]["_best"]
+    samples = read_grid(page, SAMPLES)
+    row_a = [s for s in samples if s["Channel"] == "Row A"]
+    row_b = [s for s in samples if s["Channel"] == "Row B"]
+    # seed 003: per-channel Row A codes [2, -4, 6, -7], reconstruction [0.0429, -0.0857, 0.1286, -0.1500]
+    assert [int(num(s["q (clamped)"])) for s in row_a] == [2, -4, 6, -7]
+    assert [num(s["x̂"]) for s in row_a] == pytest.approx([0.0429, -0.0857, 0.1286, -0.1500], abs=5e-5)
+    # seed 003: Row B reconstructed [2.21, -3.10, 1.77, -2.66]
+    assert [num(s["x̂"]) for s in row_b] == pytest.approx([2.21, -3.10, 1.77, -2.66], abs=5e-3)
+    channels = read_grid(page, CHANNELS)
+    assert num(channels[0]["Scale"]) == pytest.approx(0.15 / 7, abs=5e-9)        # Row A: 0.0214
+    assert num(channels[1]["Scale"]) == pytest.approx(3.10 / 7, abs=5e-9)        # Row B: 0.4429
+    # now show the per-tensor scheme in detail: one shared scale 3.10 / 7 and Row A all zeros
+    page.get_by_label("Scheme shown in detail (tables, plots)").select_option("per-tensor")
+    def row_a_zero():
+        s = [r for r in read_grid(page, SAMPLES) if r["Channel"] == "Row A"]
+        assert [int(num(r["q (clamped)"])) for r in s] == [0, 0, 0, 0]
+        assert [num(r["x̂"]) for r in s] == [0, 0, 0, 0]
+    poll(row_a_zero)
+    assert all(num(r["Scale"]) == pytest.approx(3.10 / 7, abs=5e-9) for r in read_grid(page, CHANNELS))
+    assert not page.errors and not page.dialogs
+
+
+# --- settings change the numbers exactly as quantcore says ------------------------------------
+
+def test_mapping_bits_and_granularity_follow_the_engine(page, app_url):
+    open_app(page, app_url, "example=s0")
+    wait_example(page, "s0")
+    ex = qc.get_example("s0")
+    page.get_by_label("Mapping").select_option("symmetric")
+    base = ex.spec.with_(mapping="symmetric")
+    poll(lambda: assert_compare_matches(page, qc.compare(
+        ex.rows, [base, base.with_(granularity=qc.PerChannel(0))], channel_names=ex.channel_names)))
+    bits = page.get_by_label("Bits")
+    bits.fill("4")
+    bits.press("Enter")
+    base4 = base.with_(fmt=qc.IntFormat(4, True))
+    poll(lambda: assert_compare_matches(page, qc.compare(
+        ex.rows, [base4, base4.with_(granularity=qc.PerChannel(0))], channel_names=ex.channel_names)))
+    # per-channel table follows the detail scheme: per-channel scales, then the single per-tensor scale
+    r_ch = qc.analyze(ex.rows, base4.with_(granularity=qc.PerChannel(0)), channel_names=ex.channel_names)
+    poll(lambda: _scales_equal(page, r_ch.channel_table()["scale"]))
+    page.get_by_label("Scheme shown in detail (tables, plots)").select_option("per-tensor")
+    r_t = qc.analyze(ex.rows, base4, channel_names=ex.channel_names)
+    poll(lambda: _scales_equal(page, r_t.channel_table()["scale"]))
+    assert "bits=4" in page.evaluate("location.search") and "mapping=symmetric" in page.evaluate("location.search")
+
+
+def _scales_equal(page, want) -> None:
+    got = [num(r["Scale"]) for r in read_grid(page, CHANNELS)]
+    assert got == pytest.approx(list(want), abs=5e-9)
+
+
+def test_url_with_settings_reproduces_the_view(page, app_url):
+    query = urllib.parse.urlencode({"example": "s0", "bits": 4, "mapping": "symmetric",
+                                    "compare": json.dumps(["per-tensor", "per-group"]), "group": 2,
+                                    "detail": "per-group", "tensor_name": "from a link"})
+    open_app(page, app_url, query)
+    ex = qc.get_example("s0")
+    spec = ex.spec.with_(fmt=qc.IntFormat(4, True), mapping="symmetric")
+    cmp = qc.compare(ex.rows, [spec, spec.with_(granularity=qc.PerGroup(2, -1))], channel_names=ex.channel_names)
+    poll(lambda: assert_compare_matches(page, cmp))
+    assert page.locator(".qc-name").inner_text() == "from a link"
+    assert page.get_by_label("Bits").input_value() == "4"
+    assert page.get_by_label("Mapping").input_value() == "symmetric"
+
+
+# --- uploads ------------------------------------------------------------------------------------
+
+def _upload(page, path) -> None:
+    page.get_by_role("button", name="upload", exact=True).click()
+    page.locator("input[type=file]").set_input_files(str(path))
+
+
+def test_upload_npy(page, app_url, tmp_path):
+    arr = (np.arange(24, dtype=np.float32).reshape(3, 8) - 11.5) * np.array([[0.01], [1.0], [0.2]], np.float32)
+    np.save(tmp_path / "weights.npy", arr)
+    open_app(page, app_url)
+    _upload(page, tmp_path / "weights.npy")
+
+    def loaded():
+        rows = read_grid(page, CHANNELS)
+        assert len(rows) == 3
+        assert [num(r["Min"]) for r in rows] == pytest.approx(arr.min(axis=1).tolist(), rel=1e-6)
+        assert [num(r["Max"]) for r in rows] == pytest.approx(arr.max(axis=1).tolist(), rel=1e-6)
+    poll(loaded)
+    spec = qc.get_example("s3").spec   # the settings of the example the page opened on stay
+    cmp = qc.compare(arr, [spec, spec.with_(granularity=qc.PerChannel(0))])
+    poll(lambda: assert_compare_matches(page, cmp))
+
+
+def test_upload_safetensors_with_tensor_picker(page, app_url, tmp_path):
+    from safetensors.numpy import save_file   # test oracle: writes the file the app must read
+    w = np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8)
+    b = np.array([0.5, -0.25, 0.125], dtype=np.float32)
+    save_file({"layer.weight": w, "layer.bias": b}, str(tmp_path / "model.safetensors"))
+    open_app(page, app_url)
+    _upload(page, tmp_path / "model.safetensors")
+    picker = page.get_by_label("Tensor in file")
+    poll(lambda: _assert_in("layer.weight", " ".join(picker.locator("option").all_inner_texts())))
+    picker.select_option("layer.weight")
+    poll(lambda: _assert_equal(len(read_grid(page, CHANNELS)), 5))
+    rows = read_grid(page, CHANNELS)
+    assert [num(r["Max"]) for r in rows] == pytest.approx(w.max(axis=1).tolist(), rel=1e-6)
+    picker.select_option("layer.bias")
+    poll(lambda: _assert_equal(len(read_grid(page, SAMPLES)), 3))
+    assert [num(s["x"]) for s in read_grid(page, SAMPLES)] == pytest.approx(b.tolist())
+
+
+def _assert_equal(a, b):
+    assert a == b, (a, b)
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+def _download(page, label: str) -> bytes:
+    with page.expect_download(timeout=30_000) as dl:
+        page.get_by_text(label, exact=True).click()
+    return open(dl.value.path(), "rb").read()
+
+
+def test_csv_json_pdf_downloads(page, app_url):
+    open_app(page, app_url, "example=s1")
+    wait_example(page, "s1")
+    channels = list(csv.DictReader(io.StringIO(_download(page, "CSV: per-channel").decode())))
+    assert [r["label"] for r in channels] == ["filter_0", "filter_1", "filter_2", "filter_3"]
+    assert float(channels[0]["scale"]) == pytest.approx(0.00862745, abs=5e-9)   # seed 001
+    assert float(channels[0]["zero_point"]) == 11
+    samples = list(csv.DictReader(io.StringIO(_download(page, "CSV: per-sample").decode())))
+    assert [int(float(r["q"])) for r in samples] == [96, -40, 80, 25]                # seed 001
+    summary = list(csv.DictReader(io.StringIO(_download(page, "CSV: summary").decode())))
+    assert summary[0]["label"] == "int8 affine per-channel" and summary[0]["tensor"] == "example s1"
+    doc = json.loads(_download(page, "JSON"))
+    assert doc["tensor"] == "example s1" and doc["settings"]["example"] == "s1"
+    assert doc["comparison"]["summary"][0]["label"] == "int8 affine per-channel"
+    pdf = _download(page, "PDF report")
+    assert pdf.startswith(b"%PDF")
+    from pypdf import PdfReader
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    for needle in ("Quantization report: example s1", "filter_0", "0.00862745", "Advice", "Per-channel table"):
+        assert needle in text, needle
+
+
+# --- untrusted text and bad input -----------------------------------------------------------------
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_hostile_tensor_name_and_label_render_as_text(page, app_url):
+    open_app(page, app_url)
+    name = page.get_by_label("Tensor name")
+    name.fill(HOSTILE)
+    name.press("Enter")
+    poll(lambda: _assert_equal(page.locator(".qc-name").inner_text(), HOSTILE))
+    assert page.locator(".qc-name img").count() == 0
+    page.get_by_role("button", name="paste", exact=True).click()
+    box = page.locator("textarea").first
+    box.fill(f"{HOSTILE}: 0.5, -0.25, 1\n<b>bold</b>: 1, 2, 3")
+    box.press("Tab")
+    poll(lambda: _assert_equal([r["Channel"] for r in read_grid(page, CHANNELS)], [HOSTILE, "<b>bold</b>"]))
+    page.wait_for_timeout(500)
+    assert page.dialogs == []
+    with page.expect_download() as dl:
+        page.get_by_text("CSV: per-channel", exact=True).click()
+    assert "<" not in dl.value.suggested_filename and ">" not in dl.value.suggested_filename
+
+
+def test_hostile_paste_shows_error_next_to_box_and_keeps_text(page, app_url):
+    open_app(page, app_url)
+    page.get_by_role("button", name="paste", exact=True).click()
+    bad = "1, 2, 3\n4, abc, <script>alert(1)</script>"
+    box = page.locator("textarea").first
+    box.fill(bad)
+    box.press("Tab")
+    alert = page.locator(".alert-danger").filter(has_text="line 2")
+    poll(lambda: _assert_equal(alert.count(), 1))
+    assert "column" in alert.inner_text()
+    assert box.input_value() == bad
+    assert page.locator(".alert-danger script").count() == 0
+    assert page.dialogs == []
+
+
+# --- layout and accessibility ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("width,columns", [(1500, 3), (1000, 2), (420, 1)])
+def test_responsive_columns(page, app_url, width, columns):
+    open_app(page, app_url, "example=s3", width=width)
+    page.wait_for_timeout(500)
+    lefts = page.evaluate("""() => {
+        const hs = [];
+        const walk = (root) => root.querySelectorAll('*').forEach(e => {
+            if (e.shadowRoot) walk(e.shadowRoot);
+            if (e.classList && e.classList.contains('qc-h') && e.tagName === 'H2') hs.push(e);
+        });
+        walk(document);
+        return hs.map(h => Math.round(h.getBoundingClientRect().left));
+    }""")
+    assert len(set(lefts)) == columns, lefts
+    page.screenshot(path=str(ARTIFACTS / f"layout_{width}px.png"), full_page=True)
+
+
+def test_axe_no_serious_or_critical_violations(page, app_url, axe_js):
+    open_app(page, app_url, "example=s3")
+    page.add_script_tag(path=str(axe_js))
+    violations = page.evaluate("""async () => {
+        const r = await axe.run(document, {resultTypes: ['violations']});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length,
+                                       target: v.nodes.slice(0, 3).map(n => n.target)}));
+    }""")
+    (ARTIFACTS / "axe_violations.json").write_text(json.dumps(violations, indent=2))
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, json.dumps(bad, indent=2)
