@@ -29,13 +29,8 @@ import param
 from bokeh.models import (
     BoxAnnotation,
     ColumnDataSource,
-    DataTable,
     HoverTool,
-    NumberFormatter,
-    ScientificFormatter,
     Span,
-    StringFormatter,
-    TableColumn,
     TapTool,
 )
 from bokeh.palettes import Category10_10
@@ -94,6 +89,7 @@ table.qc-table th, table.qc-table td { border-bottom: 1px solid #ddd; padding: 3
   white-space: nowrap; }
 table.qc-table th[scope=row] { text-align: left; font-weight: normal; }
 table.qc-table tr.qc-best { background: #fff4cc; font-weight: 600; }
+table.qc-table tr.qc-selected { background: #dbe9f7; }
 .qc-best-tag { color: #7a4b00; }
 details.qc-docs { border: 1px solid #ccc; border-radius: 4px; padding: 0.3em 0.7em; margin: 0.4em 0; }
 details.qc-docs summary { cursor: pointer; font-weight: 600; }
@@ -237,8 +233,7 @@ class QuantCalcSettings(param.Parameterized):
             return
         names = {e.name for e in events}
         if "example" in names:
-            # settings arriving in the same batch (a URL like ?example=s1&bits=4) win over the example's
-            self._apply_example(self.example, keep=names - {"example", "source"})
+            self._apply_example(self.example, keep=self._kept_on_example_change(names))
             if "source" not in names:
                 self.source = "example"
                 names.add("source")
@@ -251,6 +246,19 @@ class QuantCalcSettings(param.Parameterized):
             return
         need_data = bool(names & set(DATA_PARAMS))
         self._schedule(need_data)
+
+    def _kept_on_example_change(self, names: set[str]) -> set[str]:
+        """Settings an example must not overwrite.
+
+        A user picking an example: only settings changed in the same batch. A URL like
+        ``?example=s1&bits=4``: every setting the URL names (its values were applied with the example;
+        a value equal to the current one makes no event, so the batch alone cannot tell).
+        """
+        loc = pn.state.location
+        query = dict(loc.query_params) if loc is not None else {}
+        if query.get("example") == self.example:
+            names = names | set(query)
+        return {n for n in names if n in URL_PARAMS} - {"example", "source"}
 
     def _schedule(self, need_data: bool) -> None:
         """Recompute behind the busy spinner.
@@ -542,6 +550,9 @@ def clip_bounds(res, ch: int) -> tuple[float, float]:
 # 3. views
 # --------------------------------------------------------------------------------------------------
 
+NO_SPIN = [".bk-spin-btn, .bk-spin-wrapper { display: none !important; }"]  # unlabeled +/- buttons (axe)
+
+
 def alert_pane() -> pn.pane.Alert:
     return pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
 
@@ -581,13 +592,13 @@ class InputView(pn.viewable.Viewer):
         self.picker.param.watch(self._on_pick, "value")
         self.upload_alert = alert_pane()
         self.synthetic = pn.Column(
-            pn.Row(pn.widgets.IntInput.from_param(calc.param.syn_rows, name="Channels", width=110),
-                   pn.widgets.IntInput.from_param(calc.param.syn_cols, name="Values/channel", width=110),
-                   pn.widgets.IntInput.from_param(calc.param.syn_seed, name="Seed", width=90)),
+            pn.Row(pn.widgets.IntInput.from_param(calc.param.syn_rows, name="Channels", width=110, stylesheets=NO_SPIN),
+                   pn.widgets.IntInput.from_param(calc.param.syn_cols, name="Values/channel", width=110, stylesheets=NO_SPIN),
+                   pn.widgets.IntInput.from_param(calc.param.syn_seed, name="Seed", width=90, stylesheets=NO_SPIN)),
             pn.Row(pn.widgets.Select.from_param(calc.param.syn_dist, name="Distribution", width=120),
                    pn.widgets.FloatInput.from_param(calc.param.syn_spread, name="Scale spread (decades)",
-                                                    step=0.25, width=150),
-                   pn.widgets.IntInput.from_param(calc.param.syn_outliers, name="Outlier channels", width=110)),
+                                                    step=0.25, width=150, stylesheets=NO_SPIN),
+                   pn.widgets.IntInput.from_param(calc.param.syn_outliers, name="Outlier channels", width=110, stylesheets=NO_SPIN)),
             sizing_mode="stretch_width")
         self.synthetic_alert = alert_pane()
         self.manual = pn.widgets.TextAreaInput.from_param(
@@ -641,7 +652,7 @@ class SettingsView(pn.viewable.Viewer):
         self.calc = calc
         w = pn.widgets
         self.alert = alert_pane()
-        self.percentile = w.FloatInput.from_param(calc.param.pct, name="Percentile", step=0.1, width=110)
+        self.percentile = w.FloatInput.from_param(calc.param.pct, name="Percentile", step=0.1, width=110, stylesheets=NO_SPIN)
         self.custom = pn.Row(
             w.TextInput.from_param(calc.param.lo, name="Custom min (one, or one per channel)", width=190),
             w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
@@ -649,20 +660,25 @@ class SettingsView(pn.viewable.Viewer):
                                         visible=False)
         self.frontier_button.on_click(lambda e: calc.compute_frontier())
         self.widgets = pn.Column(
-            pn.Row(w.IntInput.from_param(calc.param.bits, name="Bits", width=80),
+            pn.Row(w.IntInput.from_param(calc.param.bits, name="Bits", width=80, stylesheets=NO_SPIN),
                    w.Select.from_param(calc.param.signed, name="Integers",
                                        options={"signed (qint)": True, "unsigned (quint)": False}, width=130),
                    w.Select.from_param(calc.param.mapping, name="Mapping", width=130)),
-            pn.Row(w.Checkbox.from_param(calc.param.narrow, name="Narrow range (e.g. [-7, 7])"),
-                   w.Checkbox.from_param(calc.param.reduce_range, name="Reduce range (one bit less)")),
+            pn.Row(w.Select.from_param(calc.param.narrow, name="Narrow range (int4 → [-7, 7])",
+                                       options={"no": False, "yes": True}, width=150),
+                   w.Select.from_param(calc.param.reduce_range, name="Reduce range (one bit less)",
+                                       options={"no": False, "yes": True}, width=170)),
             pn.Row(w.Select.from_param(calc.param.rounding, name="Rounding", width=130),
                    w.Select.from_param(calc.param.convention, name="Convention", width=130)),
             pn.Row(w.Select.from_param(calc.param.range_method, name="Range from",
                                        options=RANGE_METHODS, width=150), self.percentile),
             self.custom,
-            pn.Row(w.IntInput.from_param(calc.param.axis, name="Channel axis", width=100),
-                   w.IntInput.from_param(calc.param.group, name="Group size", width=100)),
-            w.MultiChoice.from_param(calc.param.compare, name="Schemes to compare", sizing_mode="stretch_width"),
+            pn.Row(w.IntInput.from_param(calc.param.axis, name="Channel axis", width=100, stylesheets=NO_SPIN),
+                   w.IntInput.from_param(calc.param.group, name="Group size", width=100, stylesheets=NO_SPIN)),
+            html_pane("<b>Schemes to compare</b>", margin=(5, 10, 0, 10)),
+            w.CheckBoxGroup.from_param(calc.param.compare, name="Schemes to compare", inline=True,
+                                       sizing_mode="stretch_width",
+                                       stylesheets=[".bk-input-group { flex-wrap: wrap; gap: 2px 10px; }"]),
             w.Select.from_param(calc.param.detail, name="Scheme shown in detail (tables, plots)", width=220),
             self.frontier_button,
             sizing_mode="stretch_width")
@@ -730,25 +746,13 @@ class ComparisonView(pn.viewable.Viewer):
             body.append(f"<tr{cls} data-scheme='{esc(row.get('label'))}'>{''.join(cells)}</tr>")
         self.advice.object = f"<p class='qc-advice'><strong>Advice:</strong> {esc(cmp.advice())}</p>"
         self.table.object = (
-            "<div class='qc-scroll'><table class='qc-table' id='qc-compare'>"
+            "<div class='qc-scroll' tabindex='0' role='region' aria-label='Scheme comparison table'>"
+            "<table class='qc-table' id='qc-compare'>"
             f"<caption>Scheme comparison (lowest RMSE highlighted)</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
     def __panel__(self):
         return pn.Column(self.title, self.advice, self.table, sizing_mode="stretch_width")
-
-
-def table_columns(spec: list[tuple[str, str, str]]) -> list[TableColumn]:
-    """(field, title, kind) -> TableColumns; kind 'text' renders escaped text, 'int', 'num', 'pct'."""
-    formatters = {
-        "text": StringFormatter(),
-        "int": NumberFormatter(format="0", nan_format="–"),
-        "num": ScientificFormatter(precision=8, power_limit_low=-5, power_limit_high=7, nan_format="–"),
-        "short": ScientificFormatter(precision=4, power_limit_low=-5, power_limit_high=7, nan_format="–"),
-        "pct": NumberFormatter(format="0.00%", nan_format="–"),
-    }
-    widths = {"text": 110, "int": 70, "num": 100, "short": 80, "pct": 70}
-    return [TableColumn(field=f, title=t, formatter=formatters[k], width=widths[k]) for f, t, k in spec]
 
 
 CHANNEL_COLUMNS = [("label", "Channel", "text"), ("min", "Min", "num"), ("max", "Max", "num"),
@@ -759,45 +763,112 @@ CHANNEL_COLUMNS = [("label", "Channel", "text"), ("min", "Min", "num"), ("max", 
 SAMPLE_COLUMNS = [("label", "Channel", "text"), ("index", "Index", "int"), ("x", "x", "num"),
                   ("raw_q", "Raw q", "num"), ("q", "q (clamped)", "int"), ("dequantized", "x̂", "num"),
                   ("abs_error", "Abs error", "num"), ("pct_error", "% error", "short"),
-                  ("clipped", "Clipped", "int"), ("tie", "Tie", "text")]
+                  ("clipped", "Clipped", "int"), ("tie", "Tie", "bool")]
 MANUAL_COLUMNS = [("label", "Channel", "text"), ("scale", "Scale", "num"), ("zero_point", "Zero-point", "int"),
                   ("sample", "Sample", "num"), ("raw_q", "Raw q", "num"), ("q", "Quantized", "int"),
                   ("dequantized", "Dequantized", "num"), ("abs_error", "Abs error", "num"),
                   ("pct_error", "% error", "short"), ("clipped", "Clipped", "int")]
 
 
-def column_data(table: dict, fields: list[tuple[str, str, str]], labels: list[str] | None) -> dict:
-    """Bokeh-ready columns from an engine table; 'label' comes from the channel labels (untrusted text)."""
-    out = {}
+PAGE_ROWS = 50  # rows per table page
+
+
+def cell_text(value, kind: str) -> str:
+    """One table cell as escaped text (numbers formatted for reading; labels escaped)."""
+    if kind == "text":
+        return esc(value)
+    if kind == "bool":
+        return "yes" if bool(value) else ""
+    if kind == "pct":
+        try:
+            return "–" if np.isnan(float(value)) else f"{float(value):.2%}"
+        except (TypeError, ValueError):
+            return esc(value)
+    return fmt(value, {"num": 8, "short": 5, "int": 12}[kind])
+
+
+def table_labels(table: dict, labels: list[str]) -> list[str]:
+    """Channel label per row (engine tables carry channel indices; manual mode carries names)."""
     ch = np.asarray(table.get("channel", []))
-    for f, _, kind in fields:
-        if f == "label":
-            if labels and ch.dtype.kind in "iu":
-                out[f] = [labels[int(i)] if 0 <= int(i) < len(labels) else str(i) for i in ch]
+    if ch.dtype.kind in "iu":
+        return [labels[int(i)] if 0 <= int(i) < len(labels) else str(int(i)) for i in ch]
+    return [str(v) for v in ch]
+
+
+def html_table(table_id: str, caption: str, columns, table: dict, labels: list[str], start: int, stop: int,
+               selected_channel: int | None = None) -> str:
+    """An accessible HTML table of rows [start, stop) of an engine table; every cell is escaped."""
+    names = table_labels(table, labels)
+    ch = np.asarray(table.get("channel", []))
+    head = "".join(f"<th scope='col'>{esc(title)}</th>" for _, title, _ in columns)
+    body = []
+    for i in range(start, min(stop, len(names))):
+        cells = []
+        for field, _, kind in columns:
+            if field == "label":
+                cells.append(f"<th scope='row' data-key='label'>{esc(names[i])}</th>")
             else:
-                out[f] = [str(v) for v in ch]
-        elif f in table:
-            v = np.asarray(table[f])
-            out[f] = ["yes" if b else "" for b in v] if kind == "text" else v.astype(float)
+                v = table[field][i] if field in table else float("nan")
+                cells.append(f"<td data-key='{field}'>{cell_text(v, kind)}</td>")
+        sel = ch.dtype.kind in "iu" and selected_channel is not None and int(ch[i]) == selected_channel
+        cls = " class='qc-selected' aria-selected='true'" if sel else ""
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (f"<div class='qc-scroll' tabindex='0' role='region' aria-label='{esc(caption)}'>"
+            f"<table class='qc-table' id='{table_id}'><caption>{esc(caption)}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+class PagedTable(pn.viewable.Viewer):
+    """An HTML table with a page picker (tables may hold thousands of rows; a page shows PAGE_ROWS)."""
+
+    def __init__(self, table_id: str, **params):
+        super().__init__(**params)
+        self.table_id = table_id
+        self.html = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self.page = pn.widgets.IntInput(name="Page", value=1, start=1, end=1, width=90, stylesheets=NO_SPIN)
+        self.of = html_pane("", margin=(22, 5, 0, 5))
+        self.pager = pn.Row(self.page, self.of, visible=False)
+        self._args = None
+        self.page.param.watch(lambda e: self._render(), "value")
+
+    def show(self, caption: str, columns, table: dict, labels: list[str], selected: int | None = None,
+             page_of_row: int | None = None) -> None:
+        self._args = (caption, columns, table, labels, selected)
+        n = len(table.get("channel", []))
+        pages = max(1, -(-n // PAGE_ROWS))
+        self.page.end = pages
+        self.pager.visible = pages > 1
+        self.of.object = f"<span class='qc-note'>of {pages} pages ({n} rows, {PAGE_ROWS} per page)</span>"
+        want = (page_of_row // PAGE_ROWS + 1) if page_of_row is not None else min(self.page.value, pages)
+        if want != self.page.value:
+            self.page.value = want  # renders through the watcher
         else:
-            out[f] = np.full(len(ch), np.nan)
-    out["channel"] = ch.astype(int) if ch.dtype.kind in "iuf" else np.arange(len(ch))
-    return out
+            self._render()
+
+    def _render(self) -> None:
+        if self._args is None:
+            return
+        caption, columns, table, labels, selected = self._args
+        start = (self.page.value - 1) * PAGE_ROWS
+        self.html.object = html_table(self.table_id, caption, columns, table, labels, start, start + PAGE_ROWS,
+                                      selected)
+
+    def __panel__(self):
+        return pn.Column(self.pager, self.html, sizing_mode="stretch_width")
 
 
 class ChannelTableView(pn.viewable.Viewer):
-    """One row per channel of the detail scheme; selecting a row selects the channel everywhere."""
+    """One row per channel of the detail scheme (paged); the selected channel is highlighted and can be
+    picked here, in the plots (click) or by index."""
 
     def __init__(self, calc: QuantCalcSettings, **params):
         super().__init__(**params)
         self.calc = calc
-        self.source = ColumnDataSource(column_data({}, CHANNEL_COLUMNS, None))
-        self.table = DataTable(source=self.source, columns=table_columns(CHANNEL_COLUMNS), height=260,
-                               sizing_mode="stretch_width", index_position=None, selectable=True, autosize_mode="none",
-                               sortable=True, name="channel-table")
-        self.source.selected.on_change("indices", self._on_select)
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
-        self._setting = False
+        self.table = PagedTable("qc-channels")
+        self.picker = pn.widgets.Select(name="Selected channel", options={}, width=220)
+        self.picker.param.watch(self._on_pick, "value")
+        self._table = None
         calc.param.watch(self._refresh, ["revision"])
         calc.param.watch(self._select, ["channel"])
         self._refresh()
@@ -805,84 +876,79 @@ class ChannelTableView(pn.viewable.Viewer):
     def _refresh(self, *events) -> None:
         res = self.calc.detail_result
         if res is None:
-            self.source.data = column_data({}, CHANNEL_COLUMNS, None)
             self.caption.object = "<h3 class='qc-h'>Per-channel table</h3><p>No result.</p>"
+            self.table.show("Per-channel table", CHANNEL_COLUMNS, {"channel": []}, [])
+            self.picker.options = {}
             return
-        table = res.channel_table()
-        self.source.data = column_data(table, CHANNEL_COLUMNS, self.calc.labels)
-        n = len(self.source.data["channel"])
+        self._table = res.channel_table()
+        labels = self.calc.labels
+        n = len(self._table["channel"])
         self.caption.object = (f"<h3 class='qc-h'>Per-channel table: {esc(res.label)}</h3>"
-                               f"<p class='qc-note'>{n} channel(s); scroll for more, click a row to select it. "
-                               "Zero-point shows – when a channel has several groups.</p>")
+                               f"<p class='qc-note'>{n} channel(s). Zero-point shows – when a channel has several "
+                               "groups; Range lo/hi is the range the scheme used.</p>")
+        if n <= 5000:
+            opts = {f"{i}: {name}": i for i, name in enumerate(table_labels(self._table, labels))}
+            self.picker.options = opts
+            self.picker.visible = True
+        else:
+            self.picker.visible = False  # thousands of channels: pick by index above the plots
         self._select()
 
     def _select(self, *events) -> None:
-        ch = self.calc.channel
-        if list(self.source.selected.indices) != [ch] and ch < len(self.source.data.get("channel", [])):
-            self._setting = True
-            self.source.selected.indices = [ch]
-            self._setting = False
-
-    def _on_select(self, attr, old, new) -> None:
-        if self._setting or not new:
+        if self._table is None:
             return
-        self.calc.channel = int(self.source.data["channel"][new[0]])
+        ch = self.calc.channel
+        if self.picker.visible and ch in self.picker.options.values() and self.picker.value != ch:
+            self.picker.value = ch
+        self.table.show(f"Per-channel results, {self.calc.detail_result.label}", CHANNEL_COLUMNS, self._table,
+                        self.calc.labels, selected=ch, page_of_row=ch if events else None)
+
+    def _on_pick(self, event) -> None:
+        if event.new is not None and event.new != self.calc.channel:
+            self.calc.channel = int(event.new)
 
     def __panel__(self):
-        return pn.Column(self.caption, pn.pane.Bokeh(self.table, sizing_mode="stretch_width"),
-                         sizing_mode="stretch_width")
+        return pn.Column(self.caption, self.picker, self.table, sizing_mode="stretch_width")
 
 
 class SampleTableView(pn.viewable.Viewer):
-    """Per-sample table (small inputs) or, in manual mode, the seed-001 style table."""
+    """Per-sample table (the first SAMPLE_TABLE_LIMIT values, paged) or, in manual mode, seed 001's table."""
 
     def __init__(self, calc: QuantCalcSettings, **params):
         super().__init__(**params)
         self.calc = calc
-        self.source = ColumnDataSource(column_data({}, SAMPLE_COLUMNS, None))
-        self.table = DataTable(source=self.source, columns=table_columns(SAMPLE_COLUMNS), height=260,
-                               sizing_mode="stretch_width", index_position=None, name="sample-table", autosize_mode="none")
-        self.manual_source = ColumnDataSource(column_data({}, MANUAL_COLUMNS, None))
-        self.manual_table = DataTable(source=self.manual_source, columns=table_columns(MANUAL_COLUMNS),
-                                      height=200, sizing_mode="stretch_width", index_position=None,
-                                      name="manual-table", autosize_mode="none")
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
-        # one pane whose object is swapped: a DataTable rendered while hidden breaks SlickGrid's CSS lookup
-        self.pane = pn.pane.Bokeh(self.table, sizing_mode="stretch_width")
+        self.table = PagedTable("qc-samples")
         calc.param.watch(self._refresh, ["revision"])
         self._refresh()
 
     def _refresh(self, *events) -> None:
         c = self.calc
-        manual = c.source == "manual"
-        wanted = self.manual_table if manual else self.table
-        if self.pane.object is not wanted:
-            self.pane.object = wanted
-        if manual:
+        if c.source == "manual":
             rows = c.manual_rows
             if rows is None:
-                self.manual_source.data = column_data({}, MANUAL_COLUMNS, None)
-                self.caption.object = "<h3 class='qc-h'>Manual mode</h3><p>Enter lines of channel, scale, zero-point, sample.</p>"
+                self.caption.object = ("<h3 class='qc-h'>Manual mode</h3><p>Enter lines of channel, scale, "
+                                       "zero-point, sample.</p>")
+                self.table.show("Manual mode", MANUAL_COLUMNS, {"channel": []}, [])
                 return
-            data = column_data(rows, MANUAL_COLUMNS, None)
-            self.manual_source.data = data
-            self.caption.object = f"<h3 class='qc-h'>Manual mode: {len(data['label'])} channel(s)</h3>"
+            self.caption.object = f"<h3 class='qc-h'>Manual mode: {len(rows['channel'])} sample(s)</h3>"
+            self.table.show("Manual mode: given scale and zero-point", MANUAL_COLUMNS, rows, [])
             return
         res = c.detail_result
         if res is None:
-            self.source.data = column_data({}, SAMPLE_COLUMNS, None)
             self.caption.object = "<h3 class='qc-h'>Per-sample table</h3><p>No result.</p>"
+            self.table.show("Per-sample table", SAMPLE_COLUMNS, {"channel": []}, [])
             return
         table = res.sample_table(limit=SAMPLE_TABLE_LIMIT)
-        self.source.data = column_data(table, SAMPLE_COLUMNS, c.labels)
-        shown, total = len(self.source.data["channel"]), res.metrics.n
+        shown, total = len(table["channel"]), res.metrics.n
         more = f" (first {shown} of {total})" if shown < total else ""
         self.caption.object = (f"<h3 class='qc-h'>Per-sample table: {esc(res.label)}{esc(more)}</h3>"
                                "<p class='qc-note'>Clipped: −1 below the range, +1 above. Tie: the integer "
                                "differs under the other convention.</p>")
+        self.table.show(f"Per-sample results, {res.label}", SAMPLE_COLUMNS, table, c.labels)
 
     def __panel__(self):
-        return pn.Column(self.caption, self.pane, sizing_mode="stretch_width")
+        return pn.Column(self.caption, self.table, sizing_mode="stretch_width")
 
 
 def thin(n: int, limit: int) -> tuple[slice, str]:
@@ -1106,7 +1172,7 @@ class PlotsView(pn.viewable.Viewer):
 
     def __panel__(self):
         picker = pn.widgets.IntInput.from_param(self.calc.param.channel, name="Selected channel (index; or click a "
-                                                "bar, point or table row)", width=300)
+                                                "bar, point or table row)", width=300, stylesheets=NO_SPIN)
         return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker,
                          *(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
                            (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)),
@@ -1374,8 +1440,7 @@ worse.</p>
 class DocsView(pn.viewable.Viewer):
     """Formulas (seeds 000–002), FAQ and the ruler story (seed 003), collapsed by default.
 
-    Native <details> elements, not pn.Card: a collapsed Card on the page broke the first layout of the
-    Bokeh DataTables (SlickGrid) in Chromium.
+    Native <details> elements: accessible, collapsible without any Python round trip.
     """
 
     def __panel__(self):
@@ -1392,8 +1457,7 @@ class DocsView(pn.viewable.Viewer):
 
 
 # Responsive columns: a CSS grid that fits as many >= 400 px columns as the width allows (three on large
-# screens, two on medium, one on phones). A CSS grid, not pn.FlexBox: SlickGrid (Bokeh DataTable) fails
-# with "Cannot find stylesheet" when it is first laid out inside a flex box.
+# screens, two on medium, one on phones).
 GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 400px), 1fr));"
             " column-gap: 16px; align-items: start; }")
 COLUMN_STYLE = {"min-width": "0"}
@@ -1434,7 +1498,7 @@ def build_app() -> pn.viewable.Viewable:
         def sync_url() -> None:
             pn.state.location.sync(calc, {k: k for k in URL_PARAMS}, on_error=url_error)
 
-        # after the first render: syncing while the document is built breaks SlickGrid's first layout
+        # once the page is up: the URL then overrides the opening example's settings
         pn.state.onload(sync_url)
     url_alert = alert_pane()
     calc.param.watch(lambda e: show_error(url_alert, e.new), "url_error")

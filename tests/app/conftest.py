@@ -111,16 +111,15 @@ def axe_js() -> Path:
     return js
 
 
-def read_grid(page, index: int) -> list[dict[str, str]]:
-    """Rows of the index-th Bokeh DataTable on the page as {column title: cell text}, in display order."""
-    grid = page.locator(".bk-data-table").nth(index)
-    headers = [t.strip() for t in grid.locator(".slick-header-column").all_inner_texts()]
+def read_table(page, table_id: str) -> list[dict[str, str]]:
+    """Rows of an HTML results table (current page) as {column title: cell text}."""
+    table = page.locator(f"#{table_id}")
+    headers = [t.strip() for t in table.locator("thead th").all_inner_texts()]
     rows = []
-    for r in grid.locator(".slick-row").all():
-        top = int(re.search(r"top:\s*(-?\d+)", r.get_attribute("style") or "top:0").group(1))
-        cells = [t.strip() for t in r.locator(".slick-cell").all_inner_texts()]
-        rows.append((top, dict(zip(headers, cells))))
-    return [d for _, d in sorted(rows, key=lambda t: t[0])]
+    for r in table.locator("tbody tr").all():
+        cells = [t.strip() for t in r.locator("th, td").all_inner_texts()]
+        rows.append(dict(zip(headers, cells)))
+    return rows
 
 
 def read_compare(page) -> dict[str, dict[str, str]]:
