@@ -550,7 +550,7 @@ def clip_bounds(res, ch: int) -> tuple[float, float]:
 # 3. views
 # --------------------------------------------------------------------------------------------------
 
-NO_SPIN = [".bk-spin-btn, .bk-spin-wrapper { display: none !important; }"]  # unlabeled +/- buttons (axe)
+NO_SPIN = [".bk-spin-btn { display: none !important; }"]  # its +/- buttons have no accessible name (axe)
 
 
 def alert_pane() -> pn.pane.Alert:
@@ -784,7 +784,7 @@ def cell_text(value, kind: str) -> str:
             return "–" if np.isnan(float(value)) else f"{float(value):.2%}"
         except (TypeError, ValueError):
             return esc(value)
-    return fmt(value, {"num": 8, "short": 5, "int": 12}[kind])
+    return fmt(value, {"num": 10, "short": 5, "int": 12}[kind])
 
 
 def table_labels(table: dict, labels: list[str]) -> list[str]:
