@@ -344,3 +344,16 @@ def test_axe_no_serious_or_critical_violations(page, app_url, axe_js):
     (ARTIFACTS / "axe_violations.json").write_text(json.dumps(violations, indent=2))
     bad = [v for v in violations if v["impact"] in ("serious", "critical")]
     assert not bad, json.dumps(bad, indent=2)
+
+
+def test_channel_selection_is_linked(page, app_url):
+    open_app(page, app_url, "example=s0")
+    wait_example(page, "s0")
+    page.get_by_label("Selected channel", exact=True).select_option("2: ch3")
+    poll(lambda: _assert_equal(page.locator("#qc-channels tr.qc-selected th").inner_text(), "ch3"))
+    index_box = page.get_by_label("Selected channel (index; or click a bar, point or table row)")
+    poll(lambda: _assert_equal(index_box.input_value(), "2"))
+    index_box.fill("3")
+    index_box.press("Enter")
+    poll(lambda: _assert_equal(page.locator("#qc-channels tr.qc-selected th").inner_text(), "ch4"))
+    assert "channel=3" in page.evaluate("location.search")
