@@ -1132,8 +1132,8 @@ class PlotsView(pn.viewable.Viewer):
         lo, hi = clip_bounds(res, self.calc.channel)
         self.clip_lo.location, self.clip_hi.location = lo, hi
         extra = "" if 0 < levels["n"] <= 64 else " (grid not drawn)"
-        self.hist_fig.title.text = (f"Histogram of {res.metrics.n} values ({len(hist['count'])} bins); "
-                                    f"grid{extra} and clip bounds (red) of the selected channel")
+        self.hist_fig.title.text = (f"Histogram, {res.metrics.n:,} values; grid{extra}, "
+                                    f"clip bounds (red) of selected channel")
 
     def _refresh_channel(self, *events) -> None:
         c = self.calc
@@ -1483,7 +1483,8 @@ def build_app() -> pn.viewable.Viewable:
         spinner, sizing_mode="stretch_width")
     left = pn.Column(inputs, settings, styles=COLUMN_STYLE, sizing_mode="stretch_width")
     middle = pn.Column(comparison, channels, samples, exports, styles=COLUMN_STYLE, sizing_mode="stretch_width")
-    right = pn.Column(plots, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    # Bokeh titles do not wrap: a long one must not widen the page.
+    right = pn.Column(plots, styles={**COLUMN_STYLE, "overflow-x": "hidden"}, sizing_mode="stretch_width")
     body = pn.Column(left, middle, right, sizing_mode="stretch_width", stylesheets=[GRID_CSS])
     if pn.state.location is not None:
         def url_error(bad: dict) -> None:
