@@ -557,7 +557,8 @@ def alert_pane() -> pn.pane.Alert:
     return pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
 
 
-def show_error(pane: pn.pane.Alert, message: str) -> None:
+def show_error(pane: pn.pane.Alert, message: str, kind: str = "danger") -> None:
+    pane.alert_type = kind
     pane.object = md_safe(message) if message else ""
     pane.visible = bool(message)
 
@@ -1255,6 +1256,8 @@ class ExportView(pn.viewable.Viewer):
         try:
             return _bytes_io.BytesIO(pdf_report(self.calc))
         except ImportError as exc:
+            if _load_pdf_library_in_browser(self.alert):
+                return None
             show_error(self.alert, f"PDF export needs fpdf2, which could not be loaded: {exc}")
             return None
 
@@ -1263,6 +1266,30 @@ class ExportView(pn.viewable.Viewer):
                          pn.FlexBox(self.csv_summary, self.csv_channels, self.csv_samples, self.json, self.pdf,
                                     flex_wrap="wrap"),
                          self.alert, sizing_mode="stretch_width")
+
+
+def _load_pdf_library_in_browser(alert: pn.pane.Alert) -> bool:
+    """Under Pyodide, start installing fpdf2 from the bundle's lock (it is not loaded at start-up).
+
+    A download callback cannot await, so the first click starts the install and says so; the next click
+    makes the PDF. Returns False outside Pyodide (there fpdf2 comes from the app extra).
+    """
+    try:
+        import pyodide_js  # only exists inside Pyodide
+    except ImportError:
+        return False
+    import asyncio
+
+    async def load() -> None:
+        try:
+            await pyodide_js.loadPackage(["fpdf2"])
+            show_error(alert, "The PDF library is ready: click “PDF report” again.", kind="info")
+        except Exception as exc:  # reported next to the button, never as a traceback
+            show_error(alert, f"The PDF library (fpdf2) could not be loaded: {exc}")
+
+    show_error(alert, "Loading the PDF library (first use only)…", kind="info")
+    asyncio.ensure_future(load())
+    return True
 
 
 def channel_labels(table: dict, labels: list[str]) -> list[str]:
