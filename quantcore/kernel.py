@@ -71,13 +71,15 @@ class PassResult:
     raw: np.ndarray | None         # unclamped codes in the working dtype (kept only when asked)
 
 
-def _tiles(n_rows: int, row_len: int):
-    if row_len >= TILE_ELEMENTS:
+def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
+    """``(r0, r1, c0, c1)`` rectangles covering ``(n_rows, row_len)``, each about ``tile`` elements:
+    whole rows when rows are short, column slices of one row when a row alone exceeds ``tile``."""
+    if row_len >= tile:
         for r in range(n_rows):
-            for c in range(0, row_len, TILE_ELEMENTS):
-                yield r, r + 1, c, min(c + TILE_ELEMENTS, row_len)
+            for c in range(0, row_len, tile):
+                yield r, r + 1, c, min(c + tile, row_len)
     else:
-        step = max(1, TILE_ELEMENTS // row_len)
+        step = max(1, tile // row_len)
         for r in range(0, n_rows, step):
             yield r, min(r + step, n_rows), 0, row_len
 
@@ -105,7 +107,7 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
     stored = store_scale(scale, conv.scale_storage)
     zp_all_zero = not zp.any()
     scales_positive = bool((stored > 0).all())  # a stored scale can underflow to 0 (fp16)
-    for r0, r1, c0, c1 in _tiles(n_rows, row_len):
+    for r0, r1, c0, c1 in tiles(n_rows, row_len):
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
             v = v.astype(dt)

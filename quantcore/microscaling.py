@@ -25,6 +25,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 from . import floatfmt as ff
+from .kernel import tiles
 
 __all__ = ["FloatScheme", "FloatQuantized", "quantize_float_scheme", "KINDS"]
 
@@ -275,18 +276,6 @@ _ABS = 0x7FFF_FFFF
 _INF_BITS = 0x7F80_0000
 
 
-def _tiles(n_rows: int, width: int):
-    """(r0, r1, c0, c1) rectangles covering (n_rows, width); each is contiguous in a C-ordered array."""
-    if width >= _TILE:
-        for r in range(n_rows):
-            for c in range(0, width, _TILE):
-                yield r, r + 1, c, min(c + _TILE, width)
-    else:
-        step = max(1, _TILE // width)
-        for r in range(0, n_rows, step):
-            yield r, min(r + step, n_rows), 0, width
-
-
 def _block_amax(blocks: np.ndarray) -> np.ndarray:
     """float32 max |x| per row of ``blocks``; NaN if the row holds a NaN, inf if an inf (and no NaN).
 
@@ -300,7 +289,7 @@ def _block_amax(blocks: np.ndarray) -> np.ndarray:
     cap = min(blocks.size, _TILE)
     buf = np.empty(cap, np.uint32)
     tbuf = np.empty(cap, np.uint32) if w < 64 else None
-    for r0, r1, c0, c1 in _tiles(nb, w):
+    for r0, r1, c0, c1 in tiles(nb, w, _TILE):
         t = u[r0:r1, c0:c1]
         a = buf[:t.size].reshape(t.shape)
         np.bitwise_and(t, _ABS, out=a)
@@ -333,7 +322,7 @@ def _quantize_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: n
     sbuf = np.empty(cap, _F32)
     op_scale = np.asarray(op_scale, _F32)
     deq_scale = np.asarray(deq_scale, _F32)
-    for r0, r1, c0, c1 in _tiles(nb, w):
+    for r0, r1, c0, c1 in tiles(nb, w, _TILE):
         t = blocks[r0:r1, c0:c1]
         s = sbuf[:t.size].reshape(t.shape)
         op(t, op_scale[r0:r1, None], out=s)
