@@ -7,7 +7,6 @@ Exit status 0 on success, 2 on bad input or options with a one-line message and 
 from __future__ import annotations
 
 import argparse
-import io as _io
 import sys
 from typing import Sequence
 

@@ -40,7 +40,7 @@ class QuantSpec:
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {self.mapping!r}; expected one of {', '.join(MAPPINGS)}")
-        conv = get_convention(self.convention)
+        get_convention(self.convention)  # validates the name
         if self.rounding is not None and self.rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {', '.join(ROUNDINGS)}")
         if self.symmetric_scale is not None and self.symmetric_scale not in SYMMETRIC_SCALES:
@@ -53,7 +53,6 @@ class QuantSpec:
             raise ValueError(f"unknown granularity {self.granularity!r}")
         if self.preset is not None:
             get_block_format(self.preset)
-        del conv
 
     @property
     def effective_rounding(self) -> str:

@@ -3,7 +3,6 @@ Playwright, and axe-core from npm (packed into tests/artifacts/npm, which git ig
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys

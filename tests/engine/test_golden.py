@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import quantcore as qc
-from quantcore import EXAMPLES, IntFormat, PerChannel, PerTensor, QuantSpec, analyze, manual, memory_estimate
+from quantcore import EXAMPLES, IntFormat, PerChannel, PerTensor, analyze, manual, memory_estimate
 
 # Seed 001 (001_00947ab41b581a11.txt), the table:
 # | Channel | Min | Max | Sample | Scale | Zero Point | Quantized | Dequantized |

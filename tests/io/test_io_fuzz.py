@@ -8,13 +8,10 @@ max_examples below add up to 11,500 per run; deadline=None; runtime ~30-50 s on 
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import zipfile
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
