@@ -24,6 +24,7 @@ Keys, values and tensor names are untrusted text.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -71,10 +72,7 @@ class GgufTensor:
 
     @property
     def count(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)  # Python ints: no overflow for hostile shapes
 
     @property
     def loadable(self) -> bool:

@@ -22,6 +22,7 @@ are listed but refused on load.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 
@@ -53,10 +54,7 @@ class StEntry:
 
     @property
     def count(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)  # Python ints: no overflow for hostile shapes
 
 
 @dataclass(frozen=True)
