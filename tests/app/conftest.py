@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from page_helpers import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -108,37 +108,3 @@ def axe_js() -> Path:
         with tarfile.open(tgz[0]) as tf:
             tf.extractall(cache, filter="data")
     return js
-
-
-def read_table(page, table_id: str) -> list[dict[str, str]]:
-    """Rows of an HTML results table (current page) as {column title: cell text}."""
-    table = page.locator(f"#{table_id}")
-    headers = [t.strip() for t in table.locator("thead th").all_inner_texts()]
-    rows = []
-    for r in table.locator("tbody tr").all():
-        cells = [t.strip() for t in r.locator("th, td").all_inner_texts()]
-        rows.append(dict(zip(headers, cells)))
-    return rows
-
-
-def read_compare(page) -> dict[str, dict[str, str]]:
-    """The scheme comparison table: {scheme label: {data-key: text}} plus '_best' for the highlighted row."""
-    out = {}
-    for row in page.locator("#qc-compare tbody tr").all():
-        label = row.get_attribute("data-scheme")
-        cells = {c.get_attribute("data-key"): c.inner_text().strip() for c in row.locator("td").all()}
-        cells["_best"] = "qc-best" in (row.get_attribute("class") or "")
-        out[label] = cells
-    return out
-
-
-def poll(check, timeout: float = 15.0, interval: float = 0.25):
-    """Retry `check` until it stops raising AssertionError (the app recomputes asynchronously)."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.time() > deadline:
-                raise
-            time.sleep(interval)

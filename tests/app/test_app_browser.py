@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import quantcore as qc
-from conftest import ARTIFACTS, poll, read_compare, read_table
+from page_helpers import ARTIFACTS, poll, read_compare, read_table
 
 pytestmark = pytest.mark.browser
 

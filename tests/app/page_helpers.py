@@ -1,0 +1,43 @@
+"""Reading the calculator page like a user: tables as text, with retries while the app recomputes.
+
+A plain module (not conftest) so the tests import it by a name no other test folder uses."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
+
+
+def read_table(page, table_id: str) -> list[dict[str, str]]:
+    """Rows of an HTML results table (current page) as {column title: cell text}."""
+    table = page.locator(f"#{table_id}")
+    headers = [t.strip() for t in table.locator("thead th").all_inner_texts()]
+    rows = []
+    for r in table.locator("tbody tr").all():
+        cells = [t.strip() for t in r.locator("th, td").all_inner_texts()]
+        rows.append(dict(zip(headers, cells)))
+    return rows
+
+
+def read_compare(page) -> dict[str, dict[str, str]]:
+    """The scheme comparison table: {scheme label: {data-key: text}} plus '_best' for the highlighted row."""
+    out = {}
+    for row in page.locator("#qc-compare tbody tr").all():
+        label = row.get_attribute("data-scheme")
+        cells = {c.get_attribute("data-key"): c.inner_text().strip() for c in row.locator("td").all()}
+        cells["_best"] = "qc-best" in (row.get_attribute("class") or "")
+        out[label] = cells
+    return out
+
+
+def poll(check, timeout: float = 15.0, interval: float = 0.25):
+    """Retry `check` until it stops raising AssertionError (the app recomputes asynchronously)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(interval)
