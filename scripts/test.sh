@@ -23,13 +23,21 @@ if ! command -v npm >/dev/null; then
 fi
 
 PY=${PYTHON:-python3}
+# QUANTCALC_FRESH_VENV=1 (set by .ci/run) starts from an empty environment, as a newcomer does, so a
+# missing or drifting dependency fails here and not only on someone else's machine.
+if [ "${QUANTCALC_FRESH_VENV:-0}" = 1 ] && [ -d .venv ]; then
+  echo "== removing .venv (QUANTCALC_FRESH_VENV=1)"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PY" -m venv .venv
 fi
-echo "== installing quantcore with its app, build and test extras"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[app,build,test]'
+# Every version is pinned in constraints.txt (PIP_CONSTRAINT also reaches pip's build environments).
+export PIP_CONSTRAINT="$PWD/constraints.txt"
+echo "== installing quantcore with its app, build and test extras (versions from constraints.txt)"
+.venv/bin/python -m pip install -q --disable-pip-version-check pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[app,build,test]'
 if [ ! -x /usr/bin/chromium ]; then
   .venv/bin/python -m playwright install chromium || echo "!! no browser available: browser tests will skip and say why"
 fi
