@@ -16,8 +16,8 @@ Reads like a table of contents:
 Pyodide note: the worker's message handlers run in this module's globals and bind ``state``, ``patch``,
 ``location``, ``json``, ``loc_data``; no module-level name here uses those.
 """
-from __future__ import annotations
-
+# No ``from __future__ import ...`` here: ``panel convert`` runs its own lines before this file's code, where a
+# __future__ import is a SyntaxError (build/build_site.py refuses one).
 import asyncio
 import html
 import io as _bytes_io
@@ -61,6 +61,7 @@ MAX_PLOT_POINTS = 20_000     # never ship more than this many points to one plot
 MAX_CHANNEL_VALUES = 4_096   # points of one channel shown in the reconstruction plot
 SAMPLE_TABLE_LIMIT = 10_000  # per-sample table rows
 FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
+# (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
 
 
@@ -222,9 +223,12 @@ class QuantCalcSettings(param.Parameterized):
         self._upload_filename = ""
         self._applying = False
         self._names: list[str] | None = None
+        self._generation = 0          # bumped by every change; work for an older one is dropped
+        self._data_pending = False    # a change asked to reload the data and that has not run yet
         self._apply_example(self.example, keep=set())
         self._load_data()
         self._analyze()
+        self._frontier_if_auto()
         self.param.watch(self._on_change, list(DATA_PARAMS + ANALYSIS_PARAMS + ("tensor_name",)))
 
     # --- reactions ----------------------------------------------------------------------------
@@ -261,36 +265,87 @@ class QuantCalcSettings(param.Parameterized):
         return {n for n in names if n in URL_PARAMS} - {"example", "source"}
 
     def _schedule(self, need_data: bool) -> None:
-        """Recompute behind the busy spinner.
+        """Recompute behind the busy indicator, then (when cheap enough) the frontier.
 
-        Server: show the spinner now, compute on the next tick (with the document lock), so the spinner
-        reaches the browser first. Pyodide: the same through an asyncio task (no document lock there).
-        No document (build time, plain Python): compute at once.
+        Server: show the indicator now, compute on the next tick (with the document lock), so it reaches the
+        browser first. Pyodide: the same through an asyncio task (no document lock there). The results are
+        published before the frontier sweep starts, and a newer change supersedes older pending work (only
+        the newest change's computation runs). No document (build time, plain Python): compute at once.
         """
-        doc = pn.state.curdoc
-        if doc is None:
-            self._recompute(need_data)
+        self._data_pending |= need_data
+        self._generation += 1
+        generation = self._generation
+        if pn.state.curdoc is None:
+            self._run_if_current(generation)
             return
         self.busy = True
-        if getattr(pn.state, "_is_pyodide", False) or doc.session_context is None:
-            async def later() -> None:
-                await asyncio.sleep(0.01)
-                self._recompute_guarded(need_data)
+        self._later(lambda: self._run_if_current(generation))
 
-            asyncio.ensure_future(later())
+    def _later(self, step) -> None:
+        doc = pn.state.curdoc
+        if getattr(pn.state, "_is_pyodide", False) or doc is None or doc.session_context is None:
+            async def run() -> None:
+                await asyncio.sleep(0.01)   # lets the busy state reach the page first
+                step()
+
+            asyncio.ensure_future(run())
         else:
-            doc.add_next_tick_callback(lambda: self._recompute_guarded(need_data))
+            doc.add_next_tick_callback(step)
 
-    def _recompute_guarded(self, need_data: bool) -> None:
+    def _run_if_current(self, generation: int) -> None:
+        if generation != self._generation:
+            return
         try:
+            need_data, self._data_pending = self._data_pending, False
             self._recompute(need_data)
         finally:
             self.busy = False
+        if pn.state.curdoc is None:
+            self._frontier_if_auto()
+        else:
+            self._later(lambda: self._frontier_if_auto(generation))
 
     def _recompute(self, need_data: bool) -> None:
         if need_data:
             self._load_data()
         self._analyze()
+
+    def _frontier_if_auto(self, generation: int | None = None) -> None:
+        """The error-vs-memory sweep, when the tensor is small enough to sweep without being asked."""
+        if generation is not None and generation != self._generation:
+            return
+        result = self.detail_result
+        if result is None or self.source == "manual":
+            return
+        if result.metrics.n > FRONTIER_AUTO_LIMIT:
+            self.frontier_pending = True
+        elif generation is None:
+            self.frontier = self._sweep_or_empty()
+        else:
+            self._sweep_stepwise(generation)
+
+    def _sweep_stepwise(self, generation: int) -> None:
+        """The frontier one scheme per tick: a newer change (bits, mapping, ...) stops it between schemes, so
+        the page stays responsive while a large tensor is swept (in the browser worker too)."""
+        try:
+            rows_iter = iter(self._sweep_rows())
+        except ValueError:
+            return
+        rows: list[dict] = []
+
+        def step() -> None:
+            if generation != self._generation:
+                return
+            try:
+                rows.append(next(rows_iter))
+            except StopIteration:
+                self.frontier = qc_report.mark_pareto(rows)
+                return
+            except ValueError:
+                return  # the frontier is extra; the main results stand on their own
+            self._later(step)
+
+        step()
 
     # --- examples -------------------------------------------------------------------------------
     def _apply_example(self, key: str, keep: set[str]) -> None:
@@ -418,10 +473,6 @@ class QuantCalcSettings(param.Parameterized):
                 else:
                     out["tensor_result"] = self._per_tensor_or_none()
                 out["labels"] = [str(n) for n in out["detail_result"].channel_names]
-                if out["detail_result"].metrics.n <= FRONTIER_AUTO_LIMIT:
-                    out["frontier"] = self._sweep_or_empty()
-                else:
-                    out["frontier_pending"] = True
         except ValueError as exc:
             out["settings_error"] = str(exc)
             if self.source == "manual":
@@ -433,15 +484,18 @@ class QuantCalcSettings(param.Parameterized):
             self.channel = 0
         self.revision += 1
 
-    def _sweep(self) -> list[dict]:
-        """Bits x granularity frontier with the current options (a custom range becomes data min/max:
-        one fixed range cannot serve every granularity)."""
+    def _sweep_rows(self):
+        """Bits x granularity frontier rows with the current options, one scheme at a time (a custom range
+        becomes data min/max: one fixed range cannot serve every granularity)."""
         base = self.scheme_spec("per-channel")
         if isinstance(base.range, qc.CustomRange):
             base = base.with_(range=qc.MinMax())
-        return list(qc.sweep(self.data, base=base, bits=(2, 3, 4, 5, 6, 8),
-                             granularities=(qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32),
-                                            qc.PerGroup(128)), channel_axis=self.axis))
+        return qc_report.sweep_rows(self.data, base=base, bits=(2, 3, 4, 5, 6, 8),
+                                    granularities=(qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32),
+                                                   qc.PerGroup(128)), channel_axis=self.axis)
+
+    def _sweep(self) -> list[dict]:
+        return qc_report.mark_pareto(list(self._sweep_rows()))
 
     def _per_tensor_or_none(self):
         """Per-tensor result for the range plot's overlay when it is not among the compared schemes."""
@@ -1194,8 +1248,8 @@ class ExportView(pn.viewable.Viewer):
                                                    label="CSV: per-sample", button_type="primary", width=150)
         self.json = pn.widgets.FileDownload(callback=self._json, filename="report.json",
                                             label="JSON", button_type="primary", width=150)
-        self.pdf = pn.widgets.FileDownload(callback=self._pdf, filename="report.pdf",
-                                           label="PDF report", button_type="primary", width=150)
+        self.pdf = DeclinableDownload(callback=self._pdf, filename="report.pdf",
+                                      label="PDF report", button_type="primary", width=150)
         self.alert = alert_pane()
         calc.param.watch(self._rename, ["tensor_name"])
         self._rename()
@@ -1252,14 +1306,19 @@ class ExportView(pn.viewable.Viewer):
             doc["frontier"] = list(c.frontier)
         return self._text(qc_report.to_json(doc))
 
-    def _pdf(self):
+    async def _pdf(self):
+        """The PDF report; the PDF library is loaded on first use (in the browser it is not part of the start-up).
+
+        Returns None (no download) with the reason shown next to the buttons when the library cannot be loaded.
+        """
         try:
-            return _bytes_io.BytesIO(pdf_report(self.calc))
-        except ImportError as exc:
-            if _load_pdf_library_in_browser(self.alert):
-                return None
-            show_error(self.alert, f"PDF export needs fpdf2, which could not be loaded: {exc}")
+            if await load_pdf_library(self.alert):
+                self.alert.visible = False
+            data = pdf_report(self.calc)
+        except Exception as exc:  # shown next to the buttons, never a traceback
+            show_error(self.alert, f"The PDF report could not be made: {exc}")
             return None
+        return _bytes_io.BytesIO(data)
 
     def __panel__(self):
         return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
@@ -1268,27 +1327,33 @@ class ExportView(pn.viewable.Viewer):
                          self.alert, sizing_mode="stretch_width")
 
 
-def _load_pdf_library_in_browser(alert: pn.pane.Alert) -> bool:
-    """Under Pyodide, start installing fpdf2 from the bundle's lock (it is not loaded at start-up).
+class DeclinableDownload(pn.widgets.FileDownload):
+    """A FileDownload whose coroutine callback may return None: then nothing is sent (Panel 1.9.4 would raise
+    ``ValueError: Cannot transfer unknown object of type NoneType`` in ``_sync_data``)."""
 
-    A download callback cannot await, so the first click starts the install and says so; the next click
-    makes the PDF. Returns False outside Pyodide (there fpdf2 comes from the app extra).
+    async def _async_sync_data(self):
+        fileobj = await self.callback()
+        if fileobj is not None:
+            self._sync_data(fileobj)
+
+
+async def load_pdf_library(alert: pn.pane.Alert) -> bool:
+    """Make ``import fpdf`` work; True when it had to be loaded (the browser's first PDF).
+
+    Natively fpdf2 comes with the app extra. In the Pyodide worker it is loaded from the bundle on first use,
+    with its lock dependencies (Pillow, fontTools, defusedxml and Pyodide's ssl module: fpdf2 imports
+    ``urllib.request.HTTPSHandler``, which exists in Pyodide only once ssl is loaded).
     """
     try:
-        import pyodide_js  # only exists inside Pyodide
+        import pyodide_js  # only inside Pyodide
     except ImportError:
+        import fpdf  # noqa: F401  (natively: an ImportError here names what is missing)
         return False
-    import asyncio
-
-    async def load() -> None:
-        try:
-            await pyodide_js.loadPackage(["fpdf2"])
-            show_error(alert, "The PDF library is ready: click “PDF report” again.", kind="info")
-        except Exception as exc:  # reported next to the button, never as a traceback
-            show_error(alert, f"The PDF library (fpdf2) could not be loaded: {exc}")
-
-    show_error(alert, "Loading the PDF library (first use only)…", kind="info")
-    asyncio.ensure_future(load())
+    import sys
+    if "fpdf" in sys.modules:
+        return False
+    show_error(alert, "Loading the PDF library (first PDF only)…", kind="info")
+    await pyodide_js.loadPackage(["fpdf2"])
     return True
 
 

@@ -123,8 +123,24 @@ def sweep(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEF
 
     Group sizes at least as long as the group axis are skipped (they equal per-channel). With
     ``max_elements``, a larger tensor is swept on evenly spaced channels (see :func:`channel_subsample`);
-    every row then carries ``sampled_channels``.
+    every row then carries ``sampled_channels``. Rows carry ``pareto`` (see :func:`mark_pareto`).
     """
+    return mark_pareto(list(sweep_rows(x, base, bits, granularities, channel_axis, extra, max_elements)))
+
+
+def mark_pareto(rows: list[dict]) -> list[dict]:
+    """Set ``pareto`` on sweep rows: no other row is at most as large and at most as wrong (RMSE)."""
+    mask = pareto_mask([r["total_bytes"] for r in rows], [r["rmse"] for r in rows])
+    for r, p in zip(rows, mask):
+        r["pareto"] = bool(p)
+    return rows
+
+
+def sweep_rows(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEFAULT_SWEEP_BITS,
+               granularities: Sequence[Granularity] = DEFAULT_SWEEP_GRANULARITIES, channel_axis: int = 0,
+               extra: Sequence[QuantSpec] = (), max_elements: int | None = None) -> Iterable[dict]:
+    """The rows of :func:`sweep` one scheme at a time (no ``pareto`` yet), so a caller can stop early or
+    yield to other work between schemes."""
     base = base or QuantSpec(mapping="symmetric")
     sampled = None
     if max_elements is not None:
@@ -132,7 +148,6 @@ def sweep(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEF
         sampled = kept
     specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
              for b in bits for g in granularities]
-    rows = []
     for s in list(specs) + list(extra):
         if isinstance(s.granularity, PerGroup) and not (s.preset or s.float_scheme):
             if _group_axis_length(x, s.granularity.axis) <= s.granularity.size:
@@ -142,11 +157,7 @@ def sweep(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEF
         row.update(bits=r.memory.bits, granularity=s.label if (s.preset or s.float_scheme) else s.granularity.label)
         if sampled is not None:
             row["sampled_channels"] = sampled
-        rows.append(row)
-    mask = pareto_mask([r["total_bytes"] for r in rows], [r["rmse"] for r in rows])
-    for r, p in zip(rows, mask):
-        r["pareto"] = bool(p)
-    return rows
+        yield row
 
 
 def _group_axis_length(x: ArrayLike, axis: int) -> int:
