@@ -14,10 +14,16 @@ Output (``build/site/`` by default, every URL in it relative):
     build-info.json             versions, startup/on-demand packages, packages that still need the network
     SHA256SUMS, size-report.txt
 
-Pyodide's compiled packages (numpy, markupsafe, pyyaml, pillow) exist only on the Pyodide CDN. When the CDN
-answers, they are downloaded (sha256 checked against the lock) and vendored; when it does not, their lock
-entries keep the CDN URL, the build prints them, and the worker looks for a local copy first at run time:
-dropping the wheel into ``pyodide/`` makes the same bundle fully offline.
+Pyodide's compiled packages (numpy, nh3, markupsafe, pyyaml; pillow and ssl for the PDF) exist only in Pyodide's
+own distribution (its CDN and its release archive), not on any package registry. They are taken, each checked
+against the sha256 of pyodide@0.29.3's lock, from the first of:
+
+1. a local folder of official Pyodide 0.29.3 files: ``--pyodide-packages DIR`` or ``$QUANTCALC_PYODIDE_PACKAGES``,
+   else ``${XDG_CACHE_HOME:-~/.cache}/quantcalc/pyodide-0.29.3`` when it exists (what unpacking Pyodide's release
+   archive gives, or what ``get-packages.sh`` collects); the bundle then needs no network at all;
+2. the Pyodide CDN, when it answers;
+3. otherwise their lock entries keep the CDN URL, the build prints them, and the worker looks for a local copy
+   first at run time: dropping the wheel into ``pyodide/`` makes the same bundle fully offline.
 """
 from __future__ import annotations
 
@@ -73,9 +79,21 @@ PYPI_STARTUP: dict[str, str | None] = {
 }
 # Installed only when the app asks for them (the PDF report): `await pyodide_js.loadPackage(["fpdf2"])`.
 PYPI_ON_DEMAND: dict[str, str | None] = {"fpdf2": None, "defusedxml": None, "fonttools": "lock"}
-# Compiled packages: only Pyodide's own distribution has them.
-COMPILED_STARTUP = ("numpy", "markupsafe", "pyyaml")
-COMPILED_ON_DEMAND = ("pillow",)
+# Compiled packages: only Pyodide's own distribution has them. nh3: Panel's HTML sanitizer imports it the first
+# time a Markdown-based pane (pn.pane.Alert) renders. ssl (+ its OpenSSL library): fpdf2 imports
+# urllib.request.HTTPSHandler, which Pyodide defines only once ssl is loaded.
+COMPILED_STARTUP = ("numpy", "markupsafe", "pyyaml", "nh3")
+COMPILED_ON_DEMAND = ("pillow", "ssl", "libopenssl")
+PACKAGES_ENV = "QUANTCALC_PYODIDE_PACKAGES"
+
+
+def default_packages_dir() -> Path | None:
+    """$QUANTCALC_PYODIDE_PACKAGES, else the folder get-packages.sh fills, when it exists."""
+    if os.environ.get(PACKAGES_ENV):
+        return Path(os.environ[PACKAGES_ENV]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "quantcalc" / f"pyodide-{PYODIDE_VERSION}"
+    return folder if folder.is_dir() else None
 # Declared dependencies inside the bundle (lock "depends"); everything else a wheel's metadata asks for
 # (pandas, pillow, nh3, contourpy, narwhals, requests, xyzservices, panel-material-ui ...) is never installed.
 DEPENDS: dict[str, list[str]] = {
@@ -85,7 +103,7 @@ DEPENDS: dict[str, list[str]] = {
     "markdown-it-py": ["mdurl"],
     "mdit-py-plugins": ["markdown-it-py"],
     "quantcore": ["numpy"],
-    "fpdf2": ["pillow", "fonttools", "defusedxml"],
+    "fpdf2": ["pillow", "fonttools", "defusedxml", "ssl"],
 }
 # Files stripped from the bokeh/panel wheels: the page already loads their JS from bokeh/ and panel/.
 BOKEH_STRIP = re.compile(r"(\.js|\.d\.ts|\.tsbuildinfo|/bokeh\.json|\.js\.map)$")
@@ -269,10 +287,13 @@ class Package:
     display_name: str = ""
     cdn_only: bool = False
     on_demand: bool = False
+    package_type: str = "package"   # Pyodide's lock: "package", "cpython_module" (ssl), "shared_library"
+    install_dir: str = "site"       # "dynlib" for shared libraries
 
     def lock_entry(self) -> dict:
         return {"depends": sorted(self.depends), "file_name": self.file_name, "imports": self.imports,
-                "install_dir": "site", "name": self.display_name or self.name, "package_type": "package",
+                "install_dir": self.install_dir, "name": self.display_name or self.name,
+                "package_type": self.package_type,
                 "sha256": self.sha256, "unvendored_tests": False, "version": self.version}
 
 
@@ -303,7 +324,22 @@ def fetch_from_cdn(file_name: str, sha256: str, cache: Path) -> Path | None:
     return dest
 
 
-def collect_packages(core: Path, site_pyodide: Path, cache: Path, use_cdn: bool) -> list[Package]:
+def from_packages_dir(folder: Path | None, file_name: str, sha256: str) -> Path | None:
+    """``folder/file_name`` when it exists and its sha256 equals the lock's; a mismatch is an error."""
+    if folder is None:
+        return None
+    path = folder / file_name
+    if not path.is_file():
+        return None
+    got = sha256_file(path)
+    if got != sha256:
+        raise SystemExit(f"{path}: sha256 {got} differs from pyodide@{PYODIDE_VERSION}'s lock ({sha256}); "
+                         "this is not the official file: delete it or fetch it again")
+    return path
+
+
+def collect_packages(core: Path, site_pyodide: Path, cache: Path, use_cdn: bool,
+                     packages_dir: Path | None = None) -> list[Package]:
     lock = json.loads((core / "pyodide-lock.json").read_text())["packages"]
     pkgs: list[Package] = []
 
@@ -327,6 +363,10 @@ def collect_packages(core: Path, site_pyodide: Path, cache: Path, use_cdn: bool)
             key = norm(dist)
             if pin == "lock":
                 version, lock_key = lock[key]["version"], key
+                official = from_packages_dir(packages_dir, lock[key]["file_name"], lock[key]["sha256"])
+                if official is not None:  # Pyodide's own build of it: its lock entry stays as is
+                    add_wheel(official, lock_key, on_demand)
+                    continue
             else:
                 version, lock_key = pin or installed_version(dist), None
             add_wheel(pip_download(f"{dist}=={version}", cache), lock_key, on_demand)
@@ -349,19 +389,74 @@ def collect_packages(core: Path, site_pyodide: Path, cache: Path, use_cdn: bool)
     for names, on_demand in ((COMPILED_STARTUP, False), (COMPILED_ON_DEMAND, True)):
         for key in names:
             e = lock[key]
-            local = fetch_from_cdn(e["file_name"], e["sha256"], cache) if use_cdn else None
+            local = from_packages_dir(packages_dir, e["file_name"], e["sha256"])
+            if local is None and use_cdn:
+                local = fetch_from_cdn(e["file_name"], e["sha256"], cache)
             if local is not None:
                 shutil.copyfile(local, site_pyodide / e["file_name"])
                 file_name, cdn_only = e["file_name"], False
             else:
                 file_name, cdn_only = PYODIDE_CDN + e["file_name"], True
             pkgs.append(Package(key, e["version"], file_name, e["sha256"], e["imports"], e["depends"],
-                                display_name=e["name"], cdn_only=cdn_only, on_demand=on_demand))
+                                display_name=e["name"], cdn_only=cdn_only, on_demand=on_demand,
+                                package_type=e["package_type"], install_dir=e["install_dir"]))
     for p in pkgs:
         missing = [d for d in p.depends if d not in {q.name for q in pkgs}]
         if missing:
             raise SystemExit(f"lock entry {p.name} depends on {missing}, which the bundle does not carry")
     return pkgs
+
+
+SITE_PACKAGES = "/lib/python3.13/site-packages/"
+STDLIB_ZIP = "/lib/python313.zip/"
+KEEP_SOURCE = ("quantcore",)  # our own code keeps its .py next to the bytecode (tracebacks show source lines)
+
+
+def precompile(core: Path, site_pyodide: Path, pkgs: list[Package]) -> dict:
+    """Replace the Python sources in the stdlib zip and every wheel with Python 3.13 bytecode.
+
+    The bytecode is made by Pyodide's own interpreter under Node (``build/precompile.py`` explains why and
+    how); each wheel's lock entry gets the new sha256. Returns ``{archive: modules compiled}``.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is needed to precompile Python bytecode with Pyodide (apt-get install nodejs), "
+                         "or build with --no-precompile")
+    jobs, by_file = [], {}
+    work = site_pyodide.parent / ".precompile"
+    work.mkdir(exist_ok=True)
+    targets = [("python_stdlib.zip", STDLIB_ZIP, True)]
+    targets += [(p.file_name, SITE_PACKAGES, p.name not in KEEP_SOURCE) for p in pkgs
+                if p.file_name.endswith(".whl") and not p.cdn_only]
+    for name, prefix, sourceless in targets:
+        src = site_pyodide / name
+        dst = work / name
+        jobs.append({"src": "/host" + str(src), "dst": "/host" + str(dst), "prefix": prefix,
+                     "sourceless": sourceless})
+        by_file[name] = (src, dst)
+    (work / "jobs.json").write_text(json.dumps(jobs))
+    proc = subprocess.run([node, str(BUILD_DIR / "pyodide_run.mjs"), str(core), str(BUILD_DIR / "precompile.py"),
+                           "/host" + str(work / "jobs.json")], capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("PRECOMPILE-REPORT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"precompiling with Pyodide failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}"
+                         f"\n{proc.stderr[-2000:]}")
+    report = json.loads(line.split(" ", 1)[1])
+    for name, (src, dst) in by_file.items():
+        os.replace(dst, src)
+    shutil.rmtree(work)
+    by_name = {p.file_name: p for p in pkgs}
+    for name in by_file:
+        if name in by_name:
+            by_name[name].sha256 = sha256_file(site_pyodide / name)
+    out = {}
+    for job, r in zip(jobs, report):
+        name = Path(job["src"]).name
+        out[name] = r["compiled"]
+        if r["failed"]:
+            log(f"precompile {name}: kept as source (did not compile): {', '.join(r['failed'][:5])}")
+    log(f"precompiled {sum(out.values())} modules in {len(out)} archives with Pyodide's Python")
+    return out
 
 
 def check_app_imports(app: Path, pkgs: list[Package]) -> None:
@@ -371,6 +466,10 @@ def check_app_imports(app: Path, pkgs: list[Package]) -> None:
     provided_later = {imp: p for p in pkgs if p.on_demand for imp in p.imports}
     problems = []
     for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            problems.append(f"{app.name}:{node.lineno}: from __future__ import ... cannot be used: panel convert "
+                            "runs its own lines before the app's code, so in the browser it is a SyntaxError")
+            continue
         names = []
         if isinstance(node, ast.Import):
             names = [(a.name.split(".")[0], node.lineno) for a in node.names]
@@ -435,12 +534,79 @@ def localize_html(out: Path, app_name: str) -> list[str]:
     # Bokeh's CDN tags carry SRI hashes of the CDN files; the local copies are the same builds, but a
     # crossorigin attribute is pointless for same-origin files.
     html = html.replace(' crossorigin="anonymous"', "")
-    # Panel's base template has no manifest link: add it (and the icon) for the PWA.
-    if 'rel="manifest"' not in html:
-        html = html.replace("<head>", '<head>\n    <link rel="manifest" href="./site.webmanifest">\n'
-                            '    <link rel="icon" href="./images/favicon.ico">', 1)
+    # Panel's PWA snippet registers the service worker late and reloads the page when it changes; the boot
+    # script registers ours instead.
+    if PANEL_SW_SNIPPET not in html:
+        raise SystemExit("panel convert's service-worker snippet changed: update PANEL_SW_SNIPPET in build_site.py")
+    html = html.replace(PANEL_SW_SNIPPET, "")
+    # es-module-shims serves only Panel's ReactiveESM / JSComponent models, which the app does not use; it probes
+    # the browser by executing an inline script, which the Content-Security-Policy below rightly blocks.
+    shims = re.findall(r'<script type="esms-options">[^<]*</script>\s*|<script type="text/javascript" '
+                       r'src="[^"]*es-module-shims[^"]*"></script>\s*', html)
+    if len(shims) != 2:
+        raise SystemExit(f"expected es-module-shims' two script tags in {html_path.name}, found {len(shims)}")
+    for tag in shims:
+        html = html.replace(tag, "")
+    boot = (TEMPLATES / "boot.js").read_text().replace("__APP_JS__", f"{app_name}.js")
+    head = ('<head>\n    <meta http-equiv="Content-Security-Policy" content="__CSP__">\n'
+            f'    <script>\n{boot}    </script>\n')
+    if 'rel="manifest"' not in html:  # Panel's base template has no manifest link: add it (and the icon)
+        head += ('    <link rel="manifest" href="./site.webmanifest">\n'
+                 '    <link rel="icon" href="./images/favicon.ico">')
+    html = html.replace("<head>", head, 1)
+    html = html.replace("__CSP__", content_security_policy(html))
     html_path.write_text(html, encoding="utf-8")
     return used
+
+
+PANEL_SW_SNIPPET = """<script type="text/javascript">
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('./serviceWorker.js').then(reg => {
+    reg.onupdatefound = () => {
+      const installingWorker = reg.installing;
+      installingWorker.onstatechange = () => {
+        if (installingWorker.state === 'installed' &&
+            navigator.serviceWorker.controller) {
+          // Reload page if service worker is replaced
+          location.reload();
+        }
+      }
+    }
+  })
+}
+</script>"""
+INLINE_SCRIPT_RE = re.compile(r"<script(?P<attrs>[^>]*)>(?P<body>.*?)</script>", re.S)
+
+
+def content_security_policy(html: str) -> str:
+    """Exactly what the page needs: its own files, its inline scripts by hash, WebAssembly.
+
+    Inline scripts are allowed one by one (sha256 of each, computed here); data: images and fonts come from
+    Panel's CSS; styles are inline by design in Bokeh/Panel (shadow roots). The page itself contacts no other
+    host: Pyodide runs in the worker (a same-origin script, which a meta policy does not govern).
+    """
+    hashes = []
+    for m in INLINE_SCRIPT_RE.finditer(html):
+        attrs, body = m.group("attrs"), m.group("body")
+        if "src=" in attrs or re.search(r'type="(application/json|esms-options)"', attrs):
+            continue
+        hashes.append("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'")
+    directives = [
+        "default-src 'self'",
+        # 'unsafe-eval' and blob:: BokehJS / Panel compile some code at run time (new Function) and Panel's
+        # es-module-shims loads modules from blob: URLs; both were measured to fail without them.
+        "script-src 'self' 'wasm-unsafe-eval' 'unsafe-eval' blob: " + " ".join(sorted(set(hashes))),
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self'",
+        "manifest-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'none'",
+    ]
+    return "; ".join(directives)
 
 
 PANEL_REF_RE = re.compile(r"\./panel/([0-9][^/\"']*)/dist/([^\"'\s)?#\\]+)")
@@ -506,14 +672,38 @@ def all_files(out: Path) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
 
 
-def write_service_worker(out: Path) -> list[str]:
-    assets = [f for f in all_files(out) if f not in NOT_PRECACHED]
+def build_fingerprint(site_pyodide: Path, app: Path) -> str:
+    """Version of the site's cache: every file under pyodide/ (core, lock, wheels incl. quantcore), the app's
+    source and this build's own code and templates. The page and its JS follow from those and the installed
+    panel/bokeh, whose wheels are in pyodide/."""
     digest = hashlib.sha256()
-    for f in assets:
-        digest.update(f.encode() + b"\0" + sha256_file(out / f).encode() + b"\n")
+    parts = sorted(site_pyodide.iterdir()) + [app, Path(__file__).resolve()] + sorted(TEMPLATES.iterdir())
+    for f in parts:
+        if f.is_file():
+            digest.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def startup_files(pkgs: list[Package], lock: dict) -> dict[str, str]:
+    """Files the worker requests at once, before Pyodide asks (relative path -> SRI integrity or "")."""
+    # (pyodide.js and pyodide.asm.js are loaded with importScripts, which a fetch cannot serve)
+    files = {f"pyodide/{f}": "" for f in PYODIDE_CORE_FILES if not f.endswith(".js")}
+    files["pyodide/pyodide-lock.json"] = ""
+    entries = lock["packages"]
+    for p in pkgs:
+        if not p.on_demand and not p.cdn_only:
+            sri = "sha256-" + base64.b64encode(bytes.fromhex(entries[p.name]["sha256"])).decode()
+            files[f"pyodide/{p.file_name}"] = sri
+    return files
+
+
+def write_service_worker(out: Path, version: str, app_name: str, remote: dict[str, str]) -> list[str]:
+    """serviceWorker.js with this build's cache version and the list of files it may cache."""
+    assets = [f for f in all_files(out) if f not in NOT_PRECACHED]
     sw = (TEMPLATES / "serviceWorker.js").read_text()
-    sw = sw.replace("__CACHE_VERSION__", digest.hexdigest()[:16])
-    sw = sw.replace("/*PRECACHE*/[]", json.dumps(["./" + a for a in assets], indent=1))
+    sw = sw.replace("__CACHE_VERSION__", version).replace("__APP_HTML__", f"{app_name}.html")
+    sw = sw.replace("/*SITE_FILES*/[]", json.dumps(assets, indent=1))
+    sw = sw.replace("/*REMOTE_FILES*/[]", json.dumps(sorted(remote.values())))
     (out / "serviceWorker.js").write_text(sw)
     return assets
 
@@ -546,7 +736,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=str(BUILD_DIR / "cache"), help="download cache")
     ap.add_argument("--title", default="quantcalc: quantization calculator")
     ap.add_argument("--no-cdn-probe", action="store_true",
-                    help="do not try the Pyodide CDN; compiled packages stay CDN-only")
+                    help="do not try the Pyodide CDN (compiled packages not found locally stay CDN-only)")
+    ap.add_argument("--no-precompile", action="store_true",
+                    help="ship Python sources only (every visit then compiles them again; for comparison)")
+    ap.add_argument("--pyodide-packages", metavar="DIR", default=None,
+                    help=f"folder of official Pyodide {PYODIDE_VERSION} package files to vendor (default: "
+                         f"${PACKAGES_ENV}, else ~/.cache/quantcalc/pyodide-{PYODIDE_VERSION} if present)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     app = Path(args.app).resolve()
@@ -563,12 +758,18 @@ def main(argv: list[str] | None = None) -> int:
     for f in PYODIDE_CORE_FILES:
         shutil.copyfile(core / f, out / "pyodide" / f)
 
+    packages_dir = Path(args.pyodide_packages).expanduser() if args.pyodide_packages else default_packages_dir()
+    if packages_dir is not None and not packages_dir.is_dir():
+        raise SystemExit(f"--pyodide-packages / ${PACKAGES_ENV}: {packages_dir} is not a folder")
+    log(f"official Pyodide packages from {packages_dir}" if packages_dir else
+        f"no local folder of Pyodide packages (--pyodide-packages or ${PACKAGES_ENV})")
     use_cdn = False
     if not args.no_cdn_probe:
         use_cdn = probe_cdn()
         log(f"Pyodide CDN {PYODIDE_CDN} is {'reachable: vendoring compiled packages' if use_cdn else 'unreachable'}")
-    pkgs = collect_packages(core, out / "pyodide", cache, use_cdn)
+    pkgs = collect_packages(core, out / "pyodide", cache, use_cdn, packages_dir)
     check_app_imports(app, pkgs)
+    compiled = {} if args.no_precompile else precompile(core, out / "pyodide", pkgs)
 
     base_lock = json.loads((core / "pyodide-lock.json").read_text())
     lock = {"info": base_lock["info"], "packages": {p.name: p.lock_entry() for p in sorted(pkgs, key=lambda p: p.name)}}
@@ -584,11 +785,15 @@ def main(argv: list[str] | None = None) -> int:
         "on_demand_packages": sorted(p.name for p in pkgs if p.on_demand),
         "cdn_only_packages": cdn_only,
         "cdn_only_files": {p.name: p.file_name for p in sorted(pkgs, key=lambda p: p.name) if p.cdn_only},
+        "precompiled_modules": compiled,
     }
     (out / "build-info.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
 
     worker_config = {k: info[k] for k in ("pyodide_version", "pyodide_cdn", "panel_cdn_root",
                                           "startup_packages", "cdn_only_packages")}
+    cache_version = build_fingerprint(out / "pyodide", app)
+    worker_config["cache_version"] = cache_version
+    worker_config["startup_files"] = startup_files(pkgs, lock)
     # Convert in a fresh interpreter: Panel reads PANEL_CDN_ROOT at import time, and Bokeh's model ids
     # are counters, so a fresh process gives the same page on every build.
     try:
@@ -600,12 +805,12 @@ def main(argv: list[str] | None = None) -> int:
     texts = [(out / f).read_text(encoding="utf-8") for f in (f"{app_name}.html", f"{app_name}.js")]
     vendor_panel_dist(out, texts)
     write_pwa(out, app_name, args.title)
-    assets = write_service_worker(out)
+    assets = write_service_worker(out, cache_version, app_name, info["cdn_only_files"])
     total_raw, total_gz = write_reports(out)
 
     print((out / "size-report.txt").read_text(), end="")
     log(f"bokeh bundles: {', '.join(used_bokeh)}")
-    log(f"{len(assets)} assets pre-cached by serviceWorker.js; sha256 in SHA256SUMS")
+    log(f"{len(assets)} site files cached by serviceWorker.js (version {cache_version}); sha256 in SHA256SUMS")
     log(f"bundle: {total_raw:,} bytes raw, {total_gz:,} bytes gzip -9")
     if cdn_only:
         log("STILL NEED THE NETWORK (Pyodide CDN only; compiled for WebAssembly, not on PyPI/npm): "

@@ -1,7 +1,9 @@
 // Page side of the quantcalc worker (derived from Panel 1.9.4's pyodide_handler.js): shows the worker's
-// progress, a visible message when Python cannot start, and keeps a log in window.quantcalcWorkerLog.
-window.quantcalcWorkerLog = []
-const pyodideWorker = new Worker("./{{ name }}.js");
+// progress, a visible message when Python cannot start, and keeps a log in window.quantcalcWorkerLog
+// (stage, page time `t` in ms). The worker itself was started by the boot script at the top of <head>
+// (build/templates/boot.js); the messages it sent before this script ran are replayed here in order.
+const pyodideWorker = window.quantcalcWorker || new Worker("./{{ name }}.js")
+window.quantcalcWorkerLog = window.quantcalcWorkerLog || []
 pyodideWorker.busy = false
 pyodideWorker.queue = []
 
@@ -25,8 +27,15 @@ function quantcalcShowError(text) {
   }
 }
 
-pyodideWorker.onerror = (event) => {
-  window.quantcalcWorkerLog.push({type: 'error', stage: 'worker-crashed', msg: `${event.message}`})
+function logEntry(msg) {
+  const t = msg.at != null ? Math.round(msg.at - performance.timeOrigin) : Math.round(performance.now())
+  window.quantcalcWorkerLog.push({type: msg.type, stage: msg.stage, msg: msg.msg, t: t,
+                                  missing: msg.missing, installed: msg.installed})
+}
+
+function onWorkerError(event) {
+  window.quantcalcWorkerLog.push({type: 'error', stage: 'worker-crashed', msg: `${event.message}`,
+                                  t: Math.round(performance.now())})
   quantcalcShowError(`The Python worker stopped: ${event.message}`)
 }
 
@@ -49,11 +58,49 @@ function send_change(jsdoc, event) {
   pyodideWorker.postMessage({type: 'patch', patch: patch})
 }
 
-pyodideWorker.onmessage = async (event) => {
+// After the calculator is live: give the service worker a copy of every file of the site, so the next visit
+// starts from its cache and works offline (PDF export included). The files this page and its worker already
+// downloaded are copied from the browser's HTTP cache (`only-if-cached`: never a second download); the
+// service worker then downloads the few nobody asked for yet. See build/templates/serviceWorker.js.
+function cacheSiteForOffline() {
+  if (!('serviceWorker' in navigator)) {
+    return
+  }
+  navigator.serviceWorker.addEventListener('message', async (event) => {
+    if (!event.data || event.data.type !== 'copy-from-http-cache') {
+      return
+    }
+    const cache = await caches.open(event.data.cache)
+    // this page is cached without its query string; the HTTP cache holds it under the URL it was opened with
+    // (not location.href: the app has rewritten the query string since)
+    const nav = performance.getEntriesByType('navigation')[0]
+    const opened = new URL(nav ? nav.name : location.href)
+    const loaded = new Set(performance.getEntriesByType('resource').map((e) => e.name.split('#')[0]))
+    for (const url of event.data.urls) {
+      const source = new URL(url).pathname === opened.pathname ? opened.href : url
+      if (source !== opened.href && !loaded.has(url)) {
+        continue   // this page never loaded it (the service worker downloads it)
+      }
+      try {
+        const response = await fetch(source, {cache: 'only-if-cached', mode: 'same-origin'})
+        if (response.ok) {
+          await cache.put(url, response)
+        }
+      } catch (err) { /* not in the HTTP cache: the service worker downloads it */ }
+    }
+    event.source.postMessage({type: 'copied'})
+  })
+  navigator.serviceWorker.ready.then((reg) => {
+    if (reg.active) {
+      reg.active.postMessage({type: 'cache-site'})
+    }
+  }).catch(() => {})
+}
+
+async function onWorkerMessage(event) {
   const msg = event.data
   if (msg.type === 'status' || msg.type === 'error' || msg.type === 'render') {
-    window.quantcalcWorkerLog.push({type: msg.type, stage: msg.stage, msg: msg.msg, ms: msg.ms,
-                                    missing: msg.missing, installed: msg.installed, t: Math.round(performance.now())})
+    logEntry(msg.type === 'render' ? {...msg, stage: 'render-received'} : msg)
   }
 
   const body = document.getElementsByTagName('body')[0]
@@ -71,6 +118,9 @@ pyodideWorker.onmessage = async (event) => {
     console.error(msg.msg, msg.details || '')
     quantcalcShowError(msg.msg)
   } else if (msg.type === 'status') {
+    if (msg.stage === 'ready') {
+      cacheSiteForOffline()
+    }
     let loading_msg
     if (loading_msgs.length) {
       loading_msg = loading_msgs[0]
@@ -80,9 +130,10 @@ pyodideWorker.onmessage = async (event) => {
       body.appendChild(loading_msg)
     }
     if (loading_msg != null) {
-      loading_msg.innerHTML = msg.msg
+      loading_msg.textContent = msg.msg
     }
   } else if (msg.type === 'render') {
+    await prerendered()
     const docs_json = JSON.parse(msg.docs_json)
     const render_items = JSON.parse(msg.render_items)
     const root_ids = JSON.parse(msg.root_ids)
@@ -113,6 +164,7 @@ pyodideWorker.onmessage = async (event) => {
     for (const loading_msg of loading_msgs) {
       loading_msg.remove()
     }
+    logEntry({type: 'status', stage: 'rendered', at: performance.timeOrigin + performance.now()})
 
     // Setup bi-directional syncing
     pyodideWorker.jsdoc = jsdoc = [...views.roots.values()][0].model.document
@@ -127,4 +179,48 @@ pyodideWorker.onmessage = async (event) => {
       patching -= 1
     }
   }
-};
+}
+
+// Resolves once BokehJS has drawn the pre-rendered document (it must not be replaced half-way).
+function prerendered(timeout_ms = 15000) {
+  const expected = document.querySelectorAll('[data-root-id]').length
+  const t0 = performance.now()
+  return new Promise((resolve) => {
+    const check = () => {
+      const n = (window.Bokeh && Bokeh.index) ? Bokeh.index.roots.length : 0
+      if (n >= expected || performance.now() - t0 > timeout_ms) {
+        resolve()
+      } else {
+        setTimeout(check, 25)
+      }
+    }
+    check()
+  })
+}
+
+// Messages are handled one at a time, in order (a render must finish before the patches that follow it).
+let chain = Promise.resolve()
+function handle(event) {
+  chain = chain.then(() => onWorkerMessage(event)).catch((e) => console.warn('quantcalc:', e))
+}
+
+function attach() {
+  const early = window.quantcalcEarly || []
+  window.quantcalcEarly = null
+  pyodideWorker.onmessage = handle
+  pyodideWorker.onerror = onWorkerError
+  for (const item of early) {
+    if (item.error) {
+      onWorkerError(item.error)
+    } else {
+      handle(item)
+    }
+  }
+}
+
+// The pre-rendered document is embedded at DOMContentLoaded; the worker's document replaces it only after.
+if (document.readyState !== 'loading') {
+  attach()
+} else {
+  document.addEventListener('DOMContentLoaded', () => setTimeout(attach, 0), {once: true})
+}

@@ -1,14 +1,25 @@
 // Pyodide web worker for the quantcalc static bundle (derived from Panel 1.9.4's pyodide_worker.js).
 // Every URL is relative to this script, so the bundle works under any sub-path and inside an iframe.
+//
+// Start-up, in order of what costs time (see benchmarks/bench_bundle.py for the measured timeline):
+// - the page creates this worker from the top of its <head>, before parsing BokehJS/Panel JS;
+// - every file the start-up needs (Pyodide's core, the lock, every start-up wheel) is requested at once, here,
+//   in parallel with Pyodide's boot; Pyodide's own fetches are then answered from those downloads;
+// - the site's files are cache-first from the Cache Storage the service worker also reads, and whatever comes
+//   from the network is put there (sha256-checked where the lock gives one), so a page visited once works
+//   offline and no file is downloaded twice;
+// - the wheels carry Python 3.13 bytecode (build/precompile.py), so imports do not compile.
 importScripts("{{ PYODIDE_URL }}");
 
 const BUILD = /*BUILD_CONFIG*/{};
+const SITE_URL = new URL("./", self.location.href).href;
 const INDEX_URL = new URL("./pyodide/", self.location.href).href;
 const normalize = (name) => name.toLowerCase().replace(/[-_.]+/g, "-");
+const now = () => performance.timeOrigin + performance.now();   // epoch ms, comparable with the page's
 
 function status(msg, extra = {}) {
   console.log(`[quantcalc worker] ${msg}`);
-  self.postMessage({type: "status", msg: msg, ...extra});
+  self.postMessage({type: "status", msg: msg, at: now(), ...extra});
 }
 
 function sendPatch(patch, buffers, msg_id) {
@@ -19,29 +30,145 @@ function sendPatch(patch, buffers, msg_id) {
   })
 }
 
+// --- the site's files: cache-first, each downloaded at most once ------------------------------------------------
+const nativeFetch = self.fetch.bind(self);
+// The service worker's cache (serviceWorker.js: `quantcalc-<scope>-<build version>`, scope = this folder).
+const CACHE_NAME = `quantcalc-${SITE_URL}-${BUILD.cache_version}`;
+const cacheReady = (self.caches ? caches.open(CACHE_NAME) : Promise.reject(new Error("no Cache Storage")))
+  .catch(() => null);   // e.g. an opaque origin: then plain network fetches
+const inflight = new Map();   // absolute URL -> Promise<{bytes: ArrayBuffer, type: string}>
+
+function hexToBase64(hex) {
+  let bin = "";
+  for (let i = 0; i < hex.length; i += 2) {
+    bin += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
+  }
+  return btoa(bin);
+}
+
+async function sha256Base64(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return btoa(String.fromCharCode(...digest));
+}
+
+async function download(url, integrity) {
+  const cache = await cacheReady;
+  let response = cache ? await cache.match(url) : undefined;
+  const fromCache = Boolean(response);
+  if (!response) {
+    response = await nativeFetch(url, integrity ? {integrity: integrity} : {});
+    if (!response.ok) {
+      throw new Error(`${url}: HTTP ${response.status}`);
+    }
+  }
+  const bytes = await response.arrayBuffer();
+  const type = response.headers.get("Content-Type") || "";
+  if (fromCache && integrity && integrity.startsWith("sha256-")
+      && integrity.slice(7) !== await sha256Base64(bytes)) {
+    await cache.delete(url);          // a damaged cache entry: fetch it again, checked by the browser
+    return download(url, integrity);
+  }
+  if (cache && !fromCache) {
+    cache.put(url, new Response(bytes.slice(0), {headers: {"Content-Type": type}})).catch(() => {});
+  }
+  return {bytes, type};
+}
+
+function siteFile(url, integrity) {
+  if (!inflight.has(url)) {
+    const p = download(url, integrity);
+    p.catch(() => inflight.delete(url));
+    inflight.set(url, p);
+  }
+  return inflight.get(url);
+}
+
+// The wasm module itself keeps a real (URL-bearing) response: the browser caches its compiled code only then.
+// One request, shared: every caller gets a clone.
+let wasmResponse = null;
+function wasmFile(url) {
+  if (wasmResponse === null) {
+    wasmResponse = (async () => {
+      const response = await nativeFetch(url);
+      const cache = await cacheReady;
+      if (cache && response.ok && !(await cache.match(url))) {
+        await cache.put(url, response.clone()).catch(() => {});
+      }
+      return response;
+    })();
+    wasmResponse.catch(() => { wasmResponse = null; });
+  }
+  return wasmResponse.then((r) => r.clone());
+}
+
+self.fetch = async (input, init = {}) => {
+  const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url, self.location.href).href;
+  const method = (init.method || (input instanceof Request ? input.method : "GET")).toUpperCase();
+  const file = url.startsWith(SITE_URL) ? url.slice(SITE_URL.length) : null;
+  if (method !== "GET" || file === null || !file.startsWith("pyodide/")) {
+    return nativeFetch(input, init);
+  }
+  if (file.endsWith(".wasm")) {
+    return wasmFile(url);
+  }
+  const {bytes, type} = await siteFile(url, init.integrity);
+  return new Response(bytes.slice(0), {status: 200, headers: {"Content-Type": type}});
+};
+
+// Ask for everything the start-up needs now, while Pyodide boots (the wasm through the HTTP cache, which
+// makes Pyodide's own request for it wait for this one).
+for (const [file, integrity] of Object.entries(BUILD.startup_files)) {
+  const url = SITE_URL + file;
+  (file.endsWith(".wasm") ? wasmFile(url) : siteFile(url, integrity || undefined)).catch(() => {});
+}
+
 // Local first, CDN second: a lock entry that still points at the Pyodide CDN is switched to the copy
 // next to pyodide-lock.json when that file exists, so dropping the wheel there makes the bundle offline.
 async function resolveLock() {
-  const response = await fetch(INDEX_URL + "pyodide-lock.json");
-  if (!response.ok) {
-    throw new Error(`pyodide-lock.json: HTTP ${response.status}`);
-  }
-  const lock = await response.json();
+  const lock = JSON.parse(new TextDecoder().decode((await siteFile(INDEX_URL + "pyodide-lock.json")).bytes));
   const remote = Object.values(lock.packages).filter((p) => /^[a-z]+:\/\//.test(p.file_name));
   await Promise.all(remote.map(async (pkg) => {
     const local = pkg.file_name.split("/").pop();
     try {
-      const probe = await fetch(INDEX_URL + local, {method: "HEAD", cache: "no-store"});
+      const probe = await nativeFetch(INDEX_URL + local, {method: "HEAD", cache: "no-store"});
       if (probe.ok) {
         pkg.file_name = local;
       }
-    } catch (e) { /* offline: keep the CDN URL (the service worker may have it cached) */ }
+    } catch (e) { /* offline: keep the CDN URL */ }
   }));
   return lock;
 }
 
+// pyodide.js and pyodide.asm.js came through importScripts, which the fetch wrapper above does not see: copy
+// them from the HTTP cache into the site's cache (no second download), so the next visit works offline.
+async function keepImportedScripts() {
+  const cache = await cacheReady;
+  if (!cache) {
+    return;
+  }
+  for (const file of ["pyodide.js", "pyodide.asm.js"]) {
+    const url = INDEX_URL + file;
+    if (await cache.match(url)) {
+      continue;
+    }
+    try {
+      const response = await nativeFetch(url, {cache: "only-if-cached", mode: "same-origin"});
+      if (response.ok) {
+        await cache.put(url, response);
+      }
+    } catch (e) { /* not in the HTTP cache: the service worker downloads it */ }
+  }
+}
+
+async function python(code, stage, msg) {
+  const result = await self.pyodide.runPythonAsync(code);
+  if (stage) {
+    status(msg, {stage: stage});
+  }
+  return result;
+}
+
 async function startApplication() {
-  const t0 = performance.now();
   status("Loading Pyodide", {stage: "pyodide-loading"});
   try {
     const lock = await resolveLock();
@@ -52,16 +179,15 @@ async function startApplication() {
       env: {PANEL_CDN_ROOT: BUILD.panel_cdn_root},
     });
   } catch (e) {
-    self.postMessage({type: "error", stage: "pyodide-failed",
+    self.postMessage({type: "error", stage: "pyodide-failed", at: now(),
                       msg: `Python (Pyodide ${BUILD.pyodide_version}) could not start: ${e}`});
     throw e;
   }
-  const bootMs = Math.round(performance.now() - t0);
-  status(`Pyodide ${self.pyodide.version} ready`, {stage: "pyodide-ready", ms: bootMs});
+  status(`Pyodide ${self.pyodide.version} ready`, {stage: "pyodide-ready"});
+  keepImportedScripts();
   self.pyodide.globals.set("sendPatch", sendPatch);
 
   status("Installing packages", {stage: "installing"});
-  const t1 = performance.now();
   const errors = [];
   try {
     await self.pyodide.loadPackage(BUILD.startup_packages, {
@@ -89,27 +215,36 @@ async function startApplication() {
     }
     const installed = BUILD.startup_packages.filter((name) => loaded.has(normalize(name)));
     self.postMessage({type: "error", stage: "packages-missing", missing: missing, cdn_missing: fromCdn,
-                      installed: installed,
-                      details: errors.slice(0, 10), msg: msg});
+                      installed: installed, at: now(), details: errors.slice(0, 10), msg: msg});
     return;
   }
-  status("Packages installed", {stage: "installed", ms: Math.round(performance.now() - t1)});
+  status("Packages installed", {stage: "installed"});
 
-  console.log("Environment loaded!");
-  status("Executing code", {stage: "executing"});
+  // The converted app: panel convert's prologue, app.py, and `await write_doc()` (serialises the document).
+  const code = `{{ code }}`;
+  const writeDoc = "await write_doc()";
   try {
-    const [docs_json, render_items, root_ids] = await self.pyodide.runPythonAsync(`{{ code }}`)
+    if (!code.trimEnd().endsWith(writeDoc)) {
+      throw new Error("the converted app does not end with write_doc(): build/ and panel disagree");
+    }
+    await python("import numpy", "imported-numpy", "numpy imported");
+    await python("import bokeh.models, bokeh.plotting", "imported-bokeh", "bokeh imported");
+    await python("import panel", "imported-panel", "panel imported");
+    await python("import quantcore, quantcore.io, quantcore.report", "imported-quantcore", "quantcore imported");
+    await python(code.trimEnd().slice(0, -writeDoc.length), "app-built", "Calculator built");
+    const [docs_json, render_items, root_ids] = await python(writeDoc, "document-written", "Document written");
     self.postMessage({
       type: 'render',
       docs_json: docs_json,
       render_items: render_items,
-      root_ids: root_ids
+      root_ids: root_ids,
+      at: now(),
     })
-    status("Ready", {stage: "ready", ms: Math.round(performance.now() - t0)});
   } catch(e) {
     const traceback = `${e}`
     const tblines = traceback.split('\n')
-    self.postMessage({type: "error", stage: "app-failed", msg: tblines[tblines.length-2], details: [traceback]});
+    self.postMessage({type: "error", stage: "app-failed", at: now(), msg: tblines[tblines.length-2],
+                      details: [traceback]});
     throw e
   }
 }
@@ -117,12 +252,13 @@ async function startApplication() {
 self.onmessage = async (event) => {
   const msg = event.data
   if (msg.type === 'rendered') {
-    self.pyodide.runPythonAsync(`
+    await self.pyodide.runPythonAsync(`
     from panel.io.state import state
     from panel.io.pyodide import _link_docs_worker
 
     _link_docs_worker(state.curdoc, sendPatch, setter='js')
     `)
+    status("Ready", {stage: "ready"});
   } else if (msg.type === 'patch') {
     self.pyodide.globals.set('patch', msg.patch)
     self.pyodide.runPythonAsync(`
