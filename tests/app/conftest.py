@@ -8,16 +8,18 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from page_helpers import ARTIFACTS
+from page_helpers import ARTIFACTS, is_static
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 
 def _free_port() -> int:
@@ -26,8 +28,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", params=["native", "worker"])
+def app_url(request):
+    """The calculator's URL in each runtime it ships in: ``native`` (`panel serve app.py`) and ``worker`` (the
+    static page, every computation in the Pyodide worker; skipped with the reason where the official Pyodide
+    packages are absent). Every browser test runs against both: what works natively must work in the page."""
+    if request.param == "worker":
+        request.getfixturevalue("computing_site")
+        return request.getfixturevalue("http_root") + "/build/site/app.html"
+    return request.getfixturevalue("native_url")
+
+
 @pytest.fixture(scope="session")
-def app_url():
+def native_url():
     """Serve app.py exactly as a user would and yield its URL; the server is stopped afterwards."""
     port = _free_port()
     panel = Path(sys.executable).with_name("panel")
@@ -71,12 +84,17 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh page; records dialogs (none may open) and page errors (none may happen)."""
+def page(browser, app_url):
+    """A fresh page; records dialogs (none may open) and page errors (none may happen).
+
+    In the static page every request may only go to localhost, and any console error (the Python worker's
+    included) fails the test: no traceback, no page error, no console error.
+    """
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
     pg = ctx.new_page()
     pg.dialogs = []
     pg.errors = []
+    static = is_static(app_url)
 
     def on_dialog(d):
         pg.dialogs.append(d.message)
@@ -84,10 +102,21 @@ def page(browser):
 
     pg.on("dialog", on_dialog)
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" and "Error rendering" in m.text
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" and (static or "Error rendering" in m.text)
           else None)
+    if static:
+        # other hosts do not resolve (CHROMIUM_ARGS); requests are observed, not routed (Playwright's
+        # interception together with the service worker's Cache Storage crashes Chromium's renderer)
+        origin = urllib.parse.urlparse(app_url).netloc
+        pg.blocked = []
+        ctx.on("request", lambda r: pg.blocked.append(r.url)
+               if urllib.parse.urlparse(r.url).netloc not in (origin, "") and not r.url.startswith(("data:", "blob:"))
+               else None)
     yield pg
     ctx.close()
+    if static:
+        assert not pg.errors, f"errors in the static page: {pg.errors[:5]}"
+        assert not pg.blocked, f"the static page asked other hosts: {pg.blocked[:5]}"
 
 
 @pytest.fixture(scope="session")

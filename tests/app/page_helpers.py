@@ -9,6 +9,11 @@ from pathlib import Path
 ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts"
 
 
+def is_static(url: str) -> bool:
+    """True for the static page (every computation in the browser's Pyodide worker), False for `panel serve`."""
+    return "/build/site/" in url
+
+
 def read_table(page, table_id: str) -> list[dict[str, str]]:
     """Rows of an HTML results table (current page) as {column title: cell text}."""
     table = page.locator(f"#{table_id}")

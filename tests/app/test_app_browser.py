@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import quantcore as qc
-from page_helpers import ARTIFACTS, poll, read_compare, read_table
+from page_helpers import ARTIFACTS, is_static, poll, read_compare, read_table
+from sitebuild import wait_for_stage
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +26,9 @@ CHANNELS, SAMPLES = "qc-channels", "qc-samples"  # ids of the two results tables
 def open_app(page, app_url: str, query: str = "", width: int = 1500) -> None:
     page.set_viewport_size({"width": width, "height": 1100})
     page.goto(app_url + (("?" + query) if query else ""))
+    if is_static(app_url):
+        # the pre-rendered page shows tables at once: wait until the worker's document has replaced it
+        wait_for_stage(page, {"ready"}, timeout_s=120)
     page.wait_for_selector("#qc-compare", timeout=30_000)
     page.wait_for_selector("#qc-channels tbody tr", timeout=30_000)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bundle_helpers import REPO, run_build, tree_digest
+from sitebuild import REPO, run_build, tree_digest
 
 ABS_URL = re.compile(r"(?:https?:)?//[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}[^\s\"'<>\\)]*")
-NEVER_INSTALLED = ("pandas", "pillow", "nh3", "contourpy", "narwhals", "requests", "xyzservices",
+NEVER_INSTALLED = ("pandas", "pillow", "contourpy", "narwhals", "requests", "xyzservices",
                    "panel-material-ui", "micropip", "tornado")
 
 
@@ -111,18 +111,80 @@ def test_sha256sums_cover_every_file_and_match(built_site):
         assert hashlib.sha256((site / rel).read_bytes()).hexdigest() == digest, f"{rel}: sha256 mismatch"
 
 
-def test_service_worker_precaches_every_asset(built_site, build_mod):
-    site = built_site["dir"]
+def worker_config(site: Path, name: str) -> dict:
+    worker = (site / f"{name}.js").read_text()
+    return json.loads(re.search(r"const BUILD = (\{.*?\n\});", worker, re.S).group(1))
+
+
+def test_service_worker_caches_exactly_the_site_files_under_the_workers_cache_name(built_site, build_mod):
+    site, name = built_site["dir"], built_site["name"]
     sw = (site / "serviceWorker.js").read_text()
-    precache = json.loads(re.search(r"const PRECACHE = (\[.*?\]);", sw, re.S).group(1))
+    listed = json.loads(re.search(r"const SITE_FILES = (\[.*?\]);", sw, re.S).group(1))
+    remote = json.loads(re.search(r"const REMOTE_FILES = (\[.*?\]);", sw, re.S).group(1))
     files = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
-    assert {u.removeprefix("./") for u in precache} == files - set(build_mod.NOT_PRECACHED)
-    assert all(u.startswith("./") for u in precache)
-    assert "__CACHE_VERSION__" not in sw and re.search(r"quantcalc-\$\{self.registration.scope\}-", sw)
+    assert set(listed) == files - set(build_mod.NOT_PRECACHED)
+    assert set(remote) == set(built_site["info"]["cdn_only_files"].values())
+    assert "__" not in re.sub(r"__[a-z]+__", "", sw.split("const SCOPE")[0]), "an unfilled placeholder"
+    # the Python worker writes into the very cache the service worker reads
+    version = re.search(r"const CACHE = `\$\{CACHE_PREFIX\}([0-9a-f]{16})`;", sw).group(1)
+    assert worker_config(site, name)["cache_version"] == version
+    assert re.search(r"const CACHE_PREFIX = `quantcalc-\$\{self.registration.scope\}-`", sw)
+    # nothing is fetched at install (no race with the page); only listed files are cached
+    install = sw.split("addEventListener('install'", 1)[1].split("addEventListener(", 1)[0]
+    assert "addAll" not in install and "fetch(" not in install
     manifest = json.loads((site / "site.webmanifest").read_text())
-    assert manifest["scope"] == "./" and manifest["start_url"] == f"./{built_site['name']}.html"
-    html = (site / f"{built_site['name']}.html").read_text()
-    assert "register('./serviceWorker.js')" in html and '<link rel="manifest" href="./site.webmanifest">' in html
+    assert manifest["scope"] == "./" and manifest["start_url"] == f"./{name}.html"
+    html = (site / f"{name}.html").read_text()
+    assert 'navigator.serviceWorker.register("./serviceWorker.js")' in html
+    assert "location.reload()" not in html, "Panel's reload-on-update snippet must be gone"
+    assert '<link rel="manifest" href="./site.webmanifest">' in html
+
+
+def test_worker_starts_from_the_top_of_head_before_bokehjs(built_site):
+    html = (built_site["dir"] / f"{built_site['name']}.html").read_text()
+    head = html.split("</head>", 1)[0]
+    boot = head.index(f'new Worker("./{built_site["name"]}.js")')
+    assert boot < head.index("bokeh-3.") and boot < head.index("panel.min.js")
+    assert html.count("new Worker(") == 2   # boot script + the handler's fallback (window.quantcalcWorker || ...)
+
+
+def test_content_security_policy_allows_only_the_pages_own_scripts(built_site):
+    html = (built_site["dir"] / f"{built_site['name']}.html").read_text()
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html).group(1)
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'self'" and directives["object-src"] == "'none'"
+    assert directives["connect-src"] == "'self'" and directives["worker-src"] == "'self'"
+    assert not re.search(r"https?:|\*", csp), "the page may contact no other host"
+    # every executable inline script is allowed by its own hash, and nothing more is
+    inline = [m.group(2) for m in re.finditer(r"<script([^>]*)>(.*?)</script>", html, re.S)
+              if "src=" not in m.group(1) and "application/json" not in m.group(1) and "esms-options" not in m.group(1)]
+    want = {"'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'" for b in inline}
+    got = set(re.findall(r"'sha256-[A-Za-z0-9+/=]+'", directives["script-src"]))
+    assert inline and got == want
+    assert "'unsafe-inline'" not in directives["script-src"]
+
+
+def test_wheels_and_stdlib_carry_python_313_bytecode(built_site, build_mod):
+    site, info = built_site["dir"], built_site["info"]
+    if not info.get("precompiled_modules"):
+        pytest.skip("built with --no-precompile")
+    magic = None
+    for archive, n in info["precompiled_modules"].items():
+        assert n > 0, archive
+        with zipfile.ZipFile(site / "pyodide" / archive) as z:
+            names = z.namelist()
+            pycs = [x for x in names if x.endswith(".pyc")]
+            assert len(pycs) >= n, archive
+            header = z.read(pycs[0])[:16]
+            magic = magic or header[:4]
+            assert header[:4] == magic, f"{archive}: bytecode of another Python"
+            assert int.from_bytes(header[4:8], "little") == 0b01, f"{archive}: not unchecked-hash bytecode (PEP 552)"
+            sources = {x for x in names if x.endswith(".py")}
+            if archive.startswith("quantcore-"):  # our own code keeps its source next to the bytecode
+                assert {x.rsplit("/", 1)[0] + "/__pycache__/" + x.rsplit("/", 1)[1][:-3] + ".cpython-313.pyc"
+                        for x in sources if not x.split("/")[0].endswith(".dist-info")} <= set(names)
+    # Python 3.13's magic number (the running CPython is another version; compare with the known value)
+    assert magic == (3571).to_bytes(2, "little") + b"\r\n", magic
 
 
 def closure(lock: dict, names: list[str]) -> set[str]:
@@ -137,7 +199,7 @@ def closure(lock: dict, names: list[str]) -> set[str]:
     return seen
 
 
-def test_lock_resolves_every_package_the_worker_installs(built_site):
+def test_lock_resolves_every_package_the_worker_installs(built_site, build_mod):
     site, info, name = built_site["dir"], built_site["info"], built_site["name"]
     lock = json.loads((site / "pyodide" / "pyodide-lock.json").read_text())
     worker = (site / f"{name}.js").read_text()
@@ -147,8 +209,10 @@ def test_lock_resolves_every_package_the_worker_installs(built_site):
     assert startup == set(info["startup_packages"]), "startup list is not closed under the lock's depends"
     everything = closure(lock, info["startup_packages"] + info["on_demand_packages"])
     assert everything == set(lock["packages"]), "lock carries packages nobody installs"
-    for pkg in ("numpy", "panel", "bokeh", "param", "quantcore", "pyodide-http"):
+    for pkg in ("numpy", "panel", "bokeh", "param", "quantcore", "pyodide-http", "nh3"):
         assert pkg in startup
+    # the PDF report: fpdf2 and, through the lock, ssl (fpdf2 imports urllib.request.HTTPSHandler)
+    assert {"fpdf2", "ssl", "libopenssl", "pillow"} <= closure(lock, ["fpdf2"]) - startup
     for pkg in NEVER_INSTALLED:
         assert pkg not in startup, f"{pkg} would be installed at startup"
     assert "pandas" not in lock["packages"]
@@ -158,13 +222,19 @@ def test_lock_resolves_every_package_the_worker_installs(built_site):
             assert fname == info["cdn_only_files"][key]
             assert re.fullmatch(r"[a-z0-9_]+-[^/]+-cp313-cp313-pyodide_2025_0_wasm32\.whl", fname.rsplit("/", 1)[1])
             continue
-        assert "/" not in fname and fname.endswith(".whl"), f"{key}: {fname}"
+        assert "/" not in fname, f"{key}: {fname}"
         data = (site / "pyodide" / fname).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{key}: sha256 in lock != file"
-        assert fname.endswith("-none-any.whl"), f"{key}: {fname} is not a pure-Python wheel"
+        if entry["package_type"] == "shared_library":   # libopenssl (for ssl, for fpdf2): a zip of .so files
+            assert fname.endswith(".zip") and entry["install_dir"] == "dynlib"
+            continue
+        compiled = fname.endswith("-pyodide_2025_0_wasm32.whl")
+        assert compiled or fname.endswith("-none-any.whl"), f"{key}: {fname} is neither pure Python nor Pyodide's"
+        assert not compiled or key in build_mod.COMPILED_STARTUP + build_mod.COMPILED_ON_DEMAND
         with zipfile.ZipFile(site / "pyodide" / fname) as z:
             tops = {n.split("/")[0] for n in z.namelist() if "/" in n}
-        assert set(entry["imports"]) <= tops | {n[:-3] for n in z.namelist() if "/" not in n}
+        modules = {n.split(".", 1)[0] for n in z.namelist() if "/" not in n and n.endswith((".py", ".pyc", ".so"))}
+        assert set(entry["imports"]) <= tops | modules
     # Worker loads packages from the lock (deps=False semantics: only the lock's own "depends").
     assert "micropip" not in worker and "loadPackage(BUILD.startup_packages" in worker
 
@@ -176,7 +246,36 @@ def test_pyodide_core_is_the_npm_package_verified(built_site, build_mod):
     with tarfile.open(tgz) as tar:
         for f in build_mod.PYODIDE_CORE_FILES:
             member = tar.extractfile(f"package/{f}").read()
-            assert member == (built_site["dir"] / "pyodide" / f).read_bytes(), f"{f} differs from npm"
+            ours = (built_site["dir"] / "pyodide" / f).read_bytes()
+            if f == "python_stdlib.zip" and built_site["info"].get("precompiled_modules"):
+                # the same standard library, each module compiled: m.py -> m.pyc
+                import io
+                npm = {n[:-3] if n.endswith(".py") else n for n in zipfile.ZipFile(io.BytesIO(member)).namelist()
+                       if not n.endswith("/")}   # (zipimport needs no directory entries)
+                got = {n[:-4] if n.endswith(".pyc") else n for n in zipfile.ZipFile(io.BytesIO(ours)).namelist()}
+                assert npm == got
+                continue
+            assert member == ours, f"{f} differs from npm"
+
+
+def test_packages_folder_files_must_match_the_lock(build_mod, tmp_path):
+    (tmp_path / "numpy-2.2.5-x.whl").write_bytes(b"not numpy")
+    good = hashlib.sha256(b"not numpy").hexdigest()
+    assert build_mod.from_packages_dir(tmp_path, "numpy-2.2.5-x.whl", good) == tmp_path / "numpy-2.2.5-x.whl"
+    assert build_mod.from_packages_dir(tmp_path, "absent.whl", good) is None
+    assert build_mod.from_packages_dir(None, "numpy-2.2.5-x.whl", good) is None
+    with pytest.raises(SystemExit, match="differs from pyodide@0.29.3's lock"):
+        build_mod.from_packages_dir(tmp_path, "numpy-2.2.5-x.whl", "0" * 64)
+
+
+def test_packages_folder_option_and_environment(build_mod, tmp_path, monkeypatch):
+    monkeypatch.setenv(build_mod.PACKAGES_ENV, str(tmp_path))
+    assert build_mod.default_packages_dir() == tmp_path
+    monkeypatch.delenv(build_mod.PACKAGES_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert build_mod.default_packages_dir() is None
+    (tmp_path / "quantcalc" / "pyodide-0.29.3").mkdir(parents=True)
+    assert build_mod.default_packages_dir() == tmp_path / "quantcalc" / "pyodide-0.29.3"
 
 
 def test_bokeh_and_panel_wheels_are_slimmed_and_consistent(built_site):
@@ -212,11 +311,16 @@ def test_size_report_lists_every_file_with_raw_and_gzip_bytes(built_site):
     assert 0 < gz < raw
 
 
-def test_build_reports_packages_that_still_need_the_network(built_site):
-    info, out = built_site["info"], built_site["stdout"]
+def test_build_reports_packages_that_still_need_the_network(cdn_only_site, build_mod):
+    info, out = cdn_only_site["info"], cdn_only_site["stdout"]
+    assert set(info["cdn_only_packages"]) == set(build_mod.COMPILED_STARTUP + build_mod.COMPILED_ON_DEMAND)
     for pkg in info["cdn_only_packages"]:
         assert pkg in out.split("STILL NEED THE NETWORK", 1)[1].splitlines()[0]
-    assert set(info["cdn_only_packages"]) <= {"numpy", "markupsafe", "pyyaml", "pillow"}
+
+
+def test_vendored_build_needs_no_network(computing_site):
+    info = computing_site["info"]
+    assert info["cdn_only_packages"] == [] and "every package is vendored" in computing_site["stdout"]
 
 
 @pytest.mark.slow
@@ -256,3 +360,6 @@ def test_app_import_check_names_the_line(build_mod, tmp_path):
     assert "bad_app.py:5: import fpdf is an on-demand package (fpdf2)" in msg
     app.write_text("import json\nimport numpy\n\ndef later():\n    import fpdf\n")
     build_mod.check_app_imports(app, pkgs)  # function-level imports are the app's business
+    app.write_text("from __future__ import annotations\nimport numpy\n")
+    with pytest.raises(SystemExit, match="bad_app.py:1: from __future__ import ... cannot be used"):
+        build_mod.check_app_imports(app, pkgs)
