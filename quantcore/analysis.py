@@ -55,11 +55,19 @@ class QuantResult:
     # --- format facts -------------------------------------------------------------------------
     @property
     def qmin(self) -> int:
-        return get_block_format(self.spec.preset).qmin if self.spec.preset else self.spec.fmt.qmin
+        """Smallest code: the format's qmin, or its storage type's for conventions that saturate there."""
+        return self._code_range[0]
 
     @property
     def qmax(self) -> int:
-        return get_block_format(self.spec.preset).qmax if self.spec.preset else self.spec.fmt.qmax
+        return self._code_range[1]
+
+    @cached_property
+    def _code_range(self) -> tuple[int, int]:
+        if self.spec.preset:
+            bf = get_block_format(self.spec.preset)
+            return bf.qmin, bf.qmax
+        return _convention(self.spec).code_range(self.spec.fmt)
 
     @property
     def levels(self) -> int:
@@ -330,7 +338,7 @@ def _uses_fma(conv, spec: QuantSpec) -> bool:
     return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
 
 
-def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool, mn: np.ndarray, mx: np.ndarray):
+def _select_range(bv: BlockView, spec: QuantSpec, conv, mn: np.ndarray, mx: np.ndarray):
     r = spec.range
     dt = conv.qparams_dtype
     if isinstance(r, MinMax):
@@ -343,7 +351,8 @@ def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool, mn
         return lo.astype(dt), hi.astype(dt), None
     if isinstance(r, MSEOptimal):
         return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
-                                 spec.effective_rounding, int(r.steps), torch_unsigned, _uses_fma(conv, spec))
+                                 spec.effective_rounding, int(r.steps), isinstance(spec.granularity, PerGroup),
+                                 _uses_fma(conv, spec))
     if isinstance(r, KLDivergence):
         lo, hi, ratio = kl_range(bv, spec.fmt, int(r.bins))
         return lo.astype(dt), hi.astype(dt), ratio
@@ -380,23 +389,23 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
         raise ValueError(f"tensor has values beyond the {np.dtype(conv.dtype).name} range of the {conv.name!r} "
                          f"convention (largest magnitude {max(float(np.max(-mn)), float(np.max(mx))):.3g}); "
                          f"use the float64 convention")
-    torch_unsigned = conv.name.startswith("torch")
     if spec.preset:
         bf = get_block_format(spec.preset)
         p = preset_pass(bv, bf)
         return QuantResult(spec, canon, bv, mn, mx, p["scale"], p["zero_point"], p["q"], p["stats"], None,
                            channel_names)
-    lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned, mn, mx)
+    lo, hi, ratio = _select_range(bv, spec, conv, mn, mx)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
-        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale,
-                                   conv.qparams_dtype, torch_unsigned)
+        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
+                                   isinstance(g, PerGroup))
         scale = store_scale(scale, spec.scale_dtype)
     if not np.isfinite(scale).all():
         i = int(np.flatnonzero(~np.isfinite(scale))[0])
         raise ValueError(f"block {i}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
                          f"{np.dtype(conv.qparams_dtype).name}")
     rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
-    res = quantize_and_measure(rows, row_scale, row_zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding,
+    qmin, qmax = conv.code_range(spec.fmt)
+    res = quantize_and_measure(rows, row_scale, row_zp, qmin, qmax, conv, spec.effective_rounding,
                                _rng(spec), _uses_fma(conv, spec), valid,
                                keep_raw=spec.effective_rounding == "stochastic")
     raw = None if res.raw is None else res.raw.reshape(bv.values.shape)

@@ -18,7 +18,7 @@ KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bin
 
 
 def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric_scale: str, conv: Convention,
-                      rounding: str, steps: int, torch_unsigned: bool,
+                      rounding: str, steps: int, per_group: bool = False,
                       fma: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block, the ratio ``a`` in ``{k/steps}`` minimizing ``sum((x_hat - x)^2)`` over ``[a*min, a*max]``.
 
@@ -30,11 +30,12 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
     search_rounding = "half-even" if rounding == "stochastic" else rounding
     best_err = np.full(blocks.n_blocks, np.inf)
     best_ratio = np.ones(blocks.n_blocks)
+    qmin, qmax = conv.code_range(fmt)
     for k in range(steps, 0, -1):
         ratio = k / steps
         lo, hi = (lo0 * dt(ratio)).astype(dt), (hi0 * dt(ratio)).astype(dt)
-        scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, dt, torch_unsigned)
-        err = quantize_and_measure(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding, fma=fma,
+        scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, conv, per_group)
+        err = quantize_and_measure(blocks.values, scale, zp, qmin, qmax, conv, search_rounding, fma=fma,
                                    valid=blocks.valid, keep_codes=False).stats["sse"]
         better = err < best_err
         best_err = np.where(better, err, best_err)

@@ -138,7 +138,7 @@ def test_custom_range_errors_name_the_channel():
 
 @pytest.mark.parametrize("kwargs,msg", [
     ({"mapping": "asym"}, r"unknown mapping 'asym'; expected one of symmetric, affine, affine_float"),
-    ({"convention": "onnx"}, r"unknown convention 'onnx'; expected one of float64, torch, torch-fake, gguf"),
+    ({"convention": "tflite"}, r"unknown convention 'tflite'; expected one of float64, torch, torch-fake, torchao, gguf, onnx, matmulnbits"),
     ({"rounding": "up"}, r"unknown rounding 'up'; expected one of half-even, half-away"),
     ({"scale_dtype": "int8"}, r"scale dtype must be fp32, fp16 or bf16, got 'int8'"),
     ({"zero_point_dtype": "int3"}, r"unknown metadata dtype 'int3'"),
