@@ -38,18 +38,20 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
     s = np.asarray(scale, dtype=dt)[:, None]
     zp = np.asarray(zero_point, dtype=dt)[:, None]
     v = values if values.dtype == dt else values.astype(dt)
-    if conv.reciprocal:
-        with np.errstate(divide="ignore"):
-            inv = np.where(s == 0, dt(0), dt(1) / s)
-        if fma and conv.zp_before_round:
-            t = _fused_multiply_add(v, inv, zp, rounding)
-            zp_pending = False
+    # x / scale may overflow to +-inf (tiny scales, huge outliers): it saturates to qmin/qmax below.
+    with np.errstate(over="ignore"):
+        if conv.reciprocal:
+            with np.errstate(divide="ignore"):
+                inv = np.where(s == 0, dt(0), dt(1) / s)
+            if fma and conv.zp_before_round:
+                t = _fused_multiply_add(v, inv, zp, rounding)
+                zp_pending = False
+            else:
+                t = v * inv
+                zp_pending = True
         else:
-            t = v * inv
+            t = v / s
             zp_pending = True
-    else:
-        t = v / s
-        zp_pending = True
     if zp_pending and conv.zp_before_round:
         t += zp
         zp_pending = False

@@ -1,0 +1,383 @@
+"""Bit-exact parity with ONNX Runtime 1.32 (CPU execution provider, graph optimizations off).
+
+Oracles:
+
+* ``QuantizeLinear`` / ``DequantizeLinear`` (opset 21) in graphs built with ``onnx.helper`` and run in
+  ``onnxruntime.InferenceSession``: the codes (read through a ``Cast`` to int8/uint8/int16/uint16, which is
+  exact) and the dequantized float32 values, per-tensor, per-axis and blocked (``block_size``), for int8,
+  uint8, int4, uint4, int16 and uint16. quantcore: convention ``onnx``.
+* ``onnxruntime.quantization.quant_utils.compute_scale_zp`` (per-tensor / per-channel) and
+  ``compute_scale_zp_blocked`` (blocked weights), with the ranges of ``get_qmin_qmax_for_qType``
+  (quantcore: ``formats.onnx_dtype_format``), and one end-to-end ``quantize_static`` run.
+* The MatMulNBits weight quantizer (the pybind ``quantize_matmul_{2,4,8}bits`` that
+  ``matmul_nbits_quantizer`` calls, i.e. MLAS ``MlasQuantizeBlockwise``) and the ``com.microsoft``
+  ``MatMulNBits`` operator. quantcore: convention ``matmulnbits``.
+
+Every comparison is element for element (float32 bit patterns for scales and dequantized values); each
+test prints ``elements compared, mismatches`` per case (``pytest -s``).
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from quantcore import CustomRange, IntFormat, PerChannel, PerGroup, PerTensor, QuantSpec, analyze
+from quantcore.conventions import get_convention
+from quantcore.formats import onnx_dtype_format
+from quantcore.quantize import dequantize_blocks, quantize_blocks
+
+from .conftest import lognormal_channels
+
+QTYPES = ("int8", "uint8", "int4", "uint4", "int16", "uint16")
+
+
+# --- oracle graphs ---------------------------------------------------------------------------------------
+def _tensor_type(onnx, qtype: str) -> int:
+    return getattr(onnx.TensorProto, qtype.upper())
+
+
+def _cast_type(onnx, qtype: str) -> int:
+    """int4/uint4 cannot be returned to numpy: read them through an exact Cast to int8/uint8."""
+    signed = not qtype.startswith("u")
+    wide = "16" if qtype.endswith("16") else "8"
+    return getattr(onnx.TensorProto, ("INT" if signed else "UINT") + wide)
+
+
+def _session(ort, model):
+    onnxruntime, _ = ort
+    so = onnxruntime.SessionOptions()
+    so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return onnxruntime.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def ort_qdq(ort, x: np.ndarray, scale, zero_point, qtype: str, axis: int | None = None,
+            block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(codes int64, dequantized float32) of QuantizeLinear -> DequantizeLinear with the given parameters."""
+    _, onnx = ort
+    h = onnx.helper
+    attrs = {}
+    if axis is not None:
+        attrs["axis"] = axis
+    if block_size is not None:
+        attrs["block_size"] = block_size
+    scale = np.asarray(scale, np.float32)
+    zero_point = np.asarray(zero_point).astype(np.int64)
+    inits = [onnx.numpy_helper.from_array(scale, "scale"),
+             h.make_tensor("zero_point", _tensor_type(onnx, qtype), list(zero_point.shape), zero_point.ravel().tolist())]
+    cast_to = _cast_type(onnx, qtype)
+    nodes = [h.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"], **attrs),
+             h.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["y"], **attrs),
+             h.make_node("Cast", ["q"], ["codes"], to=cast_to)]
+    graph = h.make_graph(nodes, "qdq", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+                         [h.make_tensor_value_info("codes", cast_to, list(x.shape)),
+                          h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(x.shape))], initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    codes, y = _session(ort, model).run(None, {"x": np.ascontiguousarray(x, np.float32)})
+    return codes.astype(np.int64), y
+
+
+def count_mismatches(what: str, ours_q, ours_y, codes, y) -> int:
+    """Assert codes and float32 bit patterns are identical; print and return the element count."""
+    assert ours_q.shape == codes.shape, what
+    bad_q = np.argwhere(ours_q != codes)
+    bad_y = np.argwhere(np.asarray(ours_y, np.float32).view(np.uint32) != np.asarray(y, np.float32).view(np.uint32))
+    print(f"{what}: {codes.size} elements compared, {len(bad_q)} code / {len(bad_y)} value mismatches")
+    assert bad_q.size == 0, (f"{what}: {len(bad_q)} codes differ, first at {tuple(bad_q[0])}: "
+                             f"ours={ours_q[tuple(bad_q[0])]} onnxruntime={codes[tuple(bad_q[0])]}")
+    assert bad_y.size == 0, (f"{what}: {len(bad_y)} dequantized values differ, first at {tuple(bad_y[0])}: "
+                             f"ours={ours_y[tuple(bad_y[0])]!r} onnxruntime={y[tuple(bad_y[0])]!r}")
+    return codes.size
+
+
+# --- QuantizeLinear / DequantizeLinear ---------------------------------------------------------------------
+# name: (quantcore granularity, shape maker, ORT axis, ORT block_size)
+GRANS = {
+    "tensor": (PerTensor(), lambda r: (int(r.integers(2, 30)), int(r.integers(1, 200))), None, None),
+    "axis0": (PerChannel(0), lambda r: (int(r.integers(2, 30)), int(r.integers(1, 200))), 0, None),
+    "axis1": (PerChannel(1), lambda r: (int(r.integers(1, 30)), int(r.integers(2, 60))), 1, None),
+    "axis1-3d": (PerChannel(1), lambda r: (int(r.integers(1, 5)), int(r.integers(2, 9)), int(r.integers(1, 40))), 1, None),
+    "block32-last": (PerGroup(32, -1), lambda r: (int(r.integers(1, 20)), int(r.integers(1, 200))), 1, 32),
+    "block16-first": (PerGroup(16, 0), lambda r: (int(r.integers(1, 90)), int(r.integers(1, 20))), 0, 16),
+    "block24-3d": (PerGroup(24, -1), lambda r: (int(r.integers(1, 4)), int(r.integers(1, 6)), int(r.integers(1, 80))), 2, 24),
+}
+
+
+def onnx_layout(params: np.ndarray, shape: tuple[int, ...], gran) -> np.ndarray:
+    """quantcore's per-block parameters in the layout ONNX expects (scalar, 1-D per axis, or x's rank with
+    ceil(D / block_size) along the block axis). Blocks are numbered in quantcore's canonical order."""
+    p = np.asarray(params)
+    if isinstance(gran, PerTensor):
+        return p.reshape(())
+    if isinstance(gran, PerChannel):
+        return p.reshape(-1)
+    axis = gran.axis % len(shape)
+    n_groups = -(-shape[axis] // gran.size)
+    if axis == len(shape) - 1:
+        return p.reshape(*shape[:-1], n_groups)
+    assert len(shape) == 2 and axis == 0  # grouped along axis 0: quantcore's channels are the columns
+    return p.reshape(shape[1], n_groups).T
+
+
+def per_element(params_onnx: np.ndarray, shape: tuple[int, ...], axis: int | None, block: int | None) -> np.ndarray:
+    """Broadcast ONNX-layout parameters to one value per element."""
+    p = np.asarray(params_onnx, np.float64)
+    if axis is None:
+        return np.broadcast_to(p, shape)
+    if block is None:
+        bshape = [1] * len(shape)
+        bshape[axis] = shape[axis]
+        return np.broadcast_to(p.reshape(bshape), shape)
+    return np.take(np.repeat(p, block, axis=axis), np.arange(shape[axis]), axis=axis)
+
+
+def exact_ties(x: np.ndarray, scale_el: np.ndarray, lo_el: np.ndarray, hi_el: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """Replace every element that is not its block's min or max by a float32 v in [lo, hi] with
+    ``float32(v) / float32(scale) == k + 0.5`` exactly (or its float32 neighbour when no exact tie exists)."""
+    s32 = scale_el.astype(np.float32)
+    k = np.floor(lo_el / scale_el + rng.random(x.shape) * (hi_el - lo_el) / scale_el - 0.5)
+    v = ((k + 0.5) * scale_el).astype(np.float32)
+    best = v
+    for cand in (np.nextafter(v, np.float32(np.inf)), np.nextafter(v, np.float32(-np.inf)), v):
+        best = np.where(cand / s32 == (k + 0.5).astype(np.float32), cand, best)
+    best = np.clip(best, lo_el.astype(np.float32), hi_el.astype(np.float32))
+    keep = (x == lo_el) | (x == hi_el)
+    return np.where(keep, x, best).astype(np.float32)
+
+
+def _edge_rows(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows (along axis 0) that are all positive (zero-point qmin), all negative (qmax), zero, constant."""
+    x = x.copy()
+    n = x.shape[0]
+    kinds = [lambda s: np.abs(rng.standard_normal(s)) + 0.25, lambda s: -np.abs(rng.standard_normal(s)) * 3 - 0.1,
+             lambda s: np.zeros(s), lambda s: np.full(s, rng.normal())]
+    for i, row in enumerate(rng.choice(n, size=min(4, n), replace=False)):
+        x[row] = kinds[i](x[row].shape)
+    return x.astype(np.float32)
+
+
+def assert_qdq_parity(ort, x: np.ndarray, qtype: str, mapping: str, gran_name: str, what: str,
+                      rng: np.random.Generator | None = None, range_=None) -> int:
+    """analyze(x) with the onnx convention, then QuantizeLinear/DequantizeLinear in ORT with our scale and
+    zero-point: identical codes and dequantized values. With ``rng``, also on exact ties built from them."""
+    gran, _, axis, block = GRANS[gran_name]
+    spec = QuantSpec(fmt=onnx_dtype_format(qtype, symmetric=mapping == "symmetric"), mapping=mapping,
+                     granularity=gran, convention="onnx", **({} if range_ is None else {"range": range_}))
+    r = analyze(x, spec)
+    assert r.scale.dtype == np.float32
+    s, z = onnx_layout(r.scale, x.shape, gran), onnx_layout(r.zero_point, x.shape, gran)
+    codes, y = ort_qdq(ort, x, s, z, qtype, axis, block)
+    n = count_mismatches(what, r.q, r.dequantized, codes, y)
+    if rng is not None:
+        t = exact_ties(x, per_element(s, x.shape, axis, block), per_element(onnx_layout(r.lo, x.shape, gran), x.shape, axis, block),
+                       per_element(onnx_layout(r.hi, x.shape, gran), x.shape, axis, block), rng)
+        rt = analyze(t, spec)
+        np.testing.assert_array_equal(rt.scale, r.scale)  # the ties kept every block's min and max
+        codes, y = ort_qdq(ort, t, s, z, qtype, axis, block)
+        n += count_mismatches(what + " ties", rt.q, rt.dequantized, codes, y)
+    return n
+
+
+QDQ_COMBOS = [(q, m, g) for q in QTYPES for m in ("affine", "symmetric") for g in GRANS]
+
+
+@pytest.mark.parametrize("qtype,mapping,gran", QDQ_COMBOS)
+def test_quantize_linear_parity(ort, qtype, mapping, gran):
+    """Random log-normal tensors, rows that are all positive / all negative / zero / constant (zero-points at
+    both ends of the range), and constructed exact float32 ties x/scale = k + 0.5."""
+    rng = np.random.default_rng(zlib.crc32(repr((qtype, mapping, gran)).encode()))
+    total = 0
+    for i in range(4):
+        shape = GRANS[gran][1](rng)
+        x = lognormal_channels(rng, shape, 0, loc=float(rng.choice([0.0, 0.0, 1.5, -2.0])))
+        total += assert_qdq_parity(ort, x, qtype, mapping, gran, f"{qtype} {mapping} {gran} #{i} {shape}", rng)
+        if shape[0] >= 4:
+            total += assert_qdq_parity(ort, _edge_rows(x, rng), qtype, mapping, gran, f"edge rows #{i} {shape}")
+    print(f"{qtype} {mapping} {gran}: {total} elements in all, 0 mismatches")
+
+
+@pytest.mark.parametrize("qtype", ["int8", "uint8", "int4", "uint4"])
+def test_quantize_linear_large_tensor_parity(ort, qtype):
+    """A 256 x 1024 tensor, per-tensor and per-axis: long enough for ORT's vectorized and threaded paths."""
+    rng = np.random.default_rng(5)
+    x = lognormal_channels(rng, (256, 1024), 0)
+    for mapping in ("affine", "symmetric"):
+        for gran in ("tensor", "axis0"):
+            assert_qdq_parity(ort, x, qtype, mapping, gran, f"{qtype} {mapping} {gran} 256x1024", rng)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("gran", ["tensor", "axis0"])
+def test_quantize_linear_saturation_parity(ort, qtype, gran):
+    """Scale and zero-point calibrated on x (a custom range), applied to 3 x wider data with ±1e30 and ±3e38
+    outliers: every code beyond the range saturates exactly as QuantizeLinear does (to the full type: the
+    symmetric int8/int16 ranges [-127, 127] still reach -128 / -32768)."""
+    rng = np.random.default_rng(zlib.crc32(repr((qtype, gran)).encode()))
+    x = lognormal_channels(rng, (8, 50), 0)
+    for mapping in ("affine", "symmetric"):
+        if gran == "tensor":
+            rng_ = CustomRange(float(x.min()), float(x.max()))
+        else:
+            rng_ = CustomRange(tuple(x.min(axis=1).tolist()), tuple(x.max(axis=1).tolist()))
+        wide = x * np.float32(3)
+        wide[:, :4] = np.float32([1e30, -1e30, 3e38, -3e38])
+        fmt = onnx_dtype_format(qtype, mapping == "symmetric")
+        r = analyze(wide, QuantSpec(fmt=fmt, mapping=mapping, granularity=GRANS[gran][0], convention="onnx",
+                                    range=rng_))
+        assert r.q.min() == fmt.storage_qmin and r.q.max() == fmt.storage_qmax
+        assert_qdq_parity(ort, wide, qtype, mapping, gran, f"{qtype} {mapping} {gran} saturating", range_=rng_)
+
+
+SCALES = np.float32([2.0**-126, 1e-38, 3e-45, 1e-30, 0.013, 1.0, 7.5, 1e10, 1e30, 3e38])
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_quantize_linear_given_parameters(ort, qtype):
+    """The element arithmetic alone (quantcore.quantize with the onnx convention) for given scales from the
+    smallest normal and subnormal float32 to 3e38, with the zero-point at qmin, at qmax and in the middle:
+    one row per (scale, zero-point), run through QuantizeLinear per-axis. Values: exact ties k + 0.5 (in
+    float32 division), random multiples of the scale, ±0, ±1e-45, ±1e30, ±3.4e38."""
+    fmt = onnx_dtype_format(qtype)
+    conv = get_convention("onnx")
+    qmin, qmax = conv.code_range(fmt)
+    rng = np.random.default_rng(zlib.crc32(qtype.encode()))
+    zps = [qmin, qmax, (qmin + qmax) // 2]
+    scale = np.repeat(SCALES, len(zps))
+    zp = np.tile(np.float64(zps), len(SCALES))
+    m = 64
+    k = rng.integers(-(qmax - qmin), qmax - qmin, (scale.size, m)).astype(np.float64)
+    x = ((k + 0.5) * scale[:, None].astype(np.float64))
+    x[:, m // 2:] = (k[:, m // 2:] + rng.random((scale.size, m - m // 2))) * scale[:, None]
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)
+    x[:, :8] = np.float32([0.0, -0.0, 1e-45, -1e-45, 1e30, -1e30, 3.4e38, -3.4e38])
+    x = np.where(np.isfinite(x), x, np.float32(3.4e38)).astype(np.float32)
+    raw, q = quantize_blocks(x, scale, zp, qmin, qmax, conv, "half-even")
+    with np.errstate(over="ignore"):
+        xhat = dequantize_blocks(q, scale, zp, conv)
+    codes, y = ort_qdq(ort, x, scale, zp.astype(np.int64), qtype, axis=0)
+    count_mismatches(f"{qtype} given parameters", q.astype(np.int64), xhat, codes, y)
+
+
+# --- ORT's quantization tool: scale and zero-point ---------------------------------------------------------
+def _ranges(rng: np.random.Generator) -> np.ndarray:
+    """(rmin, rmax) pairs in float32: random spans of every magnitude plus degenerate and edge ranges."""
+    mag = 10.0 ** rng.uniform(-40, 37, 300)
+    lo = -mag * rng.random(300) * rng.choice([0, 1, 1, 1], 300)
+    hi = mag * rng.random(300) * rng.choice([0, 1, 1, 1], 300)
+    edge = [(0, 0), (0, 1e-45), (-1e-45, 0), (-1e-40, 1e-40), (-1.1e-38, 1.1e-38), (-3e-36, 2e-36), (5, 7),
+            (-7, -5), (-1, 1), (-1, 0.0), (0, 1e38), (-1e38, 0), (-1.7e38, 1.7e38), (-255, 0), (0, 127.5),
+            (-0.5, 127), (-2.0**-120, 2.0**-121)]
+    # Wider ranges (up to ±3.4e38) get the same parameters, but their grid ends dequantize beyond float32
+    # (DequantizeLinear gives ±inf there): analyze refuses them (test_extremes).
+    pairs = np.concatenate([np.stack([lo, hi], 1), np.array(edge, np.float64)])
+    return np.sort(pairs, axis=1).astype(np.float32)
+
+
+TOOL_COMBOS = [(q, sym, rr) for q in QTYPES for sym in (False, True) for rr in (False, True)]
+
+
+@pytest.mark.parametrize("qtype,symmetric,reduce_range", TOOL_COMBOS)
+def test_tool_qparams_match_compute_scale_zp(ort, qtype, symmetric, reduce_range):
+    """Per-channel analyze with the onnx convention == quant_utils.compute_scale_zp(rmin, rmax, qmin, qmax,
+    symmetric) on each channel's float32 min/max, with qmin/qmax from get_qmin_qmax_for_qType(qtype,
+    reduce_range, symmetric): scale (float32 bits) and zero-point. Includes ranges whose float64 scale is
+    below float32's smallest normal (ORT: scale 1, zero-point 0), one-sided and zero ranges, and ranges up to
+    ±3.4e38."""
+    from onnxruntime.quantization import quant_utils as qu
+    onnx = ort[1]
+    qt = _tensor_type(onnx, qtype)
+    qmin, qmax = qu.get_qmin_qmax_for_qType(qt, reduce_range=reduce_range, symmetric=symmetric)
+    fmt = onnx_dtype_format(qtype, symmetric, reduce_range)
+    assert (fmt.qmin, fmt.qmax) == (int(qmin), int(qmax))
+    pairs = _ranges(np.random.default_rng(zlib.crc32(repr((qtype, symmetric, reduce_range)).encode())))
+    want_s = np.empty(len(pairs), np.float32)
+    want_z = np.empty(len(pairs), np.int64)
+    for i, (lo, hi) in enumerate(pairs):
+        z, s = qu.compute_scale_zp(np.float32(lo), np.float32(hi), qmin, qmax, symmetric)
+        want_s[i], want_z[i] = np.float32(s), int(z)
+    r = analyze(pairs, QuantSpec(fmt=fmt, mapping="symmetric" if symmetric else "affine", granularity=PerChannel(0),
+                                 convention="onnx"))
+    bad = np.flatnonzero((r.scale.view(np.uint32) != want_s.view(np.uint32)) | (r.zero_point != want_z))
+    print(f"compute_scale_zp {qtype} sym={symmetric} rr={reduce_range}: {len(pairs)} ranges, {bad.size} mismatches")
+    assert bad.size == 0, (f"range {pairs[bad[0]]}: ours scale={r.scale[bad[0]]!r} zp={r.zero_point[bad[0]]}, "
+                           f"ORT scale={want_s[bad[0]]!r} zp={want_z[bad[0]]}")
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("axis,block", [(0, 16), (0, 32), (1, 32), (1, 24), (0, 128)])
+def test_tool_qparams_match_compute_scale_zp_blocked(ort, qtype, symmetric, axis, block):
+    """PerGroup(block, axis) analyze with the onnx convention == quant_utils.compute_scale_zp_blocked(weight,
+    qtype, axis, block, symmetric) on 2-D weights with a ragged last block, all-zero, constant and tiny
+    blocks: scale bits and zero-point."""
+    from onnxruntime.quantization import quant_utils as qu
+    rng = np.random.default_rng(zlib.crc32(repr((qtype, symmetric, axis, block)).encode()))
+    shape = (block * 3 + 5, 7) if axis == 0 else (7, block * 3 + 5)
+    w = lognormal_channels(rng, shape, 1 - axis)
+    w = np.moveaxis(w, axis, 0)
+    w[:block, 0] = 0.0                          # an all-zero block: scale 1 (zero-point 0 when affine)
+    w[block:2 * block, 1] = 0.7                 # constant
+    w[:block, 2] *= np.float32(1e-40)           # subnormal range: degenerate
+    w[:block, 3] *= np.float32(1e-36)
+    w[:block, 4] = np.abs(w[:block, 4])         # one-sided
+    w = np.ascontiguousarray(np.moveaxis(w, 0, axis))
+    z, s = qu.compute_scale_zp_blocked(w, _tensor_type(ort[1], qtype), axis, block, symmetric)
+    gran = PerGroup(block, axis)
+    r = analyze(w, QuantSpec(fmt=onnx_dtype_format(qtype, symmetric), mapping="symmetric" if symmetric else "affine",
+                             granularity=gran, convention="onnx"))
+    ours_s, ours_z = onnx_layout(r.scale, w.shape, gran), onnx_layout(r.zero_point, w.shape, gran)
+    bad = np.argwhere((ours_s.view(np.uint32) != np.asarray(s, np.float32).view(np.uint32))
+                      | (ours_z != np.asarray(z).astype(np.int64)))
+    print(f"compute_scale_zp_blocked {qtype} sym={symmetric} axis={axis} block={block}: {s.size} blocks, "
+          f"{len(bad)} mismatches")
+    assert bad.size == 0, f"block {tuple(bad[0])}: ours {ours_s[tuple(bad[0])]!r}/{ours_z[tuple(bad[0])]}, ORT {s[tuple(bad[0])]!r}/{z[tuple(bad[0])]}"
+
+
+@pytest.mark.parametrize("act,act_sym,wgt,wgt_sym", [("uint8", False, "int8", True), ("int8", True, "int8", True),
+                                                    ("uint8", False, "uint8", False), ("int8", False, "int8", False)])
+def test_quantize_static_end_to_end(ort, tmp_path, act, act_sym, wgt, wgt_sym):
+    """ORT's quantization tool itself (quantize_static, QDQ, MinMax calibration over five batches, per-channel
+    weights): the activation X's scale/zero-point equal analyze(all calibration data, per-tensor, onnx) and
+    the MatMul weight's per-column scales, zero-points and int8/uint8 codes equal analyze(W, PerChannel(1)).
+    The QDQ quantizer makes every per-channel weight symmetric whatever WeightSymmetric says (qdq_quantizer:
+    "always quantize per-channel initializers as symmetric"), so the weight side is compared as symmetric."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    onnx = ort[1]
+    h = onnx.helper
+    rng = np.random.default_rng(zlib.crc32(repr((act, act_sym, wgt, wgt_sym)).encode()))
+    K, N = 48, 10
+    w = lognormal_channels(rng, (K, N), 1, loc=0.3)
+    graph = h.make_graph([h.make_node("MatMul", ["X", "W"], ["Y"])], "mm",
+                         [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, K])],
+                         [h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [None, N])],
+                         initializer=[onnx.numpy_helper.from_array(w, "W")])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10), tmp_path / "f.onnx")
+    batches = [(rng.standard_normal((4, K)) * 3 + 0.5).astype(np.float32) for _ in range(5)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {"X": b}
+
+    qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=qtype[act], weight_type=qtype[wgt],
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": act_sym, "WeightSymmetric": wgt_sym})
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}
+    ra = analyze(np.concatenate(batches), QuantSpec(fmt=onnx_dtype_format(act, act_sym), convention="onnx",
+                                                   mapping="symmetric" if act_sym else "affine"))
+    assert ra.scale.view(np.uint32)[0] == init["X_scale"].view(np.uint32)
+    assert int(ra.zero_point[0]) == int(init["X_zero_point"])
+    rw = analyze(w, QuantSpec(fmt=onnx_dtype_format(wgt, True), mapping="symmetric", granularity=PerChannel(1),
+                              convention="onnx"))
+    np.testing.assert_array_equal(rw.scale.view(np.uint32), init["W_scale"].view(np.uint32))
+    np.testing.assert_array_equal(rw.zero_point.astype(np.int64), init["W_zero_point"].astype(np.int64))
+    count_mismatches(f"quantize_static {wgt} weight", rw.q, rw.q, init["W_quantized"].astype(np.int64), rw.q)
