@@ -381,3 +381,179 @@ def test_quantize_static_end_to_end(ort, tmp_path, act, act_sym, wgt, wgt_sym):
     np.testing.assert_array_equal(rw.scale.view(np.uint32), init["W_scale"].view(np.uint32))
     np.testing.assert_array_equal(rw.zero_point.astype(np.int64), init["W_zero_point"].astype(np.int64))
     count_mismatches(f"quantize_static {wgt} weight", rw.q, rw.q, init["W_quantized"].astype(np.int64), rw.q)
+
+
+# --- MatMulNBits weights (MLAS blockwise quantization) -------------------------------------------------------
+MNB_BLOCKS = (16, 32, 64, 128, 256)
+MNB_COMBOS = [(b, sym, bs) for b in (2, 4, 8) for sym in (True, False) for bs in MNB_BLOCKS]
+
+
+def ort_matmulnbits_quantize(W: np.ndarray, bits: int, block: int, symmetric: bool):
+    """(B, scales, zero_points) exactly as matmul_nbits_quantizer.DefaultWeightOnlyQuantizer.qbits_block_quant
+    (QOperator format) makes them: W padded with zero rows to whole blocks, then the pybind quantizer."""
+    from onnxruntime.capi import _pybind_state as ps
+    K, N = W.shape
+    per_byte = 8 // bits
+    kb = -(-K // block)
+    padded = np.pad(W, ((0, kb * block - K), (0, 0)))
+    B = np.zeros((N, kb, block // per_byte), np.uint8)
+    zp = np.zeros((N, -(-kb // per_byte)), np.uint8)
+    scales = np.zeros((N, kb), np.float32)
+    fn = {2: ps.quantize_matmul_2bits, 4: ps.quantize_matmul_4bits, 8: ps.quantize_matmul_8bits}[bits]
+    fn(B, np.ascontiguousarray(padded), scales, zp, block, N, K, symmetric)
+    return B, scales, zp
+
+
+def ort_matmulnbits(ort, A: np.ndarray, B, scales, zero_points, K: int, N: int, bits: int, block: int) -> np.ndarray:
+    """Y = A @ W_hat from a com.microsoft MatMulNBits node (float32, accuracy_level unset)."""
+    _, onnx = ort
+    h = onnx.helper
+    inits = [onnx.numpy_helper.from_array(B, "B"), onnx.numpy_helper.from_array(scales.reshape(-1), "scales")]
+    inputs = ["A", "B", "scales"]
+    if zero_points is not None:
+        inits.append(onnx.numpy_helper.from_array(zero_points.reshape(-1), "zero_points"))
+        inputs.append("zero_points")
+    node = h.make_node("MatMulNBits", inputs, ["Y"], domain="com.microsoft", K=K, N=N, bits=bits, block_size=block)
+    graph = h.make_graph([node], "mnb", [h.make_tensor_value_info("A", onnx.TensorProto.FLOAT, list(A.shape))],
+                         [h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [A.shape[0], N])], initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21), h.make_opsetid("com.microsoft", 1)],
+                         ir_version=10)
+    return _session(ort, model).run(None, {"A": np.ascontiguousarray(A, np.float32)})[0]
+
+
+def mlas_ties(W: np.ndarray, r, rng: np.random.Generator) -> np.ndarray:
+    """Replace the non-extreme elements of every (block, column) by float32 x with
+    f32(f32(x * f32(1 / scale)) + zero_point) == k + 0.5 exactly: roundf's half-away-from-zero cases."""
+    gran = r.spec.granularity
+    K = W.shape[0]
+    s = per_element(onnx_layout(r.scale, W.shape, gran), W.shape, 0, gran.size).astype(np.float32)
+    z = per_element(onnx_layout(r.zero_point, W.shape, gran), W.shape, 0, gran.size).astype(np.float32)
+    lo = per_element(onnx_layout(r.lo, W.shape, gran), W.shape, 0, gran.size)
+    hi = per_element(onnx_layout(r.hi, W.shape, gran), W.shape, 0, gran.size)
+    with np.errstate(divide="ignore"):
+        inv = np.where(s != 0, np.float32(1) / s, np.float32(0)).astype(np.float32)
+    k = rng.integers(0, r.qmax, W.shape).astype(np.float64)
+    v = ((k + 0.5 - z) * s.astype(np.float64)).astype(np.float32)
+    best = v
+    for cand in (np.nextafter(v, np.float32(np.inf)), np.nextafter(v, np.float32(-np.inf)), v):
+        best = np.where((cand * inv).astype(np.float32) + z == (k + 0.5).astype(np.float32), cand, best)
+    best = np.clip(best, np.minimum(lo, hi).astype(np.float32), np.maximum(lo, hi).astype(np.float32))
+    keep = (W == lo) | (W == hi) | (s == 0)
+    assert K == W.shape[0]
+    return np.where(keep, W, best).astype(np.float32)
+
+
+def unpack_low_bits_first(packed: np.ndarray, bits: int) -> np.ndarray:
+    """(N, k_blocks, bytes) -> (N, k_blocks * codes per block): the inverse of the MatMulNBits packing."""
+    shifts = np.arange(8 // bits, dtype=np.uint8) * bits
+    codes = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
+    return codes.reshape(packed.shape[0], -1)
+
+
+def assert_same_packed_codes(ours: np.ndarray, theirs: np.ndarray, bits: int, K: int, what: str) -> None:
+    """Every code of the K real rows is identical. Past K, quantcore writes 0; ORT's quantizer leaves whole
+    bytes past K at 0 but, in the byte holding the last real code, keeps the previous pack group's codes in
+    the unused slots (MLAS BlockwiseQuantizer reuses its ``vi[]`` buffer). MatMulNBits never reads them."""
+    assert ours.shape == theirs.shape, what
+    a, b = unpack_low_bits_first(ours, bits), unpack_low_bits_first(theirs, bits)
+    np.testing.assert_array_equal(a[:, :K], b[:, :K], err_msg=what)
+    assert not a[:, K:].any(), what
+    first_unused_byte = -(-K * bits // 8)
+    assert not theirs.reshape(theirs.shape[0], -1)[:, first_unused_byte:].any(), what
+
+
+def _mnb_weight(rng: np.random.Generator, block: int) -> np.ndarray:
+    """(K, N) float32 weights, K = 3 blocks + a ragged tail, with special blocks: all zero, constant, tiny,
+    one containing both +a and -a as its largest magnitudes (MLAS picks -a), one all positive."""
+    K, N = 3 * block + 5, 9
+    W = lognormal_channels(rng, (K, N), 1, loc=float(rng.choice([0.0, 0.4])))
+    W[:block, 0] = 0.0
+    W[:block, 1] = np.float32(-0.37)
+    W[:block, 2] *= np.float32(1e-30)
+    W[:block, 3] = np.clip(W[:block, 3], -1, 1)
+    W[:2, 3] = np.float32([1.0, -1.0])
+    W[block:2 * block, 4] = np.abs(W[block:2 * block, 4])
+    return W
+
+
+@pytest.mark.parametrize("bits,symmetric,block", MNB_COMBOS)
+def test_matmulnbits_weights_match_ort_quantizer(ort, bits, symmetric, block):
+    """analyze(W, unsigned bits, PerGroup(block, 0), convention matmulnbits) packed by
+    quantcore.packing.matmulnbits_weights == ORT's quantize_matmul_{bits}bits: B bytes, scale bits and packed
+    zero-points; on random weights, special blocks and constructed roundf ties. Then a MatMulNBits node with
+    A = identity returns exactly our dequantized weights (as values: a sum with +0 terms turns -0 into +0)."""
+    from quantcore.packing import matmulnbits_weights
+    rng = np.random.default_rng(zlib.crc32(repr((bits, symmetric, block)).encode()))
+    spec = QuantSpec(fmt=IntFormat(bits, signed=False), mapping="symmetric" if symmetric else "affine",
+                     granularity=PerGroup(block, 0), convention="matmulnbits")
+    W = _mnb_weight(rng, block)
+    for what, w in (("random", W), ("ties", mlas_ties(W, analyze(W, spec), rng))):
+        r = analyze(w, spec)
+        ours = matmulnbits_weights(r)
+        B, scales, zp = ort_matmulnbits_quantize(w, bits, block, symmetric)
+        case = f"MatMulNBits {bits}-bit {'sym' if symmetric else 'asym'} g{block} {what}"
+        np.testing.assert_array_equal(ours.scales.view(np.uint32), scales.view(np.uint32), err_msg=case)
+        assert_same_packed_codes(ours.B, B, bits, ours.K, case)
+        if symmetric:
+            assert ours.zero_points is None
+        else:
+            np.testing.assert_array_equal(ours.zero_points, zp, err_msg=case)
+        Y = ort_matmulnbits(ort, np.eye(w.shape[0], dtype=np.float32), B, scales, None if symmetric else zp,
+                            ours.K, ours.N, bits, block)
+        bad = np.argwhere(Y != r.dequantized)
+        print(f"{case}: {w.size} codes, {scales.size} scales, {w.size} dequantized values compared, "
+              f"{len(bad)} mismatches")
+        assert bad.size == 0, f"{case}: W_hat differs at {tuple(bad[0])}: ours {r.dequantized[tuple(bad[0])]!r} ORT {Y[tuple(bad[0])]!r}"
+
+
+@pytest.mark.parametrize("bits,symmetric", [(4, True), (4, False), (8, True), (2, False)])
+def test_matmulnbits_random_activations(ort, bits, symmetric):
+    """A MatMulNBits node on a random A (7 x K) agrees with A @ W_hat computed in float64 from quantcore's
+    dequantized weights to float32 accumulation accuracy (ORT sums in its own order)."""
+    from quantcore.packing import matmulnbits_weights
+    rng = np.random.default_rng(3 * bits + symmetric)
+    W = _mnb_weight(rng, 32)
+    r = analyze(W, QuantSpec(fmt=IntFormat(bits, signed=False), mapping="symmetric" if symmetric else "affine",
+                             granularity=PerGroup(32, 0), convention="matmulnbits"))
+    p = matmulnbits_weights(r)
+    A = rng.standard_normal((7, W.shape[0])).astype(np.float32)
+    Y = ort_matmulnbits(ort, A, p.B, p.scales, p.zero_points, p.K, p.N, bits, 32)
+    ref = A.astype(np.float64) @ r.dequantized.astype(np.float64)
+    bound = np.abs(A).astype(np.float64) @ np.abs(r.dequantized).astype(np.float64) * W.shape[0] * 2.0**-23
+    assert (np.abs(Y - ref) <= bound).all()
+
+
+@pytest.mark.parametrize("name", ["onnx_matmulnbits4_sym_g32", "onnx_matmulnbits4_asym_g128", "onnx_matmulnbits8_sym_g64",
+                                  "onnx_matmulnbits2_asym_g16"])
+def test_matmulnbits_presets_on_a_torch_layout_weight(ort, name):
+    """The presets quantize a PyTorch-layout (out_features, in_features) = (N, K) weight in blocks along its
+    last axis: exactly ORT's quantizer on the ONNX MatMul B = W.T."""
+    from quantcore import preset
+    from quantcore.packing import matmulnbits_weights
+    spec = preset(name)
+    bits, block, symmetric = spec.fmt.bits, spec.granularity.size, spec.mapping == "symmetric"
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    W = np.ascontiguousarray(_mnb_weight(rng, block).T)          # (N, K)
+    ours = matmulnbits_weights(analyze(W, spec))
+    B, scales, zp = ort_matmulnbits_quantize(np.ascontiguousarray(W.T), bits, block, symmetric)
+    assert_same_packed_codes(ours.B, B, bits, ours.K, name)
+    np.testing.assert_array_equal(ours.scales.view(np.uint32), scales.view(np.uint32))
+    if not symmetric:
+        np.testing.assert_array_equal(ours.zero_points, zp)
+    assert spec.label == f"MatMulNBits {bits}-bit {'sym' if symmetric else 'asym'} g{block}"
+
+
+def test_matmulnbits_block_sizes_ort_accepts():
+    """ORT's quantizer (MlasQuantizeBlockwise) takes block sizes 16..256 (powers of two) only; quantcore
+    computes any PerGroup size with the same arithmetic, e.g. 48, with no oracle to compare against."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is a test oracle; install the 'test' extra")
+    W = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32)
+    for block in (8, 48, 512):
+        with pytest.raises(Exception):
+            ort_matmulnbits_quantize(W, 4, block, True)
+    r = analyze(W, QuantSpec(fmt=IntFormat(4, signed=False), mapping="symmetric", granularity=PerGroup(48, 0),
+                             convention="matmulnbits"))
+    blocks = np.pad(W.T, ((0, 0), (0, 44))).reshape(4, 3, 48)[:, :, :]
+    mx, mn = blocks.max(axis=2), blocks.min(axis=2)
+    m = np.where(np.abs(mx) > np.abs(mn), mx, mn)
+    np.testing.assert_array_equal(r.scale, (m / np.float32(-8)).astype(np.float32).reshape(-1))
