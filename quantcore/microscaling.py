@@ -11,6 +11,16 @@ scale is a reduction over axis 1; no Python loop over blocks or elements. A last
 block amax, and the padding is dropped again; its scale is still stored and counted. (OCP MX v1.0
 defines only full blocks of k = 32; torchao and TensorRT-Model-Optimizer require K % block == 0.)
 
+Documented differences from torchao 0.18 (measured; asserted in tests/test_microscaling.py):
+
+* MX, tiny blocks: torchao's ``to_mx`` clamps the float32 scale it divides by to 2**-126 (a triton
+  subnormal workaround), so a block whose E8M0 scale code is 0 (shared exponent -127, i.e. block amax below
+  2**(emax_elem - 126): 2**-118 for E4M3, 2**-111 for E5M2, 2**-124 for E2M1) is divided by 2**-126
+  instead of 2**-127; its codes are those of ``x * 2**126`` and torchao's decode (``code * 2**-127``)
+  returns ``x / 2``. quantcore divides by the spec's X = 2**-127.
+* FP8 per-row (``_choose_scale_float8`` with block ``(1, K)``): torchao gives an all-zero row scale 0 and
+  NaN codes (0 / 0); quantcore gives it scale 1, codes 0 and x_hat 0. Other rows agree bit for bit.
+
 Memory accounting is exact in bits (``bits_per_weight``); byte counts round up (4-bit codes are
 packed two per byte): MXFP8 8 + 8/32 = 8.25, MXFP4 4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5 plus one
 float32 per tensor, NF4 4 + 32/64 = 4.5, NF4 with double quantization 4 + 8/64 + 32/(64*256) plus
