@@ -269,8 +269,10 @@ class QuantResult:
             scale, zp, lo, hi = (np.full(C, np.nan) for _ in per_block)
         ties = M.combine_rows({"t": np.count_nonzero(self._ties_rows(), axis=1)}, C)["t"] \
             if not isinstance(g, PerTensor) else np.count_nonzero(self._ties_rows(), axis=1)
+        with np.errstate(over="ignore"):  # a span beyond float64 (e.g. +-1.7e308) is reported as inf
+            span = cmax - cmin
         t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
-             "range": cmax - cmin, "range_lo": lo, "range_hi": hi, "scale": scale, "zero_point": zp}
+             "range": span, "range_lo": lo, "range_hi": hi, "scale": scale, "zero_point": zp}
         t.update(M.metrics_from_stats(self._channel_stats))
         t["ties"] = ties
         return t
@@ -386,9 +388,11 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
         check_finite(canon.to_input_layout(canon.values), "tensor")
     work_max = float(np.finfo(conv.dtype).max)
     if max(float(np.max(-mn)), float(np.max(mx))) > work_max:
-        raise ValueError(f"tensor has values beyond the {np.dtype(conv.dtype).name} range of the {conv.name!r} "
-                         f"convention (largest magnitude {max(float(np.max(-mn)), float(np.max(mx))):.3g}); "
-                         f"use the float64 convention")
+        x_in = canon.to_input_layout(canon.values)
+        first = tuple(int(i) for i in np.argwhere(np.abs(x_in) > work_max)[0])
+        raise ValueError(f"tensor value {float(x_in[first]):.3g} at index {first} is beyond the "
+                         f"{np.dtype(conv.dtype).name} range of the {conv.name!r} convention; use the float64 "
+                         f"convention")
     if spec.preset:
         bf = get_block_format(spec.preset)
         p = preset_pass(bv, bf)
@@ -401,13 +405,14 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
         scale = store_scale(scale, spec.scale_dtype)
     if not np.isfinite(scale).all():
         i = int(np.flatnonzero(~np.isfinite(scale))[0])
-        raise ValueError(f"block {i}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
-                         f"{np.dtype(conv.qparams_dtype).name}")
+        where = "the tensor" if isinstance(g, PerTensor) else _row_namer(spec, bv)(i)
+        raise ValueError(f"{where}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
+                         f"{np.dtype(np.asarray(scale).dtype).name}")
     rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
     qmin, qmax = conv.code_range(spec.fmt)
     res = quantize_and_measure(rows, row_scale, row_zp, qmin, qmax, conv, spec.effective_rounding,
                                _rng(spec), _uses_fma(conv, spec), valid,
-                               keep_raw=spec.effective_rounding == "stochastic")
+                               keep_raw=spec.effective_rounding == "stochastic", row_name=_row_namer(spec, bv))
     raw = None if res.raw is None else res.raw.reshape(bv.values.shape)
     return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
 
@@ -442,6 +447,13 @@ def preset_pass(bv: BlockView, bf, keep: bool = False) -> dict:
 
 def _rng(spec: QuantSpec) -> np.random.Generator | None:
     return np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+
+
+def _row_namer(spec: QuantSpec, bv: BlockView):
+    """Names a statistics row (see _stat_rows) in messages: a channel, or a block and its channel."""
+    if isinstance(spec.granularity, PerGroup):
+        return lambda r: f"block {r} (channel {int(bv.channel_of_block[r])})"
+    return lambda r: f"channel {r}"
 
 
 def _stat_rows(bv: BlockView, spec: QuantSpec, scale: np.ndarray, zp: np.ndarray):

@@ -259,7 +259,8 @@ def _as_float32(x: np.ndarray, scheme: FloatScheme) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{scheme.label}: input is empty (shape {a.shape})")
     if a.ndim == 0:
         a = a.reshape(1)
-    return a, np.ascontiguousarray(a, dtype=_F32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf here and are reported by the caller
+        return a, np.ascontiguousarray(a, dtype=_F32)
 
 
 def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> None:
@@ -272,6 +273,20 @@ def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x32.shape))
     what = "NaN" if np.isnan(x32[idx]) else ("inf" if np.isinf(a[idx]) else "a value beyond float32 range")
     raise ValueError(f"{scheme.label}: input has {what} at index {idx}")
+
+
+def _check_scaling(scheme: FloatScheme, op: Callable, op_scale: np.ndarray, amax: np.ndarray) -> None:
+    """A block with data whose float32 scaling factor is 0 (a divisor) or not finite (a multiplier) would
+    turn its elements into inf or NaN: refuse it, naming the block. Happens only for blocks whose amax is
+    near the bottom of float32 (e.g. fp8 amax / 448 underflows below amax ~ 6e-43)."""
+    bad = (op_scale == 0) if op is np.divide else ~np.isfinite(op_scale)
+    bad &= amax > 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = {"fp8_tensor": "the tensor", "fp8_channel": f"channel {i}"}.get(scheme.kind, f"block {i}")
+        what = "scale" if op is np.divide else "reciprocal scale"
+        raise ValueError(f"{scheme.label}: {where}: its {what} is {float(op_scale[i]):g} in float32 (amax "
+                         f"{float(amax[i]):.3g}): values this small cannot be scaled in float32")
 
 
 # ---- tiled passes -------------------------------------------------------------------------------------
@@ -400,7 +415,10 @@ def _nvfp4(amax_b: np.ndarray, convention: str):
     """
     amax_t = _F32(np.max(amax_b))
     s_t = _F32(amax_t / _F32(6.0 * 448.0)) if amax_t > 0 else _F32(1.0)
-    sb = (amax_b / _F32(6.0)) / s_t
+    if s_t == 0:
+        raise ValueError(f"nvfp4: the tensor scale amax / 2688 underflows float32 (tensor amax {float(amax_t):.3g})")
+    with np.errstate(over="ignore"):  # a subnormal s_t: the clamp to 448 below handles the overflow
+        sb = (amax_b / _F32(6.0)) / s_t
     sb = np.clip(sb, _F32(ff.E4M3FN.min_positive * 8), _F32(448.0)).astype(_F32)   # 2**-9 * 8 = 2**-6
     scale_codes = ff.encode(sb, ff.E4M3FN)
     s_b = ff.decode(scale_codes, ff.E4M3FN)
@@ -408,7 +426,8 @@ def _nvfp4(amax_b: np.ndarray, convention: str):
     if convention == "modelopt":
         op, op_scale = np.divide, denom
     else:
-        op, op_scale = np.multiply, ((_F32(1.0) / s_t) / s_b).astype(_F32)
+        with np.errstate(over="ignore"):  # 1 / s_t beyond float32: refused by the caller's scale check
+            op, op_scale = np.multiply, ((_F32(1.0) / s_t) / s_b).astype(_F32)
     return (op, op_scale, denom, s_b, scale_codes, 8 * s_b.size + 32,
             {"n_params": s_b.size + 1, "tensor_scale": float(s_t)})
 
@@ -430,8 +449,14 @@ def _double_quant(absmax: np.ndarray, dq_block: int):
     pad = (-n) % dq_block
     runs = np.concatenate([c, np.zeros(pad, _F32)]).reshape(-1, dq_block)
     ramax = np.max(np.abs(runs), axis=1)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         f = np.where(ramax > 0, _F32(256.0) / (_F32(2.0) * ramax), _F32(1.0)).astype(_F32)
+    bad = np.flatnonzero(~np.isfinite(f) | (f == 0))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"nf4 dq: scale run {k} (blocks {k * dq_block}..{min(n, (k + 1) * dq_block) - 1}): its "
+                         f"factor 256 / (2 * {float(ramax[k]):.3g}) is not a finite nonzero float32 (torchao's "
+                         f"double quantization gives NaN scales here); use nf4 without double quantization")
     q = np.clip(np.rint(runs * f[:, None]), -128, 127).astype(np.int8)
     deq = ((q.astype(_F32) / f[:, None]) + mean).astype(_F32).reshape(-1)[:n]
     q = q.reshape(-1)[:n]
@@ -447,7 +472,8 @@ def _nf4(absmax: np.ndarray, double_quant: bool, dq_block: int):
     Absmax scaling cannot clip: scaled values are within [-1, 1] up to one float32 ulp, which the
     codebook maps to +-1, so ``clipped`` is all False."""
     with np.errstate(divide="ignore"):
-        recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
+        with np.errstate(over="ignore"):  # 1 / absmax beyond float32: refused by the caller's scale check
+            recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
     extra: dict = {}
     if double_quant:
         q, scale, f, mean, meta_bits = _double_quant(absmax, dq_block)
@@ -484,6 +510,7 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     else:
         out = _nf4(amax, scheme.double_quant, scheme.dq_block_size)
     op, op_scale, deq_scale, scales, scale_codes, meta_bits, extra = out
+    _check_scaling(scheme, op, op_scale, amax)
     codes_b, deq_b, clipped_b, boundary_b = _quantize_pass(blocks, fmt, op, op_scale, deq_scale)
     nan_rows = extra.pop("nan_rows", None)
     if nan_rows is not None and nan_rows.any():

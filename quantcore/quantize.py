@@ -3,7 +3,7 @@
 ``scale`` and ``zero_point`` hold one value per block and broadcast along axis 1. The arithmetic is
 done in the convention's working dtype (see :mod:`quantcore.conventions`):
 
-    t     = x * (1/scale)            if convention.reciprocal else x / scale
+    t     = x * (1/scale)            if convention.reciprocal else x / scale   (t = 0 where scale == 0)
     raw   = round(t + zero_point)    if convention.zp_before_round else round(t) + zero_point
             (with ``fma=True`` the product and the sum are rounded once, as fbgemm's AVX2 kernel)
     q     = clamp(raw, qmin, qmax)
@@ -50,7 +50,10 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
                 t = v * inv
                 zp_pending = True
         else:
-            t = v / s
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = v / s
+            if not s.all():  # a zero scale (MLAS blocks of zeros) maps every element to the zero-point
+                t[np.broadcast_to(s == 0, t.shape)] = 0
             zp_pending = True
     if zp_pending and conv.zp_before_round:
         t += zp

@@ -42,7 +42,10 @@ class QuantSpec:
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {self.mapping!r}; expected one of {', '.join(MAPPINGS)}")
-        get_convention(self.convention)  # validates the name
+        conv = get_convention(self.convention)  # validates the name
+        if self.mapping == "affine_float" and conv.qparams_rule != "observer" and self.float_scheme is None:
+            raise ValueError(f"the {self.convention} convention has integer zero-points: use mapping affine or "
+                             f"symmetric, not affine_float")
         if self.rounding is not None and self.rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {', '.join(ROUNDINGS)}")
         if self.symmetric_scale is not None and self.symmetric_scale not in SYMMETRIC_SCALES:

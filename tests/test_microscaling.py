@@ -3,7 +3,7 @@ torchao 0.18 (to_mx, nvfp4_quantize, NF4Tensor.double_quantize_scalers) and torc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -335,8 +335,13 @@ def test_property_mx_elements_are_nearest_on_scaled_grid(x, kind):
 def test_property_sign_and_bounded_error(x, kind):
     """No scheme flips a sign (x_hat is 0 or has x's sign), and the error of an unclipped element is
     at most its block scale times the element format's largest gap (half of it for round-to-nearest,
-    NF4's largest gap is 0.3038)."""
-    r = q(x, kind)
+    NF4's largest gap is 0.3038). Blocks of subnormals whose float32 scale underflows (fp8: amax / 448 = 0,
+    NF4: 1 / absmax = inf, NVFP4: amax / 2688 = 0) are refused by design (test_tiny_scales_are_refused)."""
+    try:
+        r = q(x, kind)
+    except ValueError as e:
+        assume("cannot be scaled in float32" not in str(e) and "underflows float32" not in str(e))
+        raise
     xh = r.dequantized.astype(np.float64)
     x64 = x.astype(np.float64)
     assert np.all((xh == 0) | (np.sign(xh) == np.sign(x64)))
@@ -492,3 +497,34 @@ def test_fp8_rowwise_all_zero_row_torchao_gives_nan():
     assert np.array_equal(r.block_scales[keep], s.numpy().reshape(-1)[keep])
     assert np.array_equal(r.codes[keep], codes[keep])
     assert np.array_equal(r.dequantized[keep].view(np.uint32), deq[keep].view(np.uint32))
+
+
+@pytest.mark.parametrize("kind,kw,msg", [
+    ("fp8_tensor", {}, "fp8 e4m3 per-tensor: the tensor: its scale is 0 in float32 (amax 1.4e-45)"),
+    ("fp8_channel", {"element": "e5m2"}, "fp8 e5m2 per-channel: channel 1: its scale is 0 in float32 (amax 1.4e-45)"),
+    ("nf4", {}, "nf4: block 1: its reciprocal scale is inf in float32 (amax 1.4e-45)"),
+    ("nvfp4", {}, "nvfp4: the tensor scale amax / 2688 underflows float32 (tensor amax 1.4e-45)"),
+])
+def test_tiny_scales_are_refused(kind, kw, msg):
+    """A block of float32 subnormals whose scale underflows to 0 (or whose reciprocal overflows) would make
+    its codes inf/NaN (torch's x / 0): refused with a message naming the block. MX scales are exact powers
+    of two down to 2**-127, so MX takes any finite input."""
+    x = np.zeros((2, 64), np.float32)
+    x[1, :] = np.float32(1e-45)
+    x[0, :] = 0.0 if kind != "fp8_tensor" else np.float32(1e-45)
+    with pytest.raises(ValueError) as e:
+        q(x, kind, **kw)
+    assert msg in str(e.value)
+    for mx_kind in ("mxfp8_e4m3", "mxfp4"):
+        r = q(x, mx_kind)
+        assert np.isfinite(r.dequantized).all()
+
+
+def test_nf4_double_quant_factor_overflow_is_refused():
+    """torchao's double quantization computes 256 / (2 * amax(|absmax - mean|)): with one absmax near
+    float32's maximum, 2 * amax overflows, the factor is 0 and its scales are NaN. Refused, naming the run."""
+    x = rand((4, 64), seed=2, spread=False)
+    x[0, 1] = np.float32(-3.4e38)
+    with pytest.raises(ValueError, match=r"nf4 dq: scale run 0 \(blocks 0\.\.3\)"):
+        q(x, "nf4", double_quant=True)
+    assert np.isfinite(q(x, "nf4").dequantized).all()
