@@ -53,7 +53,9 @@ class FloatScheme:
     channel axis for fp8_channel (default 0, one scale per index along it). element: "e4m3" (default)
     or "e5m2" for the fp8_* kinds. double_quant / dq_block_size: NF4 double quantization of the
     absmax scales (int8, blocks of 256 scales). convention: NVFP4 element arithmetic, "modelopt"
-    (x / (block_scale * s_t)) or "torchao" (x * ((1 / s_t) / block_scale)).
+    (x / (block_scale * s_t)) or "torchao" (x * ((1 / s_t) / block_scale)). scale_rule (fp8_tensor /
+    fp8_channel, E4M3 only for "onnx_std"): "amax" (scale = amax / max) or "onnx_std" (ONNX Runtime's
+    quantization tool: scale = std(x) / std(every finite E4M3 value); see _fp8_std_scaled).
     """
 
     kind: str
@@ -63,6 +65,7 @@ class FloatScheme:
     double_quant: bool = False
     dq_block_size: int = 256
     convention: Literal["modelopt", "torchao"] = "modelopt"
+    scale_rule: Literal["amax", "onnx_std"] = "amax"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -83,6 +86,11 @@ class FloatScheme:
             raise ValueError(f"double_quant applies to kind='nf4' only, not {self.kind!r}")
         if self.dq_block_size < 1:
             raise ValueError(f"dq_block_size must be >= 1, got {self.dq_block_size}")
+        if self.scale_rule not in ("amax", "onnx_std"):
+            raise ValueError(f"scale_rule must be 'amax' or 'onnx_std', got {self.scale_rule!r}")
+        if self.scale_rule == "onnx_std" and (not self.kind.startswith("fp8_") or self.element == "e5m2"):
+            raise ValueError("scale_rule 'onnx_std' (ONNX Runtime's compute_scale_zp_float8) applies to fp8_tensor / "
+                             "fp8_channel with element e4m3 only")
         if self.convention not in ("modelopt", "torchao"):
             raise ValueError(f"convention must be 'modelopt' or 'torchao', got {self.convention!r}")
 
@@ -107,10 +115,11 @@ class FloatScheme:
 
     @property
     def label(self) -> str:
+        rule = " (onnx std)" if self.scale_rule == "onnx_std" else ""
         if self.kind == "fp8_tensor":
-            return f"fp8 {self.element or 'e4m3'} per-tensor"
+            return f"fp8 {self.element or 'e4m3'} per-tensor{rule}"
         if self.kind == "fp8_channel":
-            return f"fp8 {self.element or 'e4m3'} per-channel"
+            return f"fp8 {self.element or 'e4m3'} per-channel{rule}"
         name = {"mxfp8_e4m3": "mxfp8 e4m3", "mxfp8_e5m2": "mxfp8 e5m2", "mxfp4": "mxfp4",
                 "nvfp4": "nvfp4", "nf4": "nf4"}[self.kind]
         if self.block != _DEFAULT_BLOCK[self.kind]:
@@ -276,17 +285,23 @@ def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_
 
 
 def _check_scaling(scheme: FloatScheme, op: Callable, op_scale: np.ndarray, amax: np.ndarray) -> None:
-    """A block with data whose float32 scaling factor is 0 (a divisor) or not finite (a multiplier) would
-    turn its elements into inf or NaN: refuse it, naming the block. Happens only for blocks whose amax is
-    near the bottom of float32 (e.g. fp8 amax / 448 underflows below amax ~ 6e-43)."""
-    bad = (op_scale == 0) if op is np.divide else ~np.isfinite(op_scale)
+    """A block with data whose float32 scaling factor is 0 or not finite would turn its elements into inf or
+    NaN (x / 0, x * inf, 0 * inf): refuse it, naming the block. Happens only at the ends of float32: a block
+    amax near its bottom (fp8 amax / 448 underflows below ~6e-43, NF4 1 / absmax overflows below 2**-128),
+    a constant under the std rule (std 0), or a float32 std that overflows (values near 1e38)."""
+    bad = ~np.isfinite(op_scale) | ((op_scale == 0) & (op is np.divide))
     bad &= amax > 0
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         where = {"fp8_tensor": "the tensor", "fp8_channel": f"channel {i}"}.get(scheme.kind, f"block {i}")
         what = "scale" if op is np.divide else "reciprocal scale"
+        std = scheme.scale_rule == "onnx_std"
+        if op_scale[i] == 0:
+            why = "a constant has no spread" if std else "values this small cannot be scaled in float32"
+        else:
+            why = "its float32 standard deviation overflows" if std else "values this small cannot be scaled in float32"
         raise ValueError(f"{scheme.label}: {where}: its {what} is {float(op_scale[i]):g} in float32 (amax "
-                         f"{float(amax[i]):.3g}): values this small cannot be scaled in float32")
+                         f"{float(amax[i]):.3g}): {why}")
 
 
 # ---- tiled passes -------------------------------------------------------------------------------------
@@ -368,6 +383,21 @@ def _fp8_scaled(amax: np.ndarray, fmt: ff.FloatFormat):
     x_hat = fmt value * scale."""
     scale = amax / _F32(fmt.max_finite)
     scale = np.where(amax == 0, _F32(1), scale).astype(_F32)
+    return np.divide, scale, scale, scale, None, 32 * scale.size, {}
+
+
+def _fp8_std_scaled(blocks: np.ndarray, fmt: ff.FloatFormat):
+    """ONNX Runtime 1.32's quantization tool for float8 weights (``compute_data_quant_params`` ->
+    ``quant_utils.compute_scale_zp_float8``): ``scale = float32(std(x) / std_f8)`` with ``std`` numpy's
+    float32 ``np.std`` of the tensor (per channel: of the channel) and ``std_f8`` the float32 ``np.std`` of
+    every finite E4M3FN value in code order; elements = E4M3FN(x / scale) saturating (``QuantizeLinear``
+    with ``saturate=1``), x_hat = value * scale. Same numpy reductions on the same float32 rows, so the
+    same bits. A constant tensor has std 0 and is refused (x / 0)."""
+    values = ff.decode(np.arange(256), ff.E4M3FN)
+    std_f8 = np.std(values[np.isfinite(values)].astype(_F32))
+    with np.errstate(over="ignore", invalid="ignore"):  # a std beyond float32 is refused by _check_scaling
+        scale = (np.std(blocks, axis=1) / std_f8).astype(_F32)
+    scale = np.where(np.isnan(scale), _F32(np.inf), scale)
     return np.divide, scale, scale, scale, None, 32 * scale.size, {}
 
 
@@ -502,7 +532,7 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     if not (amax.view(np.uint32) < _INF_BITS).all():
         _check_nonfinite(a, x32, scheme, allow_nonfinite)
     if kind in ("fp8_tensor", "fp8_channel"):
-        out = _fp8_scaled(amax, fmt)
+        out = _fp8_std_scaled(blocks, fmt) if scheme.scale_rule == "onnx_std" else _fp8_scaled(amax, fmt)
     elif kind.startswith("mx"):
         out = _mx(amax, fmt)
     elif kind == "nvfp4":

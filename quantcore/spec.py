@@ -126,6 +126,8 @@ FLOAT_SCHEMES = {
     "fp8_e4m3": FloatScheme("fp8_tensor", element="e4m3"),
     "fp8_e5m2": FloatScheme("fp8_tensor", element="e5m2"),
     "fp8_e4m3_channel": FloatScheme("fp8_channel", element="e4m3"),
+    "fp8_e4m3_onnx": FloatScheme("fp8_tensor", element="e4m3", scale_rule="onnx_std"),
+    "fp8_e4m3_channel_onnx": FloatScheme("fp8_channel", element="e4m3", scale_rule="onnx_std"),
     "mxfp8": FloatScheme("mxfp8_e4m3"),
     "mxfp8_e5m2": FloatScheme("mxfp8_e5m2"),
     "mxfp4": FloatScheme("mxfp4"),

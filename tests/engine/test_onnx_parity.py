@@ -39,7 +39,10 @@ def _tensor_type(onnx, qtype: str) -> int:
 
 
 def _cast_type(onnx, qtype: str) -> int:
-    """int4/uint4 cannot be returned to numpy: read them through an exact Cast to int8/uint8."""
+    """int4/uint4 cannot be returned to numpy: read them through an exact Cast to int8/uint8 (float8 to
+    float32, also exact)."""
+    if qtype.startswith("float8"):
+        return onnx.TensorProto.FLOAT
     signed = not qtype.startswith("u")
     wide = "16" if qtype.endswith("16") else "8"
     return getattr(onnx.TensorProto, ("INT" if signed else "UINT") + wide)
@@ -75,7 +78,7 @@ def ort_qdq(ort, x: np.ndarray, scale, zero_point, qtype: str, axis: int | None 
                           h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(x.shape))], initializer=inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
     codes, y = _session(ort, model).run(None, {"x": np.ascontiguousarray(x, np.float32)})
-    return codes.astype(np.int64), y
+    return (codes if qtype.startswith("float8") else codes.astype(np.int64)), y
 
 
 def count_mismatches(what: str, ours_q, ours_y, codes, y) -> int:
@@ -557,3 +560,50 @@ def test_matmulnbits_block_sizes_ort_accepts():
     mx, mn = blocks.max(axis=2), blocks.min(axis=2)
     m = np.where(np.abs(mx) > np.abs(mn), mx, mn)
     np.testing.assert_array_equal(r.scale, (m / np.float32(-8)).astype(np.float32).reshape(-1))
+
+
+
+# --- float8: compute_scale_zp_float8 and QuantizeLinear to FLOAT8E4M3FN ------------------------------------
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fp8_onnx_std_scale_and_quantize_linear(ort, per_channel):
+    """FLOAT_SCHEMES fp8_e4m3_onnx / fp8_e4m3_channel_onnx == ORT's tool for float8 weights
+    (compute_data_quant_params -> compute_scale_zp_float8: scale = std(x) / std(E4M3FN values), per tensor
+    or per channel of the flattened data), scale bits; and QuantizeLinear to FLOAT8E4M3FN (saturate=1) with
+    that scale, read through an exact Cast to float32, == our element values; DequantizeLinear == x_hat.
+    Data: log-normal rows with ±1e4 outliers that saturate at ±448 * scale."""
+    from onnxruntime.quantization import quant_utils as qu
+    from quantcore import float_spec
+    onnx = ort[1]
+    rng = np.random.default_rng(11 + per_channel)
+    x = lognormal_channels(rng, (12, 200), 0)
+    x[:, :2] = np.float32([1e4, -1e4])
+    name = "fp8_e4m3_channel_onnx" if per_channel else "fp8_e4m3_onnx"
+    r = analyze(x, float_spec(name))
+    rows = [x[i].ravel() for i in range(x.shape[0])] if per_channel else [x.flatten()]
+    want = np.array([qu.compute_data_quant_params(d, onnx.TensorProto.FLOAT8E4M3FN, True)[1] for d in rows],
+                    np.float32)
+    np.testing.assert_array_equal(np.asarray(r.float.block_scales).view(np.uint32), want.view(np.uint32))
+    zp = np.zeros(want.shape[0] if per_channel else (), np.float32)
+    values, y = ort_qdq_float8(ort, x, want if per_channel else want[0], zp, axis=0 if per_channel else None)
+    from quantcore import floatfmt as ff
+    ours = ff.decode(r.float.codes, ff.E4M3FN)
+    assert np.abs(ours).max() == 448.0  # the outliers saturate
+    count_mismatches(f"{name} QuantizeLinear float8", ours.view(np.uint32), r.dequantized, values.view(np.uint32), y)
+
+
+def ort_qdq_float8(ort, x: np.ndarray, scale, zero_point, axis: int | None = None):
+    """(element values as float32, dequantized float32) of QuantizeLinear/DequantizeLinear to FLOAT8E4M3FN."""
+    _, onnx = ort
+    h = onnx.helper
+    attrs = {} if axis is None else {"axis": axis}
+    zp = np.asarray(zero_point, np.float32)
+    inits = [onnx.numpy_helper.from_array(np.asarray(scale, np.float32), "scale"),
+             h.make_tensor("zero_point", onnx.TensorProto.FLOAT8E4M3FN, list(zp.shape), zp.ravel().tolist())]
+    nodes = [h.make_node("QuantizeLinear", ["x", "scale", "zero_point"], ["q"], **attrs),
+             h.make_node("DequantizeLinear", ["q", "scale", "zero_point"], ["y"], **attrs),
+             h.make_node("Cast", ["q"], ["values"], to=onnx.TensorProto.FLOAT)]
+    graph = h.make_graph(nodes, "qdq8", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+                         [h.make_tensor_value_info("values", onnx.TensorProto.FLOAT, list(x.shape)),
+                          h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(x.shape))], initializer=inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+    return tuple(_session(ort, model).run(None, {"x": np.ascontiguousarray(x, np.float32)}))
