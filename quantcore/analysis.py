@@ -1,7 +1,7 @@
 """Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory.
 
 Dtype discipline: arithmetic runs in the convention's working dtype (float64 for ``float64``,
-float32 for ``torch``/``torch-fake``/``gguf``); a float32/float64 input is not copied but cast tile by
+float32 for every other convention); a float32/float64 input is not copied but cast tile by
 tile inside the fused kernel (:mod:`quantcore.kernel`); codes are stored in the smallest integer dtype;
 metric sums are accumulated in float64. Raw codes and dequantized values are recomputed on demand.
 """

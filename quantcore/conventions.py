@@ -8,7 +8,11 @@ element that sits (almost) exactly half-way between two codes. What decides it:
 * whether the zero-point is added before rounding (``round(x*inv + zp)``, fbgemm's LEGACY path used
   by ``torch.quantize_per_tensor``) or after (``round(x*inv) + zp``, ``torch.fake_quantize_*``);
 * the rounding rule (half-to-even, half-away-from-zero, ...);
-* the precision in which the scale is stored (GGUF stores fp16 scales, but quantizes with fp32 ones).
+* the precision in which the scale is stored (GGUF stores fp16 scales, but quantizes with fp32 ones);
+* whether codes saturate at the format's range or the storage type's (``saturate``, below).
+
+How scale and zero-point follow from the range belongs to the convention as well (``qparams_rule``, the
+scale floor ``eps``, the symmetric zero-point policy): :mod:`quantcore.params` states each rule.
 
 Named conventions:
 
@@ -58,7 +62,6 @@ from dataclasses import dataclass
 import numpy as np
 
 ROUNDINGS = ("half-even", "half-away", "floor", "ceil", "trunc", "stochastic")
-SATURATIONS = ("format", "storage")
 FLOAT32_EPS = 2.0 ** -23    # torch observers' default eps (finfo(float32).eps)
 FLOAT32_TINY = 2.0 ** -126  # finfo(float32).smallest_normal: torchao's default eps, ORT's smallest scale
 

@@ -96,12 +96,15 @@ def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
 def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.ndarray, qmin: int, qmax: int,
                          conv: Convention, rounding: str, rng: np.random.Generator | None = None,
                          fma: bool = False, valid: np.ndarray | None = None, keep_codes: bool = True,
-                         keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}") -> PassResult:
+                         keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}",
+                         refuse_overflow: bool = True) -> PassResult:
     """Quantize every row of ``rows`` (2-D) with its scale/zero-point and accumulate row statistics.
 
     ``rows`` may be in any float dtype; tiles are cast to the convention's dtype. Statistics are
     those of :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low,
-    clipped_high, collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3").
+    clipped_high, collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
+    ``refuse_overflow=False`` a row whose x_hat or sums overflow gets ``sse = inf`` instead of an error
+    (a search over candidate ranges skips it).
     """
     dt = conv.dtype
     n_rows, row_len = rows.shape
@@ -171,31 +174,34 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
         if wide.any():  # rare: rows of extreme magnitude, measured again in float64
             w = np.flatnonzero(wide)
             sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(v[w], q[w], z[w], ss[w], None if m is None else m[w],
-                                                              dt, lambda i: row_name(r0 + int(w[i])))
+                                                              dt, lambda i: row_name(r0 + int(w[i])), refuse_overflow)
         stats["sse"][r0:r1] += sse
         stats["ssx"][r0:r1] += ssx
         stats["sae"][r0:r1] += sae
         np.maximum(stats["max_abs"][r0:r1], emax, out=stats["max_abs"][r0:r1])
     bad = np.flatnonzero(~(np.isfinite(stats["sse"]) & np.isfinite(stats["ssx"]) & np.isfinite(stats["sae"])))
-    if bad.size:
+    if bad.size and not refuse_overflow:
+        stats["sse"][bad] = np.inf
+    elif bad.size:
         raise ValueError(f"{row_name(int(bad[0]))}: the sum of squared values or errors overflows float64 "
                          f"(largest error {stats['max_abs'][bad[0]]:.3g}); scale the tensor down to measure it")
     return PassResult(stats, q_out, raw_out)
 
 
 def _wide_row_stats(v: np.ndarray, q: np.ndarray, zp: np.ndarray, stored_scale: np.ndarray,
-                    mask: np.ndarray | None, dt: type, name: Callable[[int], str]):
+                    mask: np.ndarray | None, dt: type, name: Callable[[int], str], refuse: bool = True):
     """Per row (sse, ssx, sae, max |e|) with ``e = x_hat - x`` formed and summed in float64.
 
     ``x_hat`` itself is computed exactly as the kernel does (working dtype); where it is not finite in
-    that dtype the row is refused (ValueError naming it): its dequantized values do not exist.
+    that dtype the row is refused (ValueError naming it; with ``refuse=False`` its sums are inf): its
+    dequantized values do not exist.
     """
     with np.errstate(over="ignore"):
         xhat = np.asarray((q - zp[:, None]) * stored_scale, dtype=dt)
     bad = ~np.isfinite(xhat)
     if mask is not None:
         bad &= mask
-    if bad.any():
+    if bad.any() and refuse:
         i, j = (int(k) for k in np.argwhere(bad)[0])
         raise ValueError(f"{name(i)}: code {int(q[i, j])} (zero-point {float(zp[i]):g}, scale "
                          f"{float(stored_scale[i, 0]):.4g}) dequantizes to {float(xhat[i, j]):g}, beyond the "

@@ -129,6 +129,21 @@ def test_integer_schemes_on_extremes(files, tmp_path, name, convention):
 
 
 @pytest.mark.parametrize("name", list(INPUTS))
+@pytest.mark.parametrize("method", ["mse", "percentile", "kl"])
+def test_range_methods_on_extremes(files, tmp_path, name, method):
+    """The search-based ranges too: an MSE candidate whose scale or x_hat overflows is skipped, not fatal."""
+    for convention in CONVENTIONS:
+        for mapping in ("symmetric", "affine"):
+            for gran in ("tensor", "group"):
+                saved = tmp_path / "out.npz"
+                code, out, err, caught = run_cli("analyze", str(files[name]), "--mapping", mapping, "--convention",
+                                                 convention, "--granularity", gran, "--range", method,
+                                                 "--group-size", "32", "--json", "--save", str(saved))
+                check_outcome(f"{name} {mapping} {convention} {gran} --range {method}", code, out, err, caught, saved,
+                              option_error(mapping, convention))
+
+
+@pytest.mark.parametrize("name", list(INPUTS))
 @pytest.mark.parametrize("fmt", sorted(FLOAT_SCHEMES))
 def test_float_formats_on_extremes(files, tmp_path, name, fmt):
     saved = tmp_path / "out.npz"
