@@ -428,7 +428,6 @@ def mlas_ties(W: np.ndarray, r, rng: np.random.Generator) -> np.ndarray:
     """Replace the non-extreme elements of every (block, column) by float32 x with
     f32(f32(x * f32(1 / scale)) + zero_point) == k + 0.5 exactly: roundf's half-away-from-zero cases."""
     gran = r.spec.granularity
-    K = W.shape[0]
     s = per_element(onnx_layout(r.scale, W.shape, gran), W.shape, 0, gran.size).astype(np.float32)
     z = per_element(onnx_layout(r.zero_point, W.shape, gran), W.shape, 0, gran.size).astype(np.float32)
     lo = per_element(onnx_layout(r.lo, W.shape, gran), W.shape, 0, gran.size)
@@ -442,7 +441,6 @@ def mlas_ties(W: np.ndarray, r, rng: np.random.Generator) -> np.ndarray:
         best = np.where((cand * inv).astype(np.float32) + z == (k + 0.5).astype(np.float32), cand, best)
     best = np.clip(best, np.minimum(lo, hi).astype(np.float32), np.maximum(lo, hi).astype(np.float32))
     keep = (W == lo) | (W == hi) | (s == 0)
-    assert K == W.shape[0]
     return np.where(keep, W, best).astype(np.float32)
 
 
@@ -556,7 +554,7 @@ def test_matmulnbits_block_sizes_ort_accepts():
             ort_matmulnbits_quantize(W, 4, block, True)
     r = analyze(W, QuantSpec(fmt=IntFormat(4, signed=False), mapping="symmetric", granularity=PerGroup(48, 0),
                              convention="matmulnbits"))
-    blocks = np.pad(W.T, ((0, 0), (0, 44))).reshape(4, 3, 48)[:, :, :]
+    blocks = np.pad(W.T, ((0, 0), (0, 44)), mode="edge").reshape(4, 3, 48)  # edge: the ragged block's own values
     mx, mn = blocks.max(axis=2), blocks.min(axis=2)
     m = np.where(np.abs(mx) > np.abs(mn), mx, mn)
     np.testing.assert_array_equal(r.scale, (m / np.float32(-8)).astype(np.float32).reshape(-1))
