@@ -15,12 +15,12 @@ from .metrics import Metrics
 from .params import MAPPINGS, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .report import Comparison, compare, manual, standard_schemes, sweep
 from .microscaling import FloatScheme
-from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset
+from .spec import FLOAT_SCHEMES, SCHEME_PRESETS, QuantSpec, float_spec, preset, preset_names
 
 __all__ = [
     "BLOCK_FORMATS", "CONVENTIONS", "FLOAT_SCHEMES", "FloatScheme", "float_spec", "Comparison", "CustomRange", "EXAMPLES", "IntFormat", "KLDivergence",
     "MAPPINGS", "MSEOptimal", "Memory", "Metrics", "MinMax", "PerChannel", "PerGroup", "PerTensor", "Percentile",
     "QuantResult", "QuantSpec", "ROUNDINGS", "analyze", "compare", "get_example", "manual", "memory_estimate",
-    "preset", "report", "standard_schemes", "sweep", "synthetic",
+    "preset", "preset_names", "report", "SCHEME_PRESETS", "standard_schemes", "sweep", "synthetic",
 ]
 __version__ = "0.1.0"

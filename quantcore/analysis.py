@@ -1,7 +1,7 @@
 """Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory.
 
 Dtype discipline: arithmetic runs in the convention's working dtype (float64 for ``float64``,
-float32 for ``torch``/``torch-fake``/``gguf``); a float32/float64 input is not copied but cast tile by
+float32 for every other convention); a float32/float64 input is not copied but cast tile by
 tile inside the fused kernel (:mod:`quantcore.kernel`); codes are stored in the smallest integer dtype;
 metric sums are accumulated in float64. Raw codes and dequantized values are recomputed on demand.
 """
@@ -55,11 +55,19 @@ class QuantResult:
     # --- format facts -------------------------------------------------------------------------
     @property
     def qmin(self) -> int:
-        return get_block_format(self.spec.preset).qmin if self.spec.preset else self.spec.fmt.qmin
+        """Smallest code: the format's qmin, or its storage type's for conventions that saturate there."""
+        return self._code_range[0]
 
     @property
     def qmax(self) -> int:
-        return get_block_format(self.spec.preset).qmax if self.spec.preset else self.spec.fmt.qmax
+        return self._code_range[1]
+
+    @cached_property
+    def _code_range(self) -> tuple[int, int]:
+        if self.spec.preset:
+            bf = get_block_format(self.spec.preset)
+            return bf.qmin, bf.qmax
+        return _convention(self.spec).code_range(self.spec.fmt)
 
     @property
     def levels(self) -> int:
@@ -261,8 +269,10 @@ class QuantResult:
             scale, zp, lo, hi = (np.full(C, np.nan) for _ in per_block)
         ties = M.combine_rows({"t": np.count_nonzero(self._ties_rows(), axis=1)}, C)["t"] \
             if not isinstance(g, PerTensor) else np.count_nonzero(self._ties_rows(), axis=1)
+        with np.errstate(over="ignore"):  # a span beyond float64 (e.g. +-1.7e308) is reported as inf
+            span = cmax - cmin
         t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
-             "range": cmax - cmin, "range_lo": lo, "range_hi": hi, "scale": scale, "zero_point": zp}
+             "range": span, "range_lo": lo, "range_hi": hi, "scale": scale, "zero_point": zp}
         t.update(M.metrics_from_stats(self._channel_stats))
         t["ties"] = ties
         return t
@@ -330,7 +340,7 @@ def _uses_fma(conv, spec: QuantSpec) -> bool:
     return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
 
 
-def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool, mn: np.ndarray, mx: np.ndarray):
+def _select_range(bv: BlockView, spec: QuantSpec, conv, mn: np.ndarray, mx: np.ndarray):
     r = spec.range
     dt = conv.qparams_dtype
     if isinstance(r, MinMax):
@@ -343,7 +353,8 @@ def _select_range(bv: BlockView, spec: QuantSpec, conv, torch_unsigned: bool, mn
         return lo.astype(dt), hi.astype(dt), None
     if isinstance(r, MSEOptimal):
         return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
-                                 spec.effective_rounding, int(r.steps), torch_unsigned, _uses_fma(conv, spec))
+                                 spec.effective_rounding, int(r.steps), isinstance(spec.granularity, PerGroup),
+                                 _uses_fma(conv, spec))
     if isinstance(r, KLDivergence):
         lo, hi, ratio = kl_range(bv, spec.fmt, int(r.bins))
         return lo.astype(dt), hi.astype(dt), ratio
@@ -377,28 +388,31 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
         check_finite(canon.to_input_layout(canon.values), "tensor")
     work_max = float(np.finfo(conv.dtype).max)
     if max(float(np.max(-mn)), float(np.max(mx))) > work_max:
-        raise ValueError(f"tensor has values beyond the {np.dtype(conv.dtype).name} range of the {conv.name!r} "
-                         f"convention (largest magnitude {max(float(np.max(-mn)), float(np.max(mx))):.3g}); "
-                         f"use the float64 convention")
-    torch_unsigned = conv.name.startswith("torch")
+        x_in = canon.to_input_layout(canon.values)
+        first = tuple(int(i) for i in np.argwhere(np.abs(x_in) > work_max)[0])
+        raise ValueError(f"tensor value {float(x_in[first]):.3g} at index {first} is beyond the "
+                         f"{np.dtype(conv.dtype).name} range of the {conv.name!r} convention; use the float64 "
+                         f"convention")
     if spec.preset:
         bf = get_block_format(spec.preset)
         p = preset_pass(bv, bf)
         return QuantResult(spec, canon, bv, mn, mx, p["scale"], p["zero_point"], p["q"], p["stats"], None,
                            channel_names)
-    lo, hi, ratio = _select_range(bv, spec, conv, torch_unsigned, mn, mx)
+    lo, hi, ratio = _select_range(bv, spec, conv, mn, mx)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
-        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale,
-                                   conv.qparams_dtype, torch_unsigned)
+        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
+                                   isinstance(g, PerGroup))
         scale = store_scale(scale, spec.scale_dtype)
     if not np.isfinite(scale).all():
         i = int(np.flatnonzero(~np.isfinite(scale))[0])
-        raise ValueError(f"block {i}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
-                         f"{np.dtype(conv.qparams_dtype).name}")
+        where = "the tensor" if isinstance(g, PerTensor) else _row_namer(spec, bv)(i)
+        raise ValueError(f"{where}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
+                         f"{np.dtype(np.asarray(scale).dtype).name}")
     rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
-    res = quantize_and_measure(rows, row_scale, row_zp, spec.fmt.qmin, spec.fmt.qmax, conv, spec.effective_rounding,
+    qmin, qmax = conv.code_range(spec.fmt)
+    res = quantize_and_measure(rows, row_scale, row_zp, qmin, qmax, conv, spec.effective_rounding,
                                _rng(spec), _uses_fma(conv, spec), valid,
-                               keep_raw=spec.effective_rounding == "stochastic")
+                               keep_raw=spec.effective_rounding == "stochastic", row_name=_row_namer(spec, bv))
     raw = None if res.raw is None else res.raw.reshape(bv.values.shape)
     return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
 
@@ -433,6 +447,13 @@ def preset_pass(bv: BlockView, bf, keep: bool = False) -> dict:
 
 def _rng(spec: QuantSpec) -> np.random.Generator | None:
     return np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+
+
+def _row_namer(spec: QuantSpec, bv: BlockView):
+    """Names a statistics row (see _stat_rows) in messages: a channel, or a block and its channel."""
+    if isinstance(spec.granularity, PerGroup):
+        return lambda r: f"block {r} (channel {int(bv.channel_of_block[r])})"
+    return lambda r: f"channel {r}"
 
 
 def _stat_rows(bv: BlockView, spec: QuantSpec, scale: np.ndarray, zp: np.ndarray):

@@ -18,24 +18,32 @@ KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bin
 
 
 def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric_scale: str, conv: Convention,
-                      rounding: str, steps: int, torch_unsigned: bool,
+                      rounding: str, steps: int, per_group: bool = False,
                       fma: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block, the ratio ``a`` in ``{k/steps}`` minimizing ``sum((x_hat - x)^2)`` over ``[a*min, a*max]``.
 
     Returns ``(lo, hi, ratio)``. Ties between ratios go to the larger ratio (less clipping). Stochastic
-    rounding is searched with half-to-even so the choice does not depend on the random stream.
+    rounding is searched with half-to-even so the choice does not depend on the random stream. A candidate
+    whose scale or dequantized values overflow counts as infinitely wrong (if every candidate of a block
+    does, the ratio stays 1 and the analysis refuses that block).
     """
     lo0, hi0 = block_minmax(blocks)
     dt = conv.qparams_dtype
     search_rounding = "half-even" if rounding == "stochastic" else rounding
     best_err = np.full(blocks.n_blocks, np.inf)
     best_ratio = np.ones(blocks.n_blocks)
+    qmin, qmax = conv.code_range(fmt)
     for k in range(steps, 0, -1):
         ratio = k / steps
         lo, hi = (lo0 * dt(ratio)).astype(dt), (hi0 * dt(ratio)).astype(dt)
-        scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, dt, torch_unsigned)
-        err = quantize_and_measure(blocks.values, scale, zp, fmt.qmin, fmt.qmax, conv, search_rounding, fma=fma,
-                                   valid=blocks.valid, keep_codes=False).stats["sse"]
+        with np.errstate(over="ignore", invalid="ignore"):  # a candidate whose scale overflows is skipped
+            scale, zp = choose_qparams(lo, hi, fmt, mapping, symmetric_scale, conv, per_group)
+        finite = np.isfinite(scale)
+        if not finite.all():
+            scale, zp = np.where(finite, scale, 1), np.where(finite, zp, 0)
+        err = quantize_and_measure(blocks.values, scale, zp, qmin, qmax, conv, search_rounding, fma=fma,
+                                   valid=blocks.valid, keep_codes=False, refuse_overflow=False).stats["sse"]
+        err = np.where(finite, err, np.inf)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_ratio = np.where(better, ratio, best_ratio)

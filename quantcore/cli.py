@@ -19,8 +19,9 @@ from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
-from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
-from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset
+from .memory import DTYPE_BITS
+from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
+from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset, preset_names
 
 MAX_PRINTED_CHANNELS = 20
 
@@ -61,10 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--rounding", choices=list(ROUNDINGS), default=None)
     a.add_argument("--seed", type=int, default=0, help="seed for stochastic rounding")
     a.add_argument("--convention", choices=list(CONVENTIONS), default=None)
-    a.add_argument("--symmetric-scale", choices=["qmax", "half_range", "max_abs_q"], default=None)
+    a.add_argument("--symmetric-scale", choices=list(SYMMETRIC_SCALES), default=None,
+                   help="symmetric scale rule; signed_amax: the largest-magnitude value with its sign / (qmin - zp)")
     a.add_argument("--scale-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    a.add_argument("--zero-point-dtype", choices=["int32", "int16", "int8", "fp16", "none"], default="int32")
-    a.add_argument("--preset", choices=sorted(BLOCK_FORMATS), help="GGUF block format (fixes all other options)")
+    a.add_argument("--zero-point-dtype", choices=[d for d in DTYPE_BITS if d not in ("e8m0", "e4m3")], default="int32")
+    a.add_argument("--preset", choices=preset_names(), metavar="PRESET",
+                   help="a GGUF block format (q8_0 q4_0 q4_1 q5_0 q5_1) or an ONNX Runtime MatMulNBits scheme "
+                        "onnx_matmulnbits{2,4,8}_{sym,asym}_g{16,32,64,128,256}; fixes all other options")
     a.add_argument("--format", dest="float_format", choices=sorted(FLOAT_SCHEMES),
                    help="low-precision float scheme: FP8, MXFP8/MXFP4, NVFP4, NF4 (fixes all other options)")
     a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
@@ -174,9 +178,10 @@ def cmd_analyze(args, stdout) -> int:
     spec = spec_from_args(args, example_spec)
     if args.compare:
         group = [args.group_size]
-        if spec.preset or spec.float_scheme:
+        if spec.preset or spec.float_scheme or spec.name:
             # Compare a fixed format with the integer schemes of the same bit width.
-            bits = (spec.float_scheme.element_format.bits if spec.float_scheme else BLOCK_FORMATS[spec.preset].bits)
+            bits = (spec.float_scheme.element_format.bits if spec.float_scheme
+                    else BLOCK_FORMATS[spec.preset].bits if spec.preset else spec.fmt.bits)
             specs = report.standard_schemes(QuantSpec(fmt=IntFormat(bits), mapping="symmetric"),
                                             group, channel_axis=args.channel_axis) + [spec]
         else:

@@ -86,8 +86,8 @@ def analyze_float(x, spec: QuantSpec, channel_axis: int = 0,
     scheme = spec.float_scheme
     if scheme.kind == "fp8_channel":
         channel_axis = scheme.axis if scheme.axis is not None else 0
-    canon = canonical(np.asarray(x, dtype=np.float32), np.float32, channel_axis, None)
-    fq = quantize_float_scheme(x, scheme)
+    fq = quantize_float_scheme(x, scheme)  # validates x first (non-finite, beyond float32)
+    canon = canonical(fq.x, np.float32, channel_axis, None)
     blocks = block_view(canon, PerChannel(channel_axis))
     C = canon.n_channels
     def rows(a: np.ndarray) -> np.ndarray:

@@ -9,7 +9,11 @@ and signedness, then optionally narrowed:
 * ``reduce_range``: PyTorch's ``reduce_range=True``: one bit fewer (qint8 -> [-64, 63],
   quint8 -> [0, 127]), used by fbgemm to avoid int16 overflow in vpmaddubsw.
 * ``qmin``/``qmax``: an explicit custom interval; overrides everything above (must fit the bits and,
-  as in PyTorch, include 0).
+  as in PyTorch, include 0). Unlike PyTorch, ``reduce_range`` does not halve a custom interval.
+
+``[qmin, qmax]`` is the range the scale is chosen for. ``storage_qmin``/``storage_qmax`` are the limits of
+the ``bits``-wide integer itself; conventions that saturate to the storage type (``torch``, ``onnx``; see
+:mod:`quantcore.conventions`) clamp codes there.
 """
 from __future__ import annotations
 
@@ -52,6 +56,16 @@ class IntFormat:
         if self.signed:
             return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
         return 0, (1 << self.bits) - 1
+
+    @property
+    def storage_qmin(self) -> int:
+        """Smallest value of the ``bits``-wide integer type (int8: -128), whatever the narrowing."""
+        return self._storage_range()[0]
+
+    @property
+    def storage_qmax(self) -> int:
+        """Largest value of the ``bits``-wide integer type (int8: 127, uint4: 15)."""
+        return self._storage_range()[1]
 
     @property
     def is_custom(self) -> bool:
@@ -97,3 +111,24 @@ def torch_dtype_format(name: str, reduce_range: bool = False) -> IntFormat:
         return table[name]
     except KeyError:
         raise ValueError(f"unknown torch dtype {name!r}; expected one of {sorted(table)}") from None
+
+
+def onnx_dtype_format(name: str, symmetric: bool = False, reduce_range: bool = False) -> IntFormat:
+    """The ``[qmin, qmax]`` ONNX Runtime's quantization tool derives scale and zero-point for
+    (``onnxruntime.quantization.quant_utils.get_qmin_qmax_for_qType``, 1.32): ``int8``/``int16`` symmetric
+    drop the most negative code ([-127, 127]); ``reduce_range`` uses int8 [-64, 64], uint8 [0, 127],
+    int4 [-4, 3], uint4 [0, 7], int16 [-16384, 16384], uint16 [0, 32767]. ``QuantizeLinear`` still
+    saturates to the full type (convention ``onnx``)."""
+    table = {"int8": (8, True), "uint8": (8, False), "int16": (16, True), "uint16": (16, False),
+             "int4": (4, True), "uint4": (4, False)}
+    try:
+        bits, signed = table[name]
+    except KeyError:
+        raise ValueError(f"unknown ONNX integer type {name!r}; expected one of {sorted(table)}") from None
+    if reduce_range:
+        reduced = {"int8": (-64, 64), "int16": (-16384, 16384)}  # one code more than reduce_range gives
+        if name in reduced:
+            lo, hi = reduced[name]
+            return IntFormat(bits, signed, custom_qmin=lo, custom_qmax=hi)
+        return IntFormat(bits, signed, reduce_range=True)
+    return IntFormat(bits, signed, narrow=symmetric and name in ("int8", "int16"))

@@ -10,10 +10,18 @@ statistics are accumulated across column slices.
 The arithmetic per element is exactly :func:`quantcore.quantize.quantize_blocks` followed by
 :func:`quantcore.quantize.dequantize_blocks` (same dtype, same operation order), so results do not
 depend on the tiling.
+
+Range safety. float32 squares overflow above 2**64 and lose precision below 2**-63, so a float32 row
+whose largest ``|x|`` or ``|x_hat - x|`` lies outside ``[2**-50, 2**56]`` (and is not 0) has its statistics
+recomputed in float64, with ``x_hat - x`` formed in float64 (the float32 difference of two finite values
+can overflow too). A dequantized value that is not finite in the working dtype (e.g. code -128 times a
+scale of amax / 127.5 with amax near float32's maximum) and a sum that overflows float64 are refused with
+a ValueError naming the row (block or channel): no inf or NaN is ever reported as a result.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +30,7 @@ from .quantize import quantize_blocks
 
 TILE_ELEMENTS = 1 << 16
 PARTIAL = 256  # float32 partial sums run over at most this many elements, then accumulate in float64
+F32_SUM_RANGE = (2.0 ** -50, 2.0 ** 56)  # row maxima for which float32 partial sums of squares are exact enough
 
 
 def _row_sum(a: np.ndarray, square: bool = False) -> np.ndarray:
@@ -87,12 +96,15 @@ def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
 def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.ndarray, qmin: int, qmax: int,
                          conv: Convention, rounding: str, rng: np.random.Generator | None = None,
                          fma: bool = False, valid: np.ndarray | None = None, keep_codes: bool = True,
-                         keep_raw: bool = False) -> PassResult:
+                         keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}",
+                         refuse_overflow: bool = True) -> PassResult:
     """Quantize every row of ``rows`` (2-D) with its scale/zero-point and accumulate row statistics.
 
     ``rows`` may be in any float dtype; tiles are cast to the convention's dtype. Statistics are
     those of :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low,
-    clipped_high, collapsed``.
+    clipped_high, collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
+    ``refuse_overflow=False`` a row whose x_hat or sums overflow gets ``sse = inf`` instead of an error
+    (a search over candidate ranges skips it).
     """
     dt = conv.dtype
     n_rows, row_len = rows.shape
@@ -127,29 +139,78 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
         if q_out is not None:
             q_out[r0:r1, c0:c1] = q
         # x_hat == 0 exactly when q == zero-point (scale > 0): test the codes, then x != 0 only there.
-        if zp_all_zero:
-            xhat = q * ss
-            collapsed = q == 0 if scales_positive else xhat == 0
-        else:
-            xhat = q - z[:, None]
-            xhat *= ss
-            collapsed = q == z[:, None] if scales_positive else xhat == 0
+        with np.errstate(over="ignore"):  # an overflowing x_hat is found and refused below
+            if zp_all_zero:
+                xhat = q * ss
+                collapsed = q == 0 if scales_positive else xhat == 0
+            else:
+                xhat = q - z[:, None]
+                xhat *= ss
+                collapsed = q == z[:, None] if scales_positive else xhat == 0
         if m is not None:
             collapsed &= m
         if collapsed.any():
             collapsed &= v != 0
             stats["collapsed"][r0:r1] += _row_count(collapsed)
-        err = np.subtract(xhat, v, out=xhat)
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = np.subtract(xhat, v, out=xhat)
+            if m is not None:
+                err *= m
         if m is not None:
-            err *= m
             vm = v * m
             stats["n"][r0:r1] += _row_count(m)
         else:
             vm = v
             stats["n"][r0:r1] += c1 - c0
-        stats["sse"][r0:r1] += _row_sum(err, square=True)
-        stats["ssx"][r0:r1] += _row_sum(vm, square=True)
-        np.abs(err, out=err)
-        stats["sae"][r0:r1] += _row_sum(err)
-        np.maximum(stats["max_abs"][r0:r1], err.max(axis=1), out=stats["max_abs"][r0:r1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            sse, ssx = _row_sum(err, square=True), _row_sum(vm, square=True)
+            np.abs(err, out=err)
+            sae, emax = _row_sum(err), err.max(axis=1).astype(np.float64)
+        wide = ~np.isfinite(emax)
+        if dt == np.float32:
+            vmax = np.maximum(vm.max(axis=1), -vm.min(axis=1)).astype(np.float64)
+            lo, hi = F32_SUM_RANGE
+            wide |= ((emax > 0) & ((emax < lo) | (emax > hi))) | ((vmax > 0) & ((vmax < lo) | (vmax > hi)))
+        if wide.any():  # rare: rows of extreme magnitude, measured again in float64
+            w = np.flatnonzero(wide)
+            sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(v[w], q[w], z[w], ss[w], None if m is None else m[w],
+                                                              dt, lambda i: row_name(r0 + int(w[i])), refuse_overflow)
+        stats["sse"][r0:r1] += sse
+        stats["ssx"][r0:r1] += ssx
+        stats["sae"][r0:r1] += sae
+        np.maximum(stats["max_abs"][r0:r1], emax, out=stats["max_abs"][r0:r1])
+    bad = np.flatnonzero(~(np.isfinite(stats["sse"]) & np.isfinite(stats["ssx"]) & np.isfinite(stats["sae"])))
+    if bad.size and not refuse_overflow:
+        stats["sse"][bad] = np.inf
+    elif bad.size:
+        raise ValueError(f"{row_name(int(bad[0]))}: the sum of squared values or errors overflows float64 "
+                         f"(largest error {stats['max_abs'][bad[0]]:.3g}); scale the tensor down to measure it")
     return PassResult(stats, q_out, raw_out)
+
+
+def _wide_row_stats(v: np.ndarray, q: np.ndarray, zp: np.ndarray, stored_scale: np.ndarray,
+                    mask: np.ndarray | None, dt: type, name: Callable[[int], str], refuse: bool = True):
+    """Per row (sse, ssx, sae, max |e|) with ``e = x_hat - x`` formed and summed in float64.
+
+    ``x_hat`` itself is computed exactly as the kernel does (working dtype); where it is not finite in
+    that dtype the row is refused (ValueError naming it; with ``refuse=False`` its sums are inf): its
+    dequantized values do not exist.
+    """
+    with np.errstate(over="ignore"):
+        xhat = np.asarray((q - zp[:, None]) * stored_scale, dtype=dt)
+    bad = ~np.isfinite(xhat)
+    if mask is not None:
+        bad &= mask
+    if bad.any() and refuse:
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise ValueError(f"{name(i)}: code {int(q[i, j])} (zero-point {float(zp[i]):g}, scale "
+                         f"{float(stored_scale[i, 0]):.4g}) dequantizes to {float(xhat[i, j]):g}, beyond the "
+                         f"{np.dtype(dt).name} range; narrow the range or use the float64 convention")
+    x64 = v.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = xhat.astype(np.float64) - x64
+        if mask is not None:
+            e, x64 = np.where(mask, e, 0.0), np.where(mask, x64, 0.0)
+        ae = np.abs(e)
+        return (np.einsum("ij,ij->i", e, e), np.einsum("ij,ij->i", x64, x64), ae.sum(axis=1),
+                ae.max(axis=1, initial=0.0))

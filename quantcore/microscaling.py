@@ -11,6 +11,16 @@ scale is a reduction over axis 1; no Python loop over blocks or elements. A last
 block amax, and the padding is dropped again; its scale is still stored and counted. (OCP MX v1.0
 defines only full blocks of k = 32; torchao and TensorRT-Model-Optimizer require K % block == 0.)
 
+Documented differences from torchao 0.18 (measured; asserted in tests/test_microscaling.py):
+
+* MX, tiny blocks: torchao's ``to_mx`` clamps the float32 scale it divides by to 2**-126 (a triton
+  subnormal workaround), so a block whose E8M0 scale code is 0 (shared exponent -127, i.e. block amax below
+  2**(emax_elem - 126): 2**-118 for E4M3, 2**-111 for E5M2, 2**-124 for E2M1) is divided by 2**-126
+  instead of 2**-127; its codes are those of ``x * 2**126`` and torchao's decode (``code * 2**-127``)
+  returns ``x / 2``. quantcore divides by the spec's X = 2**-127.
+* FP8 per-row (``_choose_scale_float8`` with block ``(1, K)``): torchao gives an all-zero row scale 0 and
+  NaN codes (0 / 0); quantcore gives it scale 1, codes 0 and x_hat 0. Other rows agree bit for bit.
+
 Memory accounting is exact in bits (``bits_per_weight``); byte counts round up (4-bit codes are
 packed two per byte): MXFP8 8 + 8/32 = 8.25, MXFP4 4 + 8/32 = 4.25, NVFP4 4 + 8/16 = 4.5 plus one
 float32 per tensor, NF4 4 + 32/64 = 4.5, NF4 with double quantization 4 + 8/64 + 32/(64*256) plus
@@ -43,7 +53,9 @@ class FloatScheme:
     channel axis for fp8_channel (default 0, one scale per index along it). element: "e4m3" (default)
     or "e5m2" for the fp8_* kinds. double_quant / dq_block_size: NF4 double quantization of the
     absmax scales (int8, blocks of 256 scales). convention: NVFP4 element arithmetic, "modelopt"
-    (x / (block_scale * s_t)) or "torchao" (x * ((1 / s_t) / block_scale)).
+    (x / (block_scale * s_t)) or "torchao" (x * ((1 / s_t) / block_scale)). scale_rule (fp8_tensor /
+    fp8_channel, E4M3 only for "onnx_std"): "amax" (scale = amax / max) or "onnx_std" (ONNX Runtime's
+    quantization tool: scale = std(x) / std(every finite E4M3 value); see _fp8_std_scaled).
     """
 
     kind: str
@@ -53,6 +65,7 @@ class FloatScheme:
     double_quant: bool = False
     dq_block_size: int = 256
     convention: Literal["modelopt", "torchao"] = "modelopt"
+    scale_rule: Literal["amax", "onnx_std"] = "amax"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,6 +86,11 @@ class FloatScheme:
             raise ValueError(f"double_quant applies to kind='nf4' only, not {self.kind!r}")
         if self.dq_block_size < 1:
             raise ValueError(f"dq_block_size must be >= 1, got {self.dq_block_size}")
+        if self.scale_rule not in ("amax", "onnx_std"):
+            raise ValueError(f"scale_rule must be 'amax' or 'onnx_std', got {self.scale_rule!r}")
+        if self.scale_rule == "onnx_std" and (not self.kind.startswith("fp8_") or self.element == "e5m2"):
+            raise ValueError("scale_rule 'onnx_std' (ONNX Runtime's compute_scale_zp_float8) applies to fp8_tensor / "
+                             "fp8_channel with element e4m3 only")
         if self.convention not in ("modelopt", "torchao"):
             raise ValueError(f"convention must be 'modelopt' or 'torchao', got {self.convention!r}")
 
@@ -97,10 +115,11 @@ class FloatScheme:
 
     @property
     def label(self) -> str:
+        rule = " (onnx std)" if self.scale_rule == "onnx_std" else ""
         if self.kind == "fp8_tensor":
-            return f"fp8 {self.element or 'e4m3'} per-tensor"
+            return f"fp8 {self.element or 'e4m3'} per-tensor{rule}"
         if self.kind == "fp8_channel":
-            return f"fp8 {self.element or 'e4m3'} per-channel"
+            return f"fp8 {self.element or 'e4m3'} per-channel{rule}"
         name = {"mxfp8_e4m3": "mxfp8 e4m3", "mxfp8_e5m2": "mxfp8 e5m2", "mxfp4": "mxfp4",
                 "nvfp4": "nvfp4", "nf4": "nf4"}[self.kind]
         if self.block != _DEFAULT_BLOCK[self.kind]:
@@ -249,7 +268,8 @@ def _as_float32(x: np.ndarray, scheme: FloatScheme) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{scheme.label}: input is empty (shape {a.shape})")
     if a.ndim == 0:
         a = a.reshape(1)
-    return a, np.ascontiguousarray(a, dtype=_F32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf here and are reported by the caller
+        return a, np.ascontiguousarray(a, dtype=_F32)
 
 
 def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool) -> None:
@@ -262,6 +282,26 @@ def _check_nonfinite(a: np.ndarray, x32: np.ndarray, scheme: FloatScheme, allow_
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x32.shape))
     what = "NaN" if np.isnan(x32[idx]) else ("inf" if np.isinf(a[idx]) else "a value beyond float32 range")
     raise ValueError(f"{scheme.label}: input has {what} at index {idx}")
+
+
+def _check_scaling(scheme: FloatScheme, op: Callable, op_scale: np.ndarray, amax: np.ndarray) -> None:
+    """A block with data whose float32 scaling factor is 0 or not finite would turn its elements into inf or
+    NaN (x / 0, x * inf, 0 * inf): refuse it, naming the block. Happens only at the ends of float32: a block
+    amax near its bottom (fp8 amax / 448 underflows below ~6e-43, NF4 1 / absmax overflows below 2**-128),
+    a constant under the std rule (std 0), or a float32 std that overflows (values near 1e38)."""
+    bad = ~np.isfinite(op_scale) | ((op_scale == 0) & (op is np.divide))
+    bad &= amax > 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = {"fp8_tensor": "the tensor", "fp8_channel": f"channel {i}"}.get(scheme.kind, f"block {i}")
+        what = "scale" if op is np.divide else "reciprocal scale"
+        std = scheme.scale_rule == "onnx_std"
+        if op_scale[i] == 0:
+            why = "a constant has no spread" if std else "values this small cannot be scaled in float32"
+        else:
+            why = "its float32 standard deviation overflows" if std else "values this small cannot be scaled in float32"
+        raise ValueError(f"{scheme.label}: {where}: its {what} is {float(op_scale[i]):g} in float32 (amax "
+                         f"{float(amax[i]):.3g}): {why}")
 
 
 # ---- tiled passes -------------------------------------------------------------------------------------
@@ -346,6 +386,21 @@ def _fp8_scaled(amax: np.ndarray, fmt: ff.FloatFormat):
     return np.divide, scale, scale, scale, None, 32 * scale.size, {}
 
 
+def _fp8_std_scaled(blocks: np.ndarray, fmt: ff.FloatFormat):
+    """ONNX Runtime 1.32's quantization tool for float8 weights (``compute_data_quant_params`` ->
+    ``quant_utils.compute_scale_zp_float8``): ``scale = float32(std(x) / std_f8)`` with ``std`` numpy's
+    float32 ``np.std`` of the tensor (per channel: of the channel) and ``std_f8`` the float32 ``np.std`` of
+    every finite E4M3FN value in code order; elements = E4M3FN(x / scale) saturating (``QuantizeLinear``
+    with ``saturate=1``), x_hat = value * scale. Same numpy reductions on the same float32 rows, so the
+    same bits. A constant tensor has std 0 and is refused (x / 0)."""
+    values = ff.decode(np.arange(256), ff.E4M3FN)
+    std_f8 = np.std(values[np.isfinite(values)].astype(_F32))
+    with np.errstate(over="ignore", invalid="ignore"):  # a std beyond float32 is refused by _check_scaling
+        scale = (np.std(blocks, axis=1) / std_f8).astype(_F32)
+    scale = np.where(np.isnan(scale), _F32(np.inf), scale)
+    return np.divide, scale, scale, scale, None, 32 * scale.size, {}
+
+
 def _mx(amax: np.ndarray, fmt: ff.FloatFormat):
     """OCP MX v1.0 section 6.3: shared_exp = floor(log2(amax)) - emax_elem, clamped to E8M0's
     [-127, 127]; X = 2**shared_exp; P_i = quantize(V_i / X) with saturation to the element max.
@@ -390,7 +445,10 @@ def _nvfp4(amax_b: np.ndarray, convention: str):
     """
     amax_t = _F32(np.max(amax_b))
     s_t = _F32(amax_t / _F32(6.0 * 448.0)) if amax_t > 0 else _F32(1.0)
-    sb = (amax_b / _F32(6.0)) / s_t
+    if s_t == 0:
+        raise ValueError(f"nvfp4: the tensor scale amax / 2688 underflows float32 (tensor amax {float(amax_t):.3g})")
+    with np.errstate(over="ignore"):  # a subnormal s_t: the clamp to 448 below handles the overflow
+        sb = (amax_b / _F32(6.0)) / s_t
     sb = np.clip(sb, _F32(ff.E4M3FN.min_positive * 8), _F32(448.0)).astype(_F32)   # 2**-9 * 8 = 2**-6
     scale_codes = ff.encode(sb, ff.E4M3FN)
     s_b = ff.decode(scale_codes, ff.E4M3FN)
@@ -398,7 +456,8 @@ def _nvfp4(amax_b: np.ndarray, convention: str):
     if convention == "modelopt":
         op, op_scale = np.divide, denom
     else:
-        op, op_scale = np.multiply, ((_F32(1.0) / s_t) / s_b).astype(_F32)
+        with np.errstate(over="ignore"):  # 1 / s_t beyond float32: refused by the caller's scale check
+            op, op_scale = np.multiply, ((_F32(1.0) / s_t) / s_b).astype(_F32)
     return (op, op_scale, denom, s_b, scale_codes, 8 * s_b.size + 32,
             {"n_params": s_b.size + 1, "tensor_scale": float(s_t)})
 
@@ -420,8 +479,14 @@ def _double_quant(absmax: np.ndarray, dq_block: int):
     pad = (-n) % dq_block
     runs = np.concatenate([c, np.zeros(pad, _F32)]).reshape(-1, dq_block)
     ramax = np.max(np.abs(runs), axis=1)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         f = np.where(ramax > 0, _F32(256.0) / (_F32(2.0) * ramax), _F32(1.0)).astype(_F32)
+    bad = np.flatnonzero(~np.isfinite(f) | (f == 0))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"nf4 dq: scale run {k} (blocks {k * dq_block}..{min(n, (k + 1) * dq_block) - 1}): its "
+                         f"factor 256 / (2 * {float(ramax[k]):.3g}) is not a finite nonzero float32 (torchao's "
+                         f"double quantization gives NaN scales here); use nf4 without double quantization")
     q = np.clip(np.rint(runs * f[:, None]), -128, 127).astype(np.int8)
     deq = ((q.astype(_F32) / f[:, None]) + mean).astype(_F32).reshape(-1)[:n]
     q = q.reshape(-1)[:n]
@@ -437,7 +502,8 @@ def _nf4(absmax: np.ndarray, double_quant: bool, dq_block: int):
     Absmax scaling cannot clip: scaled values are within [-1, 1] up to one float32 ulp, which the
     codebook maps to +-1, so ``clipped`` is all False."""
     with np.errstate(divide="ignore"):
-        recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
+        with np.errstate(over="ignore"):  # 1 / absmax beyond float32: refused by the caller's scale check
+            recip = np.where(absmax > 0, _F32(1.0) / absmax, _F32(0.0)).astype(_F32)
     extra: dict = {}
     if double_quant:
         q, scale, f, mean, meta_bits = _double_quant(absmax, dq_block)
@@ -466,7 +532,7 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     if not (amax.view(np.uint32) < _INF_BITS).all():
         _check_nonfinite(a, x32, scheme, allow_nonfinite)
     if kind in ("fp8_tensor", "fp8_channel"):
-        out = _fp8_scaled(amax, fmt)
+        out = _fp8_std_scaled(blocks, fmt) if scheme.scale_rule == "onnx_std" else _fp8_scaled(amax, fmt)
     elif kind.startswith("mx"):
         out = _mx(amax, fmt)
     elif kind == "nvfp4":
@@ -474,6 +540,7 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     else:
         out = _nf4(amax, scheme.double_quant, scheme.dq_block_size)
     op, op_scale, deq_scale, scales, scale_codes, meta_bits, extra = out
+    _check_scaling(scheme, op, op_scale, amax)
     codes_b, deq_b, clipped_b, boundary_b = _quantize_pass(blocks, fmt, op, op_scale, deq_scale)
     nan_rows = extra.pop("nan_rows", None)
     if nan_rows is not None and nan_rows.any():

@@ -3,7 +3,7 @@
 ``scale`` and ``zero_point`` hold one value per block and broadcast along axis 1. The arithmetic is
 done in the convention's working dtype (see :mod:`quantcore.conventions`):
 
-    t     = x * (1/scale)            if convention.reciprocal else x / scale
+    t     = x * (1/scale)            if convention.reciprocal else x / scale   (t = 0 where scale == 0)
     raw   = round(t + zero_point)    if convention.zp_before_round else round(t) + zero_point
             (with ``fma=True`` the product and the sum are rounded once, as fbgemm's AVX2 kernel)
     q     = clamp(raw, qmin, qmax)
@@ -38,18 +38,23 @@ def quantize_blocks(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarra
     s = np.asarray(scale, dtype=dt)[:, None]
     zp = np.asarray(zero_point, dtype=dt)[:, None]
     v = values if values.dtype == dt else values.astype(dt)
-    if conv.reciprocal:
-        with np.errstate(divide="ignore"):
-            inv = np.where(s == 0, dt(0), dt(1) / s)
-        if fma and conv.zp_before_round:
-            t = _fused_multiply_add(v, inv, zp, rounding)
-            zp_pending = False
+    # x / scale may overflow to +-inf (tiny scales, huge outliers): it saturates to qmin/qmax below.
+    with np.errstate(over="ignore"):
+        if conv.reciprocal:
+            with np.errstate(divide="ignore"):
+                inv = np.where(s == 0, dt(0), dt(1) / s)
+            if fma and conv.zp_before_round:
+                t = _fused_multiply_add(v, inv, zp, rounding)
+                zp_pending = False
+            else:
+                t = v * inv
+                zp_pending = True
         else:
-            t = v * inv
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = v / s
+            if not s.all():  # a zero scale (MLAS blocks of zeros) maps every element to the zero-point
+                t[np.broadcast_to(s == 0, t.shape)] = 0
             zp_pending = True
-    else:
-        t = v / s
-        zp_pending = True
     if zp_pending and conv.zp_before_round:
         t += zp
         zp_pending = False

@@ -196,7 +196,8 @@ def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample
         raise ValueError(f"manual row {i + 1} ({names[i]}): zero-point {z[i]:g} must be an integer in "
                          f"[{fmt.qmin}, {fmt.qmax}] for {fmt.label}")
     dt = conv.dtype
-    raw, q = quantize_blocks(x.astype(dt)[:, None], s.astype(dt), z.astype(dt), fmt.qmin, fmt.qmax, conv, rounding)
+    qmin, qmax = conv.code_range(fmt)
+    raw, q = quantize_blocks(x.astype(dt)[:, None], s.astype(dt), z.astype(dt), qmin, qmax, conv, rounding)
     xhat = dequantize_blocks(q, s.astype(dt), z.astype(dt), conv)[:, 0].astype(np.float64)
     raw, q = raw[:, 0], q[:, 0]
     abs_err = np.abs(xhat - x.astype(dt).astype(np.float64))

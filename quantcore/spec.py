@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .blockformats import get_block_format
+from .blockformats import BLOCK_FORMATS, get_block_format
 from .conventions import ROUNDINGS, get_convention
 from .formats import IntFormat
 from .granularity import Granularity, PerChannel, PerGroup, PerTensor
@@ -21,7 +21,8 @@ class QuantSpec:
     fp16/bf16 scale is also rounded to that precision before quantizing (so codes match what a
     runtime holding that scale would produce). ``preset`` names a GGUF block format (see
     :func:`preset`) and ``float_scheme`` a low-precision float scheme (FP8, MXFP8/4, NVFP4, NF4; see
-    :mod:`quantcore.microscaling`); either fixes everything else.
+    :mod:`quantcore.microscaling`); either fixes everything else. ``name`` is the display name of a
+    named integer scheme (see ``SCHEME_PRESETS``); it changes nothing but the label.
     """
 
     fmt: IntFormat = field(default_factory=IntFormat)
@@ -36,11 +37,15 @@ class QuantSpec:
     zero_point_dtype: str = "int32"
     preset: str | None = None
     float_scheme: FloatScheme | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {self.mapping!r}; expected one of {', '.join(MAPPINGS)}")
-        get_convention(self.convention)  # validates the name
+        conv = get_convention(self.convention)  # validates the name
+        if self.mapping == "affine_float" and conv.qparams_rule != "observer" and self.float_scheme is None:
+            raise ValueError(f"the {self.convention} convention has integer zero-points: use mapping affine or "
+                             f"symmetric, not affine_float")
         if self.rounding is not None and self.rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {', '.join(ROUNDINGS)}")
         if self.symmetric_scale is not None and self.symmetric_scale not in SYMMETRIC_SCALES:
@@ -64,6 +69,8 @@ class QuantSpec:
 
     @property
     def label(self) -> str:
+        if self.name is not None:
+            return self.name
         if self.preset is not None:
             return get_block_format(self.preset).name
         if self.float_scheme is not None:
@@ -72,23 +79,55 @@ class QuantSpec:
         return f"{self.fmt.label} {mapping} {self.granularity.label}"
 
     def with_(self, **changes) -> "QuantSpec":
+        """A copy with ``changes``; it loses ``name`` (a changed preset is another scheme) unless given."""
+        changes.setdefault("name", None)
         return replace(self, **changes)
 
 
+def _matmulnbits(bits: int, symmetric: bool, block: int) -> QuantSpec:
+    """ONNX Runtime's MatMulNBits weights (matmul_nbits_quantizer, MLAS blockwise): unsigned ``bits``-bit
+    codes in blocks of ``block`` along the last axis of a (out_features, in_features) weight, i.e. along K of
+    ONNX MatMul's (K, N) B; fp32 scales, zero-points packed at ``bits`` bits (asymmetric only)."""
+    return QuantSpec(fmt=IntFormat(bits, signed=False), mapping="symmetric" if symmetric else "affine",
+                     granularity=PerGroup(block, -1), convention="matmulnbits", scale_dtype="fp32",
+                     zero_point_dtype="none" if symmetric else f"uint{bits}",
+                     name=f"MatMulNBits {bits}-bit {'sym' if symmetric else 'asym'} g{block}")
+
+
+# Integer schemes of runtimes, as data: name -> QuantSpec. ORT's quantizer accepts these block sizes only.
+SCHEME_PRESETS: dict[str, QuantSpec] = {
+    f"onnx_matmulnbits{bits}_{'sym' if sym else 'asym'}_g{block}": _matmulnbits(bits, sym, block)
+    for bits in (2, 4, 8) for sym in (True, False) for block in (16, 32, 64, 128, 256)
+}
+
+
 def preset(name: str) -> QuantSpec:
-    """A GGUF block format as a spec: groups of 32 along the last axis, fp16 scales, gguf arithmetic."""
-    bf = get_block_format(name)
+    """A named scheme as a spec: a GGUF block format (groups of 32 along the last axis, fp16 scales, gguf
+    arithmetic; see :mod:`quantcore.blockformats`) or an entry of ``SCHEME_PRESETS``."""
+    key = name.lower()
+    if key in SCHEME_PRESETS:
+        return SCHEME_PRESETS[key]
+    if key not in BLOCK_FORMATS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(preset_names())}")
+    bf = get_block_format(key)
     affine = bf.kind == "affine"
     fmt = IntFormat(8, True, narrow=True) if bf.kind == "sym8" else IntFormat(bf.bits, False)
     return QuantSpec(fmt=fmt, mapping="affine_float" if affine else "symmetric", granularity=PerGroup(32, -1),
                      convention="gguf", scale_dtype="fp16", zero_point_dtype="fp16" if affine else "none",
-                     preset=name.lower())
+                     preset=key)
+
+
+def preset_names() -> list[str]:
+    """Every name :func:`preset` accepts: GGUF block formats, then the runtime schemes."""
+    return list(BLOCK_FORMATS) + list(SCHEME_PRESETS)
 
 
 FLOAT_SCHEMES = {
     "fp8_e4m3": FloatScheme("fp8_tensor", element="e4m3"),
     "fp8_e5m2": FloatScheme("fp8_tensor", element="e5m2"),
     "fp8_e4m3_channel": FloatScheme("fp8_channel", element="e4m3"),
+    "fp8_e4m3_onnx": FloatScheme("fp8_tensor", element="e4m3", scale_rule="onnx_std"),
+    "fp8_e4m3_channel_onnx": FloatScheme("fp8_channel", element="e4m3", scale_rule="onnx_std"),
     "mxfp8": FloatScheme("mxfp8_e4m3"),
     "mxfp8_e5m2": FloatScheme("mxfp8_e5m2"),
     "mxfp4": FloatScheme("mxfp4"),

@@ -50,6 +50,18 @@ def gguf_quants(quiet_warnings):
     return gguf
 
 
+@pytest.fixture
+def ort(quiet_warnings):
+    """onnxruntime 1.32 (CPU) and onnx 1.23 (graphs built with onnx.helper): ``(onnxruntime, onnx)``."""
+    onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is a test oracle; install the 'test' extra")
+    onnx = pytest.importorskip("onnx", reason="onnx builds the oracle graphs; install the 'test' extra")
+    if not onnxruntime.__version__.startswith("1.32"):
+        pytest.skip(f"parity is pinned to onnxruntime 1.32, found {onnxruntime.__version__}")
+    if not onnx.__version__.startswith("1.23"):
+        pytest.skip(f"graphs are built with onnx 1.23, found {onnx.__version__}")
+    return onnxruntime, onnx
+
+
 def lognormal_channels(rng: np.random.Generator, shape: tuple[int, ...], axis: int = 0, sigma: float = 1.5,
                        loc: float = 0.0) -> np.ndarray:
     """float32 normal data whose channels (along ``axis``) have log-normal magnitudes exp(N(0, sigma))."""

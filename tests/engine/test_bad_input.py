@@ -138,7 +138,7 @@ def test_custom_range_errors_name_the_channel():
 
 @pytest.mark.parametrize("kwargs,msg", [
     ({"mapping": "asym"}, r"unknown mapping 'asym'; expected one of symmetric, affine, affine_float"),
-    ({"convention": "onnx"}, r"unknown convention 'onnx'; expected one of float64, torch, torch-fake, gguf"),
+    ({"convention": "tflite"}, r"unknown convention 'tflite'; expected one of float64, torch, torch-fake, torchao, gguf, onnx, matmulnbits"),
     ({"rounding": "up"}, r"unknown rounding 'up'; expected one of half-even, half-away"),
     ({"scale_dtype": "int8"}, r"scale dtype must be fp32, fp16 or bf16, got 'int8'"),
     ({"zero_point_dtype": "int3"}, r"unknown metadata dtype 'int3'"),
@@ -179,3 +179,27 @@ def test_custom_range_must_include_zero():
     """As PyTorch's observers require: without code 0 the zero-point would lie outside [qmin, qmax]."""
     with pytest.raises(ValueError, match=r"custom range \[1, 2\] must include 0"):
         IntFormat(3, True, custom_qmin=1, custom_qmax=2)
+
+
+def test_signed_amax_without_codes_below_the_zero_point():
+    """signed_amax maps the block's extreme to qmin: a format whose qmin is the zero-point cannot."""
+    fmt = IntFormat(4, True, custom_qmin=0, custom_qmax=7)
+    with pytest.raises(ValueError, match=r"format int4 \[0,7\] leaves no codes below the zero-point 0 for the "
+                                         r"signed_amax scale rule"):
+        analyze(X, QuantSpec(fmt=fmt, mapping="symmetric", symmetric_scale="signed_amax"))
+
+
+@pytest.mark.parametrize("convention", ["onnx", "matmulnbits"])
+def test_float_zero_point_is_not_an_option_for_integer_zero_point_runtimes(convention):
+    with pytest.raises(ValueError, match=rf"the {convention} convention has integer zero-points: use mapping affine "
+                                         r"or symmetric, not affine_float"):
+        QuantSpec(mapping="affine_float", convention=convention)
+
+
+def test_dequantized_value_beyond_float32_names_the_channel():
+    """torch symmetric on a channel reaching -3.4e38: code -128 x (amax / 127.5) is beyond float32, as
+    torch's own dequantize (-inf) would be: refused, naming the channel and the code."""
+    x = np.array([[1.0, -2.0], [3.4e38, -3.4e38]], np.float32)
+    with pytest.raises(ValueError, match=r"channel 1: code -128 \(zero-point 0, scale 2\.667e\+36\) dequantizes to "
+                                         r"-inf, beyond the float32 range"):
+        analyze(x, QuantSpec(mapping="symmetric", granularity=PerChannel(0), convention="torch"))

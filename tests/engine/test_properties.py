@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from quantcore.conventions import get_convention
 from quantcore import (CustomRange, IntFormat, MinMax, MSEOptimal, PerChannel, PerGroup, PerTensor, Percentile,
                        QuantSpec, analyze, memory_estimate)
 
@@ -397,3 +398,26 @@ def test_ragged_padding_never_leaks(lengths, seed, fmt, mapping, conv, gran, siz
         assert table["max_abs"][i] == pytest.approx(a.metrics.max_abs, rel=1e-12, abs=0)
         assert table["mse"][i] == pytest.approx(a.metrics.mse, rel=2e-5, abs=1e-300)  # float32 partial sums
         assert table["clip_count"][i] == a.metrics.clip_count
+
+
+@SETTINGS
+@given(x=tensors(), bits=st.integers(2, 8), signed=st.booleans(), size=st.integers(1, 40),
+       conv=st.sampled_from(["matmulnbits", "float64", "torch-fake", "onnx"]))
+def test_signed_amax_reproduces_each_blocks_extreme_exactly(x, bits, signed, size, conv):
+    """symmetric_scale='signed_amax': scale = m / (qmin - zero_point) with m the block's largest-magnitude
+    value with its sign (max if |max| > |min|, else min), so m quantizes to qmin and dequantizes to exactly m
+    (dividing by a power of two and multiplying back is exact) wherever the scale is not floored by eps and
+    is a normal float."""
+    spec = QuantSpec(fmt=IntFormat(bits, signed), mapping="symmetric", granularity=PerGroup(size, -1),
+                     convention=conv, symmetric_scale="signed_amax")
+    r = run(x, spec)
+    lo, hi = r.lo.astype(np.float64), r.hi.astype(np.float64)
+    m = np.where(np.abs(hi) > np.abs(lo), hi, lo)
+    s = np.asarray(r.scale, np.float64)
+    ok = (np.abs(s) > max(get_convention(conv).eps, 2.0 ** -100)) & (m != 0)
+    assert np.array_equal(np.sign(s[ok]), -np.sign(m[ok]))
+    blocks_x = r.blocks.values.astype(np.float64)
+    xhat = r._xhat_b.astype(np.float64)
+    at_m = blocks_x == m[:, None]
+    assert (xhat[at_m & ok[:, None]] == blocks_x[at_m & ok[:, None]]).all()
+    assert (r._q_b[at_m & ok[:, None]] == r.qmin).all()

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import pytest
 
-from quantcore import PerChannel, PerTensor, QuantSpec, analyze
+from quantcore import CustomRange, PerChannel, PerTensor, QuantSpec, analyze
 from quantcore.formats import torch_dtype_format
 
 from .conftest import lognormal_channels
@@ -91,7 +91,6 @@ def torch_reference(torch, x: np.ndarray, dtype: str, mapping: str, rr: bool, ax
     obs = _observer(torch, dtype, mapping, rr, axis)
     obs(xt)
     s, zp = obs.calculate_qparams()
-    fmt = torch_dtype_format(dtype, rr)
     qdtype = getattr(torch, dtype)
     if convention == "torch":
         if axis is None:
@@ -101,10 +100,12 @@ def torch_reference(torch, x: np.ndarray, dtype: str, mapping: str, rr: bool, ax
         codes = qt.int_repr().numpy().astype(np.int64)
         deq = qt.dequantize().numpy()
     else:
+        # What torch.ao.quantization.FakeQuantize hands fake_quantize_*: the observer's quant_min/quant_max,
+        # which torch 2.13 stores already reduced (qint8 reduce_range: [-64, 63]).
         if axis is None:
-            y = torch.fake_quantize_per_tensor_affine(xt, float(s), int(zp), fmt.qmin, fmt.qmax)
+            y = torch.fake_quantize_per_tensor_affine(xt, float(s), int(zp), obs.quant_min, obs.quant_max)
         else:
-            y = torch.fake_quantize_per_channel_affine(xt, s.float(), zp.int(), axis, fmt.qmin, fmt.qmax)
+            y = torch.fake_quantize_per_channel_affine(xt, s.float(), zp.int(), axis, obs.quant_min, obs.quant_max)
         deq = y.numpy()
         sb = s.numpy().astype(np.float64).reshape(_bshape(x.ndim, axis, s.numel()))
         zb = zp.numpy().astype(np.int64).reshape(_bshape(x.ndim, axis, zp.numel()))
@@ -121,21 +122,11 @@ def assert_parity(torch, x: np.ndarray, dtype: str, mapping: str, rr: bool, axis
     assert r.scale.dtype == np.float32
     np.testing.assert_array_equal(r.scale.view(np.uint32), s.view(np.uint32), err_msg=f"{what}: scale")
     np.testing.assert_array_equal(r.zero_point.astype(np.int64), zp, err_msg=f"{what}: zero-point")
-    keep = np.ones(codes.shape, bool)
-    if convention == "torch" and rr:
-        # Known, deliberate difference: with reduce_range the torch *observer* uses the reduced range
-        # (qint8 [-64, 63]) but torch.quantize_per_* clamps to the full dtype range, so an element at
-        # x*inv = 63.5 becomes 64 in torch. quantcore clamps to the format's [qmin, qmax]. Every other
-        # element must match exactly; the out-of-range ones must be exactly the clamped torch code.
-        fmt = torch_dtype_format(dtype, rr)
-        keep = (codes >= fmt.qmin) & (codes <= fmt.qmax)
-        assert np.abs(codes[~keep] - np.clip(codes[~keep], fmt.qmin, fmt.qmax)).max(initial=0) <= 1, what
-        codes = np.clip(codes, fmt.qmin, fmt.qmax)
     bad = np.argwhere(r.q != codes)
     assert bad.size == 0, (f"{what}: {len(bad)} codes differ, first at {tuple(bad[0])}: x={x[tuple(bad[0])]!r} "
                            f"ours={r.q[tuple(bad[0])]} torch={codes[tuple(bad[0])]}")
     assert r.dequantized.dtype == np.float32
-    bad = np.argwhere((r.dequantized.view(np.uint32) != deq.view(np.uint32)) & keep)
+    bad = np.argwhere(r.dequantized.view(np.uint32) != deq.view(np.uint32))
     assert bad.size == 0, (f"{what}: {len(bad)} dequantized values differ, first at {tuple(bad[0])}: "
                            f"ours={r.dequantized[tuple(bad[0])]!r} torch={deq[tuple(bad[0])]!r}")
 
@@ -162,6 +153,51 @@ def test_parity_with_torch(torch, convention, dtype, mapping, rr, gran):
         s, _, _, _ = torch_reference(torch, x, dtype, mapping, rr, axis, convention)
         t = _ties(x, s, axis, rng)
         assert_parity(torch, t, dtype, mapping, rr, axis, convention, f"ties #{i} shape {shape}")
+
+
+RR_COMBOS = [(dt, mp, ax) for dt in DTYPES for mp in ("affine", "symmetric") for ax in (None, 0, 1)
+             if not (mp == "symmetric" and dt == "quint8")]  # torch rejects unsigned symmetric + reduce_range
+
+
+@pytest.mark.parametrize("dtype,mapping,axis", RR_COMBOS)
+def test_reduce_range_codes_beyond_the_reduced_range(torch, dtype, mapping, axis):
+    """reduce_range: the observer derives scale/zero-point from the reduced range (qint8 [-64, 63], quint8
+    [0, 127]), but torch.quantize_per_tensor / quantize_per_channel saturate to the full dtype range, so
+    values calibrated on one tensor and quantized in a 2.5x wider one reach codes up to -128/127 (qint8) and
+    255 (quint8), and an element at x*inv = 63.5 becomes 64. FakeQuantize hands fake_quantize_* the observer's
+    quant_min/quant_max, i.e. the reduced range, so torch-fake saturates there. Codes and x_hat bit for bit."""
+    rng = np.random.default_rng(zlib.crc32(repr((dtype, mapping, axis)).encode()))
+    x = lognormal_channels(rng, (12, 40), axis or 0, loc=float(rng.choice([0.0, 0.5])))
+    obs = _observer(torch, dtype, mapping, True, axis)
+    obs(torch.from_numpy(x))
+    s, zp = obs.calculate_qparams()
+    lo, hi = obs.min_val.numpy(), obs.max_val.numpy()
+    rng_spec = CustomRange(float(lo), float(hi)) if axis is None else CustomRange(tuple(lo.tolist()), tuple(hi.tolist()))
+    wide = (x * np.float32(2.5)).astype(np.float32)
+    qdtype = getattr(torch, dtype)
+    xt = torch.from_numpy(wide)
+    if axis is None:
+        qt = torch.quantize_per_tensor(xt, float(s), int(zp), qdtype)
+        y = torch.fake_quantize_per_tensor_affine(xt, float(s), int(zp), obs.quant_min, obs.quant_max)
+    else:
+        qt = torch.quantize_per_channel(xt, s.double(), zp.long(), axis, qdtype)
+        y = torch.fake_quantize_per_channel_affine(xt, s.float(), zp.int(), axis, obs.quant_min, obs.quant_max)
+    codes = qt.int_repr().numpy().astype(np.int64)
+    info = torch.iinfo(torch.int8 if dtype == "qint8" else torch.uint8)
+    assert codes.min() < obs.quant_min or codes.max() > obs.quant_max  # the case under test occurs
+    assert info.min <= codes.min() and codes.max() <= info.max
+    gran = PerTensor() if axis is None else PerChannel(axis)
+    for conv, want_codes, want_deq in (("torch", codes, qt.dequantize().numpy()), ("torch-fake", None, y.numpy())):
+        spec = QuantSpec(fmt=torch_dtype_format(dtype, True), mapping=mapping, granularity=gran, convention=conv,
+                         range=rng_spec)
+        r = analyze(wide, spec)
+        np.testing.assert_array_equal(r.scale.view(np.uint32), s.numpy().astype(np.float32).reshape(-1).view(np.uint32))
+        if want_codes is not None:
+            np.testing.assert_array_equal(r.q, want_codes, err_msg=conv)
+        else:
+            assert r.q.min() >= obs.quant_min and r.q.max() <= obs.quant_max
+        np.testing.assert_array_equal(r.dequantized.view(np.uint32), want_deq.view(np.uint32), err_msg=conv)
+        assert (r.qmin, r.qmax) == ((info.min, info.max) if conv == "torch" else (obs.quant_min, obs.quant_max))
 
 
 @pytest.mark.parametrize("convention", ["torch", "torch-fake"])

@@ -1,16 +1,18 @@
 """Per-group parity with torchao 0.18's quant_primitives (block_size (1, G): groups of G along the last axis).
 
 Oracle: ``choose_qparams_affine`` (scale float32, zero-point int32), ``quantize_affine`` and
-``dequantize_affine``. quantcore: ``PerGroup(G, -1)`` with convention ``torch-fake`` (float32,
-``rint(x * f32(1/scale)) + zp``, zero-point added after rounding, as torchao).
+``dequantize_affine``. quantcore: ``PerGroup(G, -1)`` with convention ``torchao`` (float32,
+``rint(x * f32(1/scale)) + zp``, zero-point added after rounding; scale floor ``eps`` = float32's smallest
+normal 2**-126, torchao's default ``finfo(input.dtype).smallest_normal``; symmetric zero-point
+``int((qmax + qmin + 1) / 2)``).
 
-Two documented differences are avoided, not hidden:
-* eps: torchao clamps the scale with float32's smallest normal 2**-126, quantcore (like the torch
-  observers) with finfo(float32).eps = 2**-23. Random blocks never reach it; blocks that would
-  (all-zero/constant) are tested separately with ``eps=2**-23`` passed to torchao explicitly.
-* unsigned symmetric: torchao's zero-point is ``int((qmax + qmin + 1) / 2)`` and its scale divides by
-  ``(qmax - qmin) / 2``; quantcore's unsigned torch rule is PyTorch's observer (128 for 8 bits), so
-  symmetric is compared on signed formats only.
+``torch-fake`` is the same arithmetic with the torch observers' choices, and differs from torchao in exactly
+two documented ways (each asserted below):
+* eps: the observers clamp the scale at finfo(float32).eps = 2**-23, so a group whose range is below
+  about 2**-23 * (qmax - qmin) (~3e-5 for int8, ~1e-6 for int4) gets a larger scale (coarser codes) than
+  torchao gives it; with ``eps=2**-23`` passed to torchao the two agree.
+* unsigned symmetric zero-point: the observers' rule (128 for 8 bits, ``(qmin + qmax) // 2`` for a custom
+  range) instead of ``int((qmax + qmin + 1) / 2)``; they agree on full unsigned ranges.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def torchao_reference(torch, qp, x: np.ndarray, group: int, fmt: IntFormat, mapp
             q.numpy().astype(np.int64), y.numpy())
 
 
-def assert_torchao_parity(torch, qp, x, group, fmt, mapping, what, eps=None):
-    r = analyze(x, QuantSpec(fmt=fmt, mapping=mapping, granularity=PerGroup(group, -1), convention="torch-fake"))
+def assert_torchao_parity(torch, qp, x, group, fmt, mapping, what, eps=None, convention="torchao"):
+    r = analyze(x, QuantSpec(fmt=fmt, mapping=mapping, granularity=PerGroup(group, -1), convention=convention))
     s, zp, q, y = torchao_reference(torch, qp, x, group, fmt, mapping, eps)
     np.testing.assert_array_equal(r.scale.view(np.uint32), s.view(np.uint32), err_msg=f"{what}: scale")
     np.testing.assert_array_equal(r.zero_point.astype(np.int64), zp, err_msg=f"{what}: zero-point")
@@ -56,9 +58,7 @@ FORMATS = [IntFormat(8, True), IntFormat(4, True), IntFormat(2, True), IntFormat
            IntFormat(8, False), IntFormat(4, False), IntFormat(3, False)]
 
 
-# unsigned + symmetric is left out on purpose (zero-point rules differ by design; module docstring)
-COMBOS = [(g, f, m) for g in (32, 64, 128) for f in FORMATS for m in ("affine", "symmetric")
-          if f.signed or m == "affine"]
+COMBOS = [(g, f, m) for g in (32, 64, 128) for f in FORMATS for m in ("affine", "symmetric")]
 
 
 @pytest.mark.parametrize("group,fmt,mapping", COMBOS, ids=lambda v: v.label.replace(" ", "_") if hasattr(v, "label") else str(v))
@@ -77,7 +77,8 @@ def test_per_group_parity(torch, torchao_qp, group, fmt, mapping):
                                          (IntFormat(4, True), "affine"), (IntFormat(4, True), "symmetric"),
                                          (IntFormat(8, False), "affine")], ids=str)
 def test_per_group_degenerate_blocks_with_observer_eps(torch, torchao_qp, fmt, mapping):
-    """All-zero, constant, all-positive and all-negative groups, with torchao told to use eps = 2**-23."""
+    """torch-fake == torchao told to use the observers' eps = 2**-23: all-zero, constant, all-positive and
+    all-negative groups and one whose scale is clamped to eps."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((8, 4, 32))
     x[0] = 0.0
@@ -87,4 +88,32 @@ def test_per_group_degenerate_blocks_with_observer_eps(torch, torchao_qp, fmt, m
     x[4] = -np.abs(x[4]) - 1
     x[5, 1] = 1e-9 * x[5, 1]  # scale below eps -> clamped to eps
     x = x.reshape(8, 128).astype(np.float32)
-    assert_torchao_parity(torch, torchao_qp, x, 32, fmt, mapping, "degenerate", eps=EPS_OBSERVER)
+    assert_torchao_parity(torch, torchao_qp, x, 32, fmt, mapping, "degenerate", eps=EPS_OBSERVER,
+                          convention="torch-fake")
+
+
+def _tiny_range_groups(rng: np.random.Generator) -> np.ndarray:
+    """(8, 128) float32 in groups of 32 whose ranges run from 1e-4 down to float32 subnormals: all zero,
+    constant, 1e-6, 1e-9, 1e-20, 1e-36 spreads (normal scales below 2**-23) and a subnormal one."""
+    x = rng.standard_normal((8, 4, 32))
+    spread = np.array([1e-4, 1e-6, 1e-9, 1e-20, 1e-36, 3e-39, 0.0, 0.0])
+    x = x * spread[:, None, None] + np.array([0.0, 0.5, -2.0, 0, 1e-3, 0, 0.3, 0])[:, None, None]
+    x[:, 3] = rng.standard_normal((8, 32))      # one ordinary group per row
+    return x.reshape(8, 128).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt,mapping", [(IntFormat(8, True), "affine"), (IntFormat(8, True), "symmetric"),
+                                         (IntFormat(4, True), "affine"), (IntFormat(4, True), "symmetric"),
+                                         (IntFormat(4, False), "affine"), (IntFormat(8, False), "symmetric")], ids=str)
+def test_per_group_tiny_ranges_with_torchao_default_eps(torch, torchao_qp, fmt, mapping):
+    """Groups whose range is below ~1e-6 (down to subnormal spreads): convention torchao == torchao with its
+    default eps (float32 smallest normal), bit for bit. The observers' eps (torch-fake) gives those groups a
+    different (larger) scale: the documented difference, asserted on the same data."""
+    x = _tiny_range_groups(np.random.default_rng(17))
+    assert_torchao_parity(torch, torchao_qp, x, 32, fmt, mapping, "tiny ranges, default eps")
+    s, _, q, _ = torchao_reference(torch, torchao_qp, x, 32, fmt, mapping)
+    fake = analyze(x, QuantSpec(fmt=fmt, mapping=mapping, granularity=PerGroup(32, -1), convention="torch-fake"))
+    differs = fake.scale != s
+    tiny = np.maximum(s, 0) < EPS_OBSERVER
+    assert differs.any() and (differs == tiny).all()          # exactly the groups torchao scales below 2**-23
+    assert (fake.scale[tiny] == np.float32(EPS_OBSERVER)).all()
