@@ -1,0 +1,197 @@
+"""One registry of GGML block types: each class owns its byte layout, quantizer and dequantizer.
+
+Modelled on gguf-py's ``gguf/quants.py`` (``class Q8_0(__Quant, qtype=GGMLQuantizationType.Q8_0)``):
+a subclass declares ``type_id`` in its class statement and is registered under its name; adding a
+format touches one class. A class provides
+
+* facts: ``name``, ``type_id`` (the GGML type number in .gguf files), ``block_size`` (elements per
+  block), ``type_size`` (bytes per block), ``bits_per_weight = 8 * type_size / block_size`` (exact),
+  ``sub_block_size`` (elements sharing one effective scale), ``qmin``/``qmax`` (the integer codes the
+  quantizer writes);
+* ``quantize(blocks, weights=None)``: ``(n_blocks, block_size)`` float32 -> ``(n_blocks, type_size)``
+  uint8, the exact GGUF bytes llama.cpp writes (``quantize_<type>`` of ggml-quants.c, with
+  ``weights`` the importance matrix spread over the blocks, or ``None`` for what llama.cpp does
+  without one);
+* ``dequantize(data)``: bytes -> ``(n_blocks, block_size)`` float32, exactly ``dequantize_row_<type>``;
+* accessors for analysis: ``codes(data)`` (per-element integer codes as stored), ``sub_scales(data)``
+  (per-sub-block effective scale and min, ``x_hat = scale * value(code) - min``), ``value_of(codes)``.
+
+Dequantization is the same formula for every type, ``x_hat = scale[sub] * value(code) - min[sub]``
+in float32, which is exactly what each ``dequantize_row_*`` computes (``a - (-b) == a + b`` in IEEE
+arithmetic, so the ``+ m`` of Q4_1/Q5_1 is ``- (-m)``).
+
+Quantizing runs over tiles of blocks (``QUANT_TILE_ELEMENTS``) so temporaries stay bounded; each tile is
+processed with whole-array operations (no loop over blocks or elements).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from .cmath import F32
+
+QUANT_TILE_ELEMENTS = 1 << 17
+GGML_TYPES: dict[str, type["GGMLType"]] = {}       # by upper-case name ("Q4_K")
+GGML_TYPES_BY_ID: dict[int, type["GGMLType"]] = {}
+
+
+class GGMLType:
+    """Base class of a registered GGML block type (never instantiated: all methods are classmethods)."""
+
+    name: ClassVar[str]
+    type_id: ClassVar[int]
+    block_size: ClassVar[int]
+    type_size: ClassVar[int]
+    sub_block_size: ClassVar[int]
+    qmin: ClassVar[int]
+    qmax: ClassVar[int]
+    uses_weights: ClassVar[bool] = False    # does quantize() take an importance matrix?
+    linear: ClassVar[bool] = True           # value(code) = code - code_offset (else a codebook)
+    code_offset: ClassVar[int] = 0
+    codebook: ClassVar[np.ndarray | None] = None
+
+    def __init_subclass__(cls, type_id: int | None = None, **kw) -> None:
+        super().__init_subclass__(**kw)
+        if type_id is None:
+            return
+        cls.type_id = type_id
+        cls.name = cls.__name__
+        assert cls.block_size % cls.sub_block_size == 0
+        GGML_TYPES[cls.name] = cls
+        GGML_TYPES_BY_ID[type_id] = cls
+
+    # --- facts ---------------------------------------------------------------------------------
+    @classmethod
+    def bits_per_weight(cls) -> float:
+        return 8.0 * cls.type_size / cls.block_size
+
+    @classmethod
+    def levels(cls) -> int:
+        return cls.qmax - cls.qmin + 1
+
+    @classmethod
+    def grid_values(cls) -> np.ndarray:
+        """value(code) for code = qmin..qmax (float64), the multipliers of a sub-block's scale."""
+        return cls.value_of(np.arange(cls.qmin, cls.qmax + 1)).astype(np.float64)
+
+    # --- the two array functions ---------------------------------------------------------------
+    @classmethod
+    def quantize(cls, blocks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """``(n_blocks, block_size)`` float32 -> ``(n_blocks, type_size)`` uint8 (GGUF bytes).
+
+        ``weights`` (same shape, float32) is the importance matrix laid over the blocks: llama.cpp
+        takes one weight per column and uses ``imatrix[col]`` for every row. Types that ignore it in
+        llama.cpp (Q8_0, TQ1_0, TQ2_0, MXFP4) refuse it rather than silently drop it.
+        """
+        blocks = np.asarray(blocks)
+        if blocks.ndim != 2 or blocks.shape[1] != cls.block_size:
+            raise ValueError(f"{cls.name} quantizes blocks of shape (n, {cls.block_size}), got {blocks.shape}")
+        blocks = blocks.astype(F32, copy=False)
+        _check_finite(blocks, cls.name, "value")
+        if weights is not None:
+            if not cls.uses_weights:
+                raise ValueError(f"{cls.name} takes no importance matrix (llama.cpp ignores it for this type)")
+            weights = np.broadcast_to(np.asarray(weights, F32), blocks.shape)
+            _check_finite(weights, cls.name, "importance weight")
+        out = np.empty((blocks.shape[0], cls.type_size), np.uint8)
+        step = max(1, QUANT_TILE_ELEMENTS // cls.block_size)
+        with np.errstate(all="ignore"):  # inf/NaN intermediates follow IEEE rules exactly as in C
+            for b0 in range(0, blocks.shape[0], step):
+                b1 = min(b0 + step, blocks.shape[0])
+                w = None if weights is None else weights[b0:b1]
+                out[b0:b1] = cls._quantize(blocks[b0:b1], w)
+        return out
+
+    @classmethod
+    def dequantize(cls, data: np.ndarray) -> np.ndarray:
+        """``(n_blocks, type_size)`` uint8 -> ``(n_blocks, block_size)`` float32, ``scale*value - min``."""
+        data = cls._as_blocks(data)
+        scale, mn = cls.sub_scales(data)
+        n_sub = cls.block_size // cls.sub_block_size
+        v = cls.value_of(cls.codes(data)).reshape(-1, n_sub, cls.sub_block_size)
+        with np.errstate(all="ignore"):  # a foreign file's inf/NaN scale gives inf/NaN, as in C
+            x = scale[:, :, None] * v
+            if mn is not None:
+                x = x - mn[:, :, None]
+        return x.reshape(-1, cls.block_size)
+
+    # --- accessors ---------------------------------------------------------------------------------
+    @classmethod
+    def value_of(cls, codes: np.ndarray) -> np.ndarray:
+        """The float32 multiplier each integer code stands for."""
+        codes = np.asarray(codes)
+        if cls.linear:
+            return (codes.astype(np.int32) - cls.code_offset).astype(F32)
+        return cls.codebook.astype(F32)[codes.astype(np.intp) - cls.qmin]
+
+    @classmethod
+    def codes(cls, data: np.ndarray) -> np.ndarray:
+        """Per-element integer codes ``(n_blocks, block_size)`` as stored (int16)."""
+        raise NotImplementedError
+
+    @classmethod
+    def sub_scales(cls, data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per sub-block ``(scale, min)``, each ``(n_blocks, block_size // sub_block_size)`` float32, as
+        the dequantizer computes them (``min`` None when the type has none)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _quantize(cls, x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def _as_blocks(cls, data: np.ndarray) -> np.ndarray:
+        data = np.asarray(data, np.uint8)
+        if data.size % cls.type_size:
+            raise ValueError(f"{cls.name} data of {data.size} bytes is not a whole number of "
+                             f"{cls.type_size}-byte blocks")
+        return data.reshape(-1, cls.type_size)
+
+
+def _check_finite(a: np.ndarray, name: str, what: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        b, j = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: block {b} has a non-finite {what} at position {j} ({a[b, j]!r})")
+
+
+def get_ggml_type(name: str) -> type[GGMLType]:
+    """The registered type named ``name`` (case-insensitive: ``"q4_k"``, ``"Q4_K"``)."""
+    try:
+        return GGML_TYPES[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; expected one of "
+                         f"{', '.join(n.lower() for n in GGML_TYPES)}") from None
+
+
+# --- byte-layout helpers shared by the types ---------------------------------------------------
+def put_fp16(out: np.ndarray, at: int, bits: np.ndarray) -> None:
+    """Write uint16 little-endian fields (one per block) at byte ``at``."""
+    out[:, at:at + 2] = bits.astype("<u2").reshape(-1, 1).view(np.uint8)
+
+
+def get_u16(data: np.ndarray, at: int) -> np.ndarray:
+    return np.ascontiguousarray(data[:, at:at + 2]).view("<u2")[:, 0]
+
+
+def pack_nibbles(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Bytes ``lo | hi << 4`` (both (n, k) integer arrays with values < 16)."""
+    return (np.asarray(lo, np.uint8) & 0x0F) | ((np.asarray(hi, np.uint8) & 0x0F) << 4)
+
+
+def unpack_nibbles(q: np.ndarray, group: int) -> np.ndarray:
+    """Inverse of the common layout: every ``group`` bytes hold ``2*group`` codes, the low nibbles the
+    first ``group`` and the high nibbles the next ``group``."""
+    n = q.shape[0]
+    q = q.reshape(n, -1, 1, group)
+    return np.concatenate([q & 0x0F, q >> 4], axis=2).reshape(n, -1)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(n, 8*k) of 0/1 -> (n, k) bytes, little-endian bit order within a byte."""
+    return np.packbits(np.asarray(bits, np.uint8), axis=1, bitorder="little")
+
+
+def unpack_bits(b: np.ndarray) -> np.ndarray:
+    return np.unpackbits(b, axis=1, bitorder="little")

@@ -1,0 +1,121 @@
+"""The C arithmetic of llama.cpp's ``ggml-quants.c``, reproduced bit for bit in numpy.
+
+Every function here is elementwise (or a reduction along the last axis) over whole arrays of blocks.
+The reference is ggml compiled for x86-64 with SSE float arithmetic: every ``float`` operation rounds
+to float32 (``FLT_EVAL_METHOD == 0``), no FMA contraction, no reassociation. So every expression below
+is evaluated in float32, one operation at a time, in the order the C source writes it
+(``w*l*x`` is ``(w*l)*x``), and every sum the C code accumulates in a loop is a *sequential* float32
+sum (:func:`seq_sum`), never numpy's pairwise ``sum``: pairwise summation rounds differently and
+changes the last bit of a sum, which can flip a comparison in a scale search and so change a code.
+
+C conversions whose result the reference relies on are reproduced as gcc/x86-64 performs them:
+``(int)f`` is ``cvttss2si`` (truncation; NaN, inf and out-of-range give INT_MIN), and a narrowing to
+``int8_t``/``uint8_t`` keeps the low byte (:func:`c_int`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+_INT_MIN = -(1 << 31)
+
+
+def f32(v: float) -> np.float32:
+    """A C float constant (``0.1f`` is ``F32(0.1)``, the float32 nearest to 0.1)."""
+    return F32(v)
+
+
+def seq_sum(terms: np.ndarray, start_at_zero: bool = True) -> np.ndarray:
+    """Sequential float32 sum along the last axis, exactly ``float s = 0; for (...) s += t[i];``.
+
+    ``np.add.accumulate`` adds left to right one term at a time (pairwise ``np.sum`` does not).
+    ``start_at_zero`` adds the C ``0.0f`` start: it only changes an all ``-0.0`` sum to ``+0.0``.
+    With ``start_at_zero=False`` the sum starts from the first term (``float s = t[0]; for i >= 1``).
+    """
+    s = np.add.accumulate(terms, axis=-1, dtype=F32)[..., -1]
+    return s + F32(0) if start_at_zero else s
+
+
+def nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's ``nearest_int``: ``bits(v + 12582912.f) & 0x7fffff) - 0x400000`` as int32.
+
+    For ``|v| < 2**22`` this is round half to even; outside that range (where the C code asserts, but
+    release builds do not check) the same bit trick is applied, so the result matches there too.
+    """
+    t = (np.asarray(v, F32) + F32(12582912.0)).view(np.int32)
+    return (t & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+def c_int(v: np.ndarray) -> np.ndarray:
+    """``(int)v`` for float32 ``v`` on x86-64 (``cvttss2si``): truncation toward zero; NaN, +-inf and
+    values outside int32 give INT_MIN. Returned as int64; ``& 0xFF`` then gives ``(uint8_t)v``."""
+    v = np.asarray(v, F32)
+    ok = np.isfinite(v) & (v >= F32(-2.0 ** 31)) & (v < F32(2.0 ** 31))
+    return np.where(ok, np.trunc(np.where(ok, v, 0)), _INT_MIN).astype(np.int64)
+
+
+def to_int8(i: np.ndarray) -> np.ndarray:
+    """C conversion of an integer to ``int8_t`` (two's complement wrap), as int64."""
+    return ((np.asarray(i, np.int64) + 128) & 0xFF) - 128
+
+
+def roundf(t: np.ndarray) -> np.ndarray:
+    """C ``roundf`` (half away from zero) on float32, exact: ``floor(a) + floor(2 (a - floor(a)))``."""
+    a = np.abs(t)
+    fl = np.floor(a)
+    return np.copysign(fl + np.floor(F32(2) * (a - fl)), t)
+
+
+def lroundf(t: np.ndarray) -> np.ndarray:
+    """glibc ``lroundf`` then ``(int)`` of the long, as int64: NaN/inf give LONG_MIN, whose low 32 bits
+    are 0 (so ``lroundf(v) + 1`` is 1 after narrowing to int)."""
+    t = np.asarray(t, F32)
+    ok = np.isfinite(t) & (np.abs(t) < F32(2.0 ** 63))
+    r = np.where(ok, roundf(np.where(ok, t, 0)), 0).astype(np.int64)
+    return np.where(ok, r, np.iinfo(np.int64).min)
+
+
+def fp16_bits(v: np.ndarray) -> np.ndarray:
+    """``GGML_FP32_TO_FP16``: round to nearest even (subnormals included), overflow to inf, NaN to
+    0x7E00 with the sign kept; as uint16 bit patterns."""
+    v = np.asarray(v, F32)
+    with np.errstate(over="ignore"):
+        bits = v.astype(np.float16).view(np.uint16)
+    nan = np.isnan(v)
+    if nan.any():
+        sign = (v.view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x8000)
+        bits = np.where(nan, sign | np.uint16(0x7E00), bits)
+    return bits
+
+
+def fp16_value(bits: np.ndarray) -> np.ndarray:
+    """``GGML_FP16_TO_FP32`` of uint16 bit patterns (exact)."""
+    return np.ascontiguousarray(bits, dtype=np.uint16).view(np.float16).astype(F32)
+
+
+def round_fp16(v: np.ndarray) -> np.ndarray:
+    """``GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(v))``: the float32 value a stored fp16 field holds."""
+    return fp16_value(fp16_bits(v))
+
+
+def first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(amax, max)`` of the C idiom ``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from 0:
+    the largest magnitude and the signed value of its *first* occurrence; ``max = +0.0`` when all
+    elements are zero (even ``-0.0``). Along the last axis, keepdims."""
+    a = np.abs(x)
+    i = a.argmax(axis=-1)[..., None]
+    amax = np.take_along_axis(a, i, axis=-1)
+    m = np.take_along_axis(x, i, axis=-1)
+    return amax, np.where(amax > 0, m, F32(0))
+
+
+def best_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """ggml's ``best_index_int8(n, values, x)`` for a sorted table: the nearest entry, the lower one
+    unless ``x - v[lo] < v[hi] - x`` is false (ties go up); both differences in float32; NaN gives the
+    last index, as the C binary search does."""
+    v = values.astype(F32)
+    n = len(v)
+    mu = np.clip(np.searchsorted(v, x, side="right"), 1, n - 1)
+    lo, hi = v[mu - 1], v[mu]
+    pick = np.where((x - lo) < (hi - x), mu - 1, mu)
+    return np.where(x <= v[0], 0, np.where(x >= v[-1], n - 1, pick))
