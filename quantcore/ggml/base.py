@@ -46,6 +46,7 @@ class GGMLType:
     sub_block_size: ClassVar[int]
     qmin: ClassVar[int]
     qmax: ClassVar[int]
+    meta_bytes: ClassVar[int]               # bytes per block holding scales/mins (the rest holds codes)
     uses_weights: ClassVar[bool] = False    # does quantize() take an importance matrix?
     linear: ClassVar[bool] = True           # value(code) = code - code_offset (else a codebook)
     code_offset: ClassVar[int] = 0
@@ -69,6 +70,15 @@ class GGMLType:
     @classmethod
     def levels(cls) -> int:
         return cls.qmax - cls.qmin + 1
+
+    @classmethod
+    def code_bits(cls) -> float:
+        """Bits per element spent on codes, ``8 * (type_size - meta_bytes) / block_size`` (TQ1_0: 1.625)."""
+        return 8.0 * (cls.type_size - cls.meta_bytes) / cls.block_size
+
+    @classmethod
+    def stores_min(cls) -> bool:
+        return cls.sub_scales(np.zeros((1, cls.type_size), np.uint8))[1] is not None
 
     @classmethod
     def grid_values(cls) -> np.ndarray:
@@ -107,14 +117,55 @@ class GGMLType:
     def dequantize(cls, data: np.ndarray) -> np.ndarray:
         """``(n_blocks, type_size)`` uint8 -> ``(n_blocks, block_size)`` float32, ``scale*value - min``."""
         data = cls._as_blocks(data)
-        scale, mn = cls.sub_scales(data)
+        with np.errstate(all="ignore"):  # a foreign file's inf/NaN scale gives inf/NaN, as in C
+            return cls.reconstruct(cls.codes(data), *cls.sub_scales(data))
+
+    @classmethod
+    def reconstruct(cls, codes: np.ndarray, scale: np.ndarray, mn: np.ndarray | None) -> np.ndarray:
+        """``scale[sub] * value(code) - min[sub]`` in float32 from already unpacked parts."""
         n_sub = cls.block_size // cls.sub_block_size
-        v = cls.value_of(cls.codes(data)).reshape(-1, n_sub, cls.sub_block_size)
+        v = cls.value_of(codes).reshape(-1, n_sub, cls.sub_block_size)
         with np.errstate(all="ignore"):  # a foreign file's inf/NaN scale gives inf/NaN, as in C
             x = scale[:, :, None] * v
             if mn is not None:
                 x = x - mn[:, :, None]
         return x.reshape(-1, cls.block_size)
+
+    # --- analysis helpers (float64; not part of the byte format) ---------------------------------
+    @classmethod
+    def position(cls, x: np.ndarray, scale: np.ndarray, mn: np.ndarray | None) -> np.ndarray:
+        """Where ``x`` lies in units of its sub-block's scale, ``(x + min) / scale`` (float64, (n, bs));
+        NaN where the scale is 0."""
+        n_sub = cls.block_size // cls.sub_block_size
+        s = np.repeat(np.asarray(scale, np.float64), cls.sub_block_size, axis=1)
+        t = np.asarray(x, np.float64)
+        if mn is not None:
+            t = t + np.repeat(np.asarray(mn, np.float64), cls.sub_block_size, axis=1)
+        with np.errstate(all="ignore"):
+            return np.where(s != 0, t / np.where(s != 0, s, 1.0), np.nan).reshape(-1, n_sub * cls.sub_block_size)
+
+    @classmethod
+    def raw_codes(cls, codes: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Unclamped codes for clip statistics: the stored code, except where the element lies more
+        than half a grid step beyond the sub-block's grid (its nearest level would be outside the
+        format), where it is ``qmax + excess`` (``qmin - excess``), the excess counted in steps of the
+        grid's end spacing (one code for the linear types). Sub-blocks with scale 0 report their codes."""
+        g = np.unique(cls.grid_values())
+        top = (pos - g[-1]) / (g[-1] - g[-2])
+        bottom = (pos - g[0]) / (g[1] - g[0])
+        raw = np.where(top > 0.5, cls.qmax + top, np.where(bottom < -0.5, cls.qmin + bottom, codes))
+        return np.where(np.isnan(pos), codes, raw)
+
+    @classmethod
+    def near_boundary(cls, pos: np.ndarray, rel: float = 2.0 ** -20) -> np.ndarray:
+        """Elements within ``rel`` (relative, about 8 float32 ulps) of a rounding boundary between two
+        neighbouring grid values: float32 arithmetic and the fp16 rounding of the scale decide their code."""
+        g = np.unique(cls.grid_values())
+        mid = (g[:-1] + g[1:]) / 2
+        p = np.nan_to_num(pos, nan=np.inf)
+        i = np.clip(np.searchsorted(mid, p), 1, len(mid) - 1)
+        dist = np.minimum(np.abs(p - mid[i - 1]), np.abs(p - mid[np.minimum(i, len(mid) - 1)]))
+        return np.isfinite(p) & (p >= g[0]) & (p <= g[-1]) & (dist <= rel * np.maximum(np.abs(p), 1.0))
 
     # --- accessors ---------------------------------------------------------------------------------
     @classmethod
@@ -161,8 +212,8 @@ def get_ggml_type(name: str) -> type[GGMLType]:
     try:
         return GGML_TYPES[name.upper()]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; expected one of "
-                         f"{', '.join(n.lower() for n in GGML_TYPES)}") from None
+        names = (t.name.lower() for t in sorted(GGML_TYPES.values(), key=lambda t: t.type_id))
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(names)}") from None
 
 
 # --- byte-layout helpers shared by the types ---------------------------------------------------

@@ -290,6 +290,7 @@ class _Affine32(GGMLType):
 class Q4_K(_Affine32, type_id=12):
     """``[d:2][dmin:2][scales:12][qs:128]``; ``qs[32c + l] = L[64c + l] | L[64c + 32 + l] << 4``."""
     type_size = 144
+    meta_bytes = 16
     qmax = 15
     ref_search = (-1.0, 0.1, 20)
     clamp_impl_scales = False  # quantize_row_q4_K_impl stores make_qp's codes as they are
@@ -310,6 +311,7 @@ class Q5_K(_Affine32, type_id=13):
     """``[d:2][dmin:2][scales:12][qh:32][qs:128]``; low nibbles as Q4_K, bit 4 of ``L[64c + l]`` in
     bit 2c of ``qh[l]`` and of ``L[64c + 32 + l]`` in bit 2c+1."""
     type_size = 176
+    meta_bytes = 16
     qmax = 31
     ref_search = (-0.5, 0.1, 15)
     clamp_impl_scales = True
@@ -342,6 +344,7 @@ class Q6_K(GGMLType, type_id=14):
     """
     block_size = QK_K
     type_size = 210
+    meta_bytes = 18
     sub_block_size = 16
     qmin, qmax = 0, 63
     code_offset = 32
@@ -397,6 +400,7 @@ class Q3_K(GGMLType, type_id=11):
     """
     block_size = QK_K
     type_size = 110
+    meta_bytes = 14
     sub_block_size = 16
     qmin, qmax = 0, 7
     code_offset = 4
@@ -463,6 +467,7 @@ class Q2_K(GGMLType, type_id=10):
     """
     block_size = QK_K
     type_size = 84
+    meta_bytes = 20
     sub_block_size = 16
     qmin, qmax = 0, 3
     uses_weights = True

@@ -83,6 +83,7 @@ class _Legacy(GGMLType):
 
 class Q8_0(_Legacy, type_id=8):
     type_size = 34
+    meta_bytes = 2
     qmin, qmax = -127, 127
 
     @classmethod
@@ -126,12 +127,14 @@ class _Affine(_Legacy):
 
 class Q4_0(_Sym, type_id=2):
     type_size = 18
+    meta_bytes = 2
     qmax = 15
     code_offset = 8
 
 
 class Q4_1(_Affine, type_id=3):
     type_size = 20
+    meta_bytes = 4
     qmax = 15
 
     @staticmethod
@@ -141,6 +144,7 @@ class Q4_1(_Affine, type_id=3):
 
 class Q5_0(_Sym, type_id=6):
     type_size = 22
+    meta_bytes = 2
     qmax = 31
     code_offset = 16
     has_qh = True
@@ -148,6 +152,7 @@ class Q5_0(_Sym, type_id=6):
 
 class Q5_1(_Affine, type_id=7):
     type_size = 24
+    meta_bytes = 4
     qmax = 31
     has_qh = True
 
