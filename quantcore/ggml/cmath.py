@@ -101,12 +101,25 @@ def round_fp16(v: np.ndarray) -> np.ndarray:
 def first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(amax, max)`` of the C idiom ``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from 0:
     the largest magnitude and the signed value of its *first* occurrence; ``max = +0.0`` when all
-    elements are zero (even ``-0.0``). Along the last axis, keepdims."""
+    elements are zero (even ``-0.0``). NaN is never taken (``amax < NaN`` is false). Along the last
+    axis, keepdims."""
     a = np.abs(x)
-    i = a.argmax(axis=-1)[..., None]
+    i = np.where(np.isnan(a), F32(0), a).argmax(axis=-1)[..., None]
     amax = np.take_along_axis(a, i, axis=-1)
+    amax = np.where(np.isnan(amax), F32(0), amax)
     m = np.take_along_axis(x, i, axis=-1)
     return amax, np.where(amax > 0, m, F32(0))
+
+
+def first_min(x: np.ndarray) -> np.ndarray:
+    """``float m = x[0]; for (...) if (x[i] < m) m = x[i];`` along the last axis: the minimum, and of
+    equal minima (``-0.0`` and ``+0.0``) the first, whose sign numpy's ``min`` does not promise."""
+    return np.take_along_axis(x, x.argmin(axis=-1)[..., None], axis=-1)[..., 0]
+
+
+def first_max(x: np.ndarray) -> np.ndarray:
+    """``if (x[i] > m) m = x[i];`` from ``x[0]``: the maximum, the first of equal maxima."""
+    return np.take_along_axis(x, x.argmax(axis=-1)[..., None], axis=-1)[..., 0]
 
 
 def best_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:

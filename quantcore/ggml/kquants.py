@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import GGMLType, get_u16, put_fp16, unpack_bits
-from .cmath import F32, first_absmax, fp16_bits, fp16_value, nearest_int, seq_sum, to_int8
+from .cmath import F32, first_absmax, first_max, first_min, fp16_bits, fp16_value, nearest_int, seq_sum, to_int8
 
 QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
@@ -44,8 +44,8 @@ def make_qkx(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float
     def err(d):
         return np.abs(d) if use_mad else d * d
 
-    mn = x.min(axis=1)
-    mx = x.max(axis=1)
+    mn = first_min(x)
+    mx = first_max(x)
     sum_w = seq_sum(w, start_at_zero=False)
     sum_x = seq_sum(w * x, start_at_zero=False)
     mn = np.where(mn > 0, F32(0), mn)
@@ -141,7 +141,9 @@ def make_q3(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 def make_qp(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``make_qp_quants(n, nmax, x, L, quant_weights)``: ``(scale, L)``, ``L`` uint8 in [0, nmax]
     (a negative ``nearest_int`` wraps as the C ``uint8_t`` store does)."""
-    mx = np.maximum(x.max(axis=1), F32(0))
+    mx = np.zeros(len(x), F32)
+    for i in range(x.shape[1]):  # max = MAX(max, x[i]) = max > x[i] ? max : x[i]: a NaN x[i] is taken
+        mx = np.where(mx > x[:, i], mx, x[:, i])
     zero = mx < GROUP_MAX_EPS
     wx = w * x
     iscale = F32(nmax) / mx
@@ -186,8 +188,10 @@ def make_qp(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.nda
 
 # --- shared pieces of the super-block types ---------------------------------------------------------
 def _max0(a: np.ndarray) -> np.ndarray:
-    """``float m = 0; for (...) if (a[j] > m) m = a[j];`` along the last axis."""
-    return np.maximum(a.max(axis=-1), F32(0))
+    """``float m = 0; for (...) if (a[j] > m) m = a[j];`` along the last axis: +0.0 if none is > 0,
+    NaN skipped (a scale search returns NaN when float32 sums of huge values overflow)."""
+    m = np.where(np.isnan(a), F32(0), a).max(axis=-1)
+    return np.where(m > 0, m, F32(0))
 
 
 def _requantize(x: np.ndarray, d: np.ndarray, dm: np.ndarray | None, lo: int, hi: int, L: np.ndarray,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import GGMLType, get_u16, pack_bits, put_fp16, unpack_bits, unpack_nibbles
-from .cmath import F32, c_int, first_absmax, fp16_bits, fp16_value, roundf, to_int8
+from .cmath import F32, c_int, first_absmax, first_max, first_min, fp16_bits, fp16_value, roundf, to_int8
 
 
 def _inverse(d: np.ndarray) -> np.ndarray:
@@ -118,8 +118,8 @@ class _Affine(_Legacy):
 
     @classmethod
     def _quantize(cls, x, w):
-        mn = x.min(axis=1, keepdims=True)
-        mx = x.max(axis=1, keepdims=True)
+        mn = first_min(x)[:, None]   # the C loop keeps the first of -0.0/+0.0: the sign reaches fp16(min)
+        mx = first_max(x)[:, None]
         d = (mx - mn) / F32(cls.qmax)
         xi = cls._narrow(c_int((x - mn) * _inverse(d) + F32(0.5)))
         return cls._write(d, mn, xi)
