@@ -26,13 +26,17 @@ def f32(v: float) -> np.float32:
 
 
 def seq_sum(terms: np.ndarray, start_at_zero: bool = True) -> np.ndarray:
-    """Sequential float32 sum along the last axis, exactly ``float s = 0; for (...) s += t[i];``.
+    """Sequential float32 sum over axis 0, exactly ``float s = 0; for (i...) s += t[i];`` per column.
 
-    ``np.add.accumulate`` adds left to right one term at a time (pairwise ``np.sum`` does not).
+    The searches keep their data *position-major*, ``(positions in a sub-block, sub-blocks)``, so the
+    sum over a sub-block runs along axis 0. numpy reduces a non-innermost axis slice by slice in index
+    order, one elementwise add per position (its pairwise summation applies only along the innermost,
+    contiguous axis), which is exactly the C loop; ``test_seq_sum_is_sequential`` guards this
+    property, and 32 vector adds are ~30x faster than ``np.add.accumulate`` along a last axis of 32.
     ``start_at_zero`` adds the C ``0.0f`` start: it only changes an all ``-0.0`` sum to ``+0.0``.
     With ``start_at_zero=False`` the sum starts from the first term (``float s = t[0]; for i >= 1``).
     """
-    s = np.add.accumulate(terms, axis=-1, dtype=F32)[..., -1]
+    s = np.add.reduce(np.asarray(terms, F32), axis=0)
     return s + F32(0) if start_at_zero else s
 
 
@@ -98,37 +102,45 @@ def round_fp16(v: np.ndarray) -> np.ndarray:
     return fp16_value(fp16_bits(v))
 
 
-def first_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def first_absmax(x: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """``(amax, max)`` of the C idiom ``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from 0:
     the largest magnitude and the signed value of its *first* occurrence; ``max = +0.0`` when all
-    elements are zero (even ``-0.0``). NaN is never taken (``amax < NaN`` is false). Along the last
-    axis, keepdims."""
+    elements are zero (even ``-0.0``). NaN is never taken (``amax < NaN`` is false). Along ``axis``,
+    keepdims."""
     a = np.abs(x)
-    i = np.where(np.isnan(a), F32(0), a).argmax(axis=-1)[..., None]
-    amax = np.take_along_axis(a, i, axis=-1)
+    i = np.expand_dims(np.where(np.isnan(a), F32(0), a).argmax(axis=axis), axis)
+    amax = np.take_along_axis(a, i, axis=axis)
     amax = np.where(np.isnan(amax), F32(0), amax)
-    m = np.take_along_axis(x, i, axis=-1)
+    m = np.take_along_axis(x, i, axis=axis)
     return amax, np.where(amax > 0, m, F32(0))
 
 
-def first_min(x: np.ndarray) -> np.ndarray:
-    """``float m = x[0]; for (...) if (x[i] < m) m = x[i];`` along the last axis: the minimum, and of
+def first_min(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``float m = x[0]; for (...) if (x[i] < m) m = x[i];`` along ``axis``: the minimum, and of
     equal minima (``-0.0`` and ``+0.0``) the first, whose sign numpy's ``min`` does not promise."""
-    return np.take_along_axis(x, x.argmin(axis=-1)[..., None], axis=-1)[..., 0]
+    return np.take_along_axis(x, np.expand_dims(x.argmin(axis=axis), axis), axis=axis).squeeze(axis)
 
 
-def first_max(x: np.ndarray) -> np.ndarray:
+def first_max(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """``if (x[i] > m) m = x[i];`` from ``x[0]``: the maximum, the first of equal maxima."""
-    return np.take_along_axis(x, x.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+    return np.take_along_axis(x, np.expand_dims(x.argmax(axis=axis), axis), axis=axis).squeeze(axis)
 
 
 def best_index(values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """ggml's ``best_index_int8(n, values, x)`` for a sorted table: the nearest entry, the lower one
-    unless ``x - v[lo] < v[hi] - x`` is false (ties go up); both differences in float32; NaN gives the
-    last index, as the C binary search does."""
-    v = values.astype(F32)
-    n = len(v)
-    mu = np.clip(np.searchsorted(v, x, side="right"), 1, n - 1)
+    """ggml's ``best_index_int8(n, values, x)`` for a sorted table of integers (``kvalues_iq4nl``).
+
+    C: 0 if ``x <= v[0]``, n-1 if ``x >= v[n-1]`` (and for NaN, where its binary search ends), else
+    with ``v[mu-1] <= x < v[mu]`` the lower entry iff ``x - v[mu-1] < v[mu] - x`` (both differences
+    float32; exact midpoints go up). ``mu`` is read from a table over ``floor(x)``, exact because
+    the entries are integers (``v[k] > x`` iff ``v[k] > floor(x)``); ~10x faster than searchsorted.
+    """
+    v = np.asarray(values, F32)
+    lo0, hi0 = int(v[0]), int(v[-1])
+    assert np.array_equal(v, np.round(v)) and np.all(np.diff(v) > 0)
+    mu_of = np.clip(np.searchsorted(v, np.arange(lo0, hi0 + 1, dtype=F32), side="right"), 1, len(v) - 1)
+    x = np.asarray(x, F32)
+    xs = np.where(np.isnan(x), v[-1], x)
+    mu = mu_of[(np.floor(np.clip(xs, v[0], v[-1])) - v[0]).astype(np.intp)]
     lo, hi = v[mu - 1], v[mu]
-    pick = np.where((x - lo) < (hi - x), mu - 1, mu)
-    return np.where(x <= v[0], 0, np.where(x >= v[-1], n - 1, pick))
+    pick = np.where((xs - lo) < (hi - xs), mu - 1, mu)
+    return np.where(xs <= v[0], 0, np.where(xs >= v[-1], len(v) - 1, pick))

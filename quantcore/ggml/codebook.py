@@ -34,7 +34,7 @@ import numpy as np
 
 from .base import GGMLType, get_u16, put_fp16, unpack_nibbles
 from .cmath import F32, best_index, c_int, first_absmax, fp16_bits, fp16_value, lroundf, nearest_int, seq_sum
-from .kquants import GROUP_MAX_EPS, QK_K
+from .kquants import GROUP_MAX_EPS, QK_K, columns
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.int8)
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int8)
@@ -52,21 +52,25 @@ def _inv(d: np.ndarray) -> np.ndarray:
 
 
 def iq4_sub_scales(x: np.ndarray, w: np.ndarray | None, ntry: int = 7) -> np.ndarray:
-    """The per-32 scales of ``quantize_row_iq4_nl_impl`` for super-blocks ``x`` (N, S): (N, S // 32)."""
+    """The per-32 scales of ``quantize_row_iq4_nl_impl`` for super-blocks ``x`` (N, S): (N, S // 32).
+
+    Position-major like the K-quant searches (:func:`.kquants.columns`), so the sequential sums run
+    over axis 0."""
     N, S = x.shape
     v = KVALUES_IQ4NL.astype(F32)
-    sigma2 = seq_sum(x * x) * (F32(2) / F32(S))
-    xs = x.reshape(N, S // 32, 32)
+    xc = columns(x, 32)                                           # (32, N * S/32)
     if w is None:
-        wt = xs * xs
+        wt = xc * xc
     else:
-        wt = w.reshape(N, S // 32, 32) * np.sqrt(sigma2[:, None, None] + xs * xs)
-    amax, mx = first_absmax(xs)
+        sigma2 = np.repeat(seq_sum(columns(x * x, S)) * (F32(2) / F32(S)), S // 32)
+        wt = columns(w, 32) * np.sqrt(sigma2 + xc * xc)
+    amax, mx = first_absmax(xc, axis=0)
+    amax, mx = amax[0], mx[0]
 
     def fit(idv):
-        q = v[best_index(v, idv * xs)]
+        q = v[best_index(v, idv * xc)]
         wq = wt * q
-        return seq_sum(wq * xs), seq_sum(wq * q)
+        return seq_sum(wq * xc), seq_sum(wq * q)
 
     sumqx, sumq2 = fit(F32(1) / ((-mx) / v[0]))          # float id = 1/d, no zero test in C
     d = np.where(sumq2 > 0, sumqx / sumq2, F32(0))
@@ -76,8 +80,7 @@ def iq4_sub_scales(x: np.ndarray, w: np.ndarray | None, ntry: int = 7) -> np.nda
         win = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
         d = np.where(win, sumqx / sumq2, d)
         best = np.where(win, d * sumqx, best)
-    return np.where(amax[..., 0] < GROUP_MAX_EPS, F32(0), d)
-
+    return np.where(amax < GROUP_MAX_EPS, F32(0), d).reshape(N, S // 32)
 
 
 class IQ4_NL(GGMLType, type_id=20):

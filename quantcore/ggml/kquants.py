@@ -33,10 +33,20 @@ QK_K = 256
 GROUP_MAX_EPS = F32(1e-15)
 
 
-# --- scale searches -------------------------------------------------------------------------------
+# --- scale searches (position-major: x is (n positions, M sub-blocks)) ---------------------------------
+def columns(x: np.ndarray, n: int) -> np.ndarray:
+    """Blocks ``(N, k*n)`` -> the position-major ``(n, N*k)`` layout the searches use (a copy)."""
+    return np.ascontiguousarray(x.reshape(-1, n).T)
+
+
+def rows(L: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Inverse of :func:`columns` for per-element results: ``(n, N*k)`` -> ``(N, k, n)``."""
+    return L.T.reshape(n_blocks, -1, L.shape[0])
+
+
 def make_qkx(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int,
              use_mad: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``make_qkx2_quants`` / ``make_qkx3_quants`` on rows of ``x`` with weights ``w`` (both (N, n)).
+    """``make_qkx2_quants`` / ``make_qkx3_quants`` on the columns of ``x`` with weights ``w`` ((n, M)).
 
     Returns ``(scale, the_min, L)``: ``x ~ scale * L - the_min`` with ``L`` in [0, nmax]. (The two C
     functions differ only in ``max == min`` vs ``max <= min``, the same test once ``min <= 0 <= ...``.)
@@ -44,19 +54,19 @@ def make_qkx(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float
     def err(d):
         return np.abs(d) if use_mad else d * d
 
-    mn = first_min(x)
-    mx = first_max(x)
+    mn = first_min(x, axis=0)
+    mx = first_max(x, axis=0)
     sum_w = seq_sum(w, start_at_zero=False)
     sum_x = seq_sum(w * x, start_at_zero=False)
     mn = np.where(mn > 0, F32(0), mn)
     flat = mx == mn
     iscale = F32(nmax) / (mx - mn)
     scale = F32(1) / iscale
-    L = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)
-    best = seq_sum(w * err(scale[:, None] * L.astype(F32) + mn[:, None] - x))
+    L = np.clip(nearest_int(iscale * (x - mn)), 0, nmax)
+    best = seq_sum(w * err(scale * L.astype(F32) + mn - x))
     for step in range(nstep + 1):  # the C candidate loop; min (and so the grid) moves when one wins
         iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / (mx - mn)
-        laux = np.clip(nearest_int(iscale[:, None] * (x - mn[:, None])), 0, nmax)
+        laux = np.clip(nearest_int(iscale * (x - mn)), 0, nmax)
         lf = laux.astype(F32)
         wl = w * lf
         sum_l, sum_l2, sum_xl = seq_sum(wl), seq_sum(wl * lf), seq_sum(wl * x)
@@ -66,27 +76,27 @@ def make_qkx(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float
         pos = this_min > 0
         this_min = np.where(pos, F32(0), this_min)
         this_scale = np.where(pos, sum_xl / sum_l2, this_scale)
-        cur = seq_sum(w * err(this_scale[:, None] * lf + this_min[:, None] - x))
+        cur = seq_sum(w * err(this_scale * lf + this_min - x))
         win = (D > 0) & (cur < best) & ~flat
-        L = np.where(win[:, None], laux, L)
+        L = np.where(win, laux, L)
         best = np.where(win, cur, best)
         scale = np.where(win, this_scale, scale)
         mn = np.where(win, this_min, mn)
-    return np.where(flat, F32(0), scale), -mn, np.where(flat[:, None], 0, L)
+    return np.where(flat, F32(0), scale), -mn, np.where(flat, 0, L)
 
 
 def make_qx(x: np.ndarray, nmax: int, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)``: ``(scale, L)`` with ``L = l + nmax`` in
-    [0, 2*nmax - 1] and ``x ~ scale * l``; weights ``qw`` or ``x*x``."""
-    amax, mx = first_absmax(x)
-    amax, mx = amax[:, 0], mx[:, 0]
+    """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw)`` on columns: ``(scale, L)`` with ``L = l + nmax``
+    in [0, 2*nmax - 1] and ``x ~ scale * l``; weights ``qw`` or ``x*x``."""
+    amax, mx = first_absmax(x, axis=0)
+    amax, mx = amax[0], mx[0]
     zero = amax < GROUP_MAX_EPS
     if w is None:
         w = x * x
     wx = w * x
 
     def fit(iscale):
-        l = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
+        l = np.clip(nearest_int(iscale * x), -nmax, nmax - 1)
         lf = l.astype(F32)
         return l, seq_sum(wx * lf), seq_sum((w * lf) * lf)
 
@@ -99,91 +109,91 @@ def make_qx(x: np.ndarray, nmax: int, w: np.ndarray | None = None) -> tuple[np.n
             continue
         l, sumlx, suml2 = fit(-(F32(nmax) + F32(0.1) * F32(step)) / mx)
         win = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        L = np.where(win[:, None], l + nmax, L)
+        L = np.where(win, l + nmax, L)
         scale = np.where(win, sumlx / suml2, scale)
         best = np.where(win, scale * sumlx, best)
-    return np.where(zero, F32(0), scale), np.where(zero[:, None], 0, L)
+    return np.where(zero, F32(0), scale), np.where(zero, 0, L)
 
 
 def make_q3(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """``make_q3_quants(n, nmax, x, L, do_rmse=true)``: ``(scale, L)``, ``L = l + nmax`` (0 for an
-    all-zero sub-block). Up to 5 coordinate-descent passes; within a pass positions are visited in
+    """``make_q3_quants(n, nmax, x, L, do_rmse=true)`` on columns: ``(scale, L)``, ``L = l + nmax`` (0 for
+    an all-zero sub-block). Up to 5 coordinate-descent passes; within a pass positions are visited in
     order because each accepted change updates the sums the next position sees."""
-    amax, mx = first_absmax(x)
-    amax, mx = amax[:, 0], mx[:, 0]
+    amax, mx = first_absmax(x, axis=0)
+    amax, mx = amax[0], mx[0]
     zero = amax < GROUP_MAX_EPS
-    L = np.clip(nearest_int((F32(-nmax) / mx)[:, None] * x), -nmax, nmax - 1)
+    L = np.clip(nearest_int((F32(-nmax) / mx) * x), -nmax, nmax - 1)
     w = x * x
     wx = w * x
     lf = L.astype(F32)
     sumlx, suml2 = seq_sum(wx * lf), seq_sum((w * lf) * lf)
     for _ in range(5):
-        changed = np.zeros(len(x), bool)
-        for i in range(x.shape[1]):
-            wi, xi, wxi, li = w[:, i], x[:, i], wx[:, i], L[:, i].astype(F32)
+        changed = np.zeros(x.shape[1], bool)
+        for i in range(x.shape[0]):
+            wi, xi, wxi, li = w[i], x[i], wx[i], L[i].astype(F32)
             slx = sumlx - wxi * li
             sl2 = suml2 - (wi * li) * li
             new_l = np.clip(nearest_int(xi * sl2 / slx), -nmax, nmax - 1)
             nf = new_l.astype(F32)
             slx_n = slx + wxi * nf
             sl2_n = sl2 + (wi * nf) * nf
-            take = (slx > 0) & (new_l != L[:, i]) & (sl2_n > 0) & (slx_n * slx_n * suml2 > sumlx * sumlx * sl2_n)
-            L[:, i] = np.where(take, new_l, L[:, i])
+            take = (slx > 0) & (new_l != L[i]) & (sl2_n > 0) & (slx_n * slx_n * suml2 > sumlx * sumlx * sl2_n)
+            L[i] = np.where(take, new_l, L[i])
             sumlx = np.where(take, slx_n, sumlx)
             suml2 = np.where(take, sl2_n, suml2)
             changed |= take
         if not changed.any():  # a pass without change leaves the state as it was: later passes are no-ops
             break
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
-    return np.where(zero, F32(0), scale), np.where(zero[:, None], 0, L + nmax)
+    return np.where(zero, F32(0), scale), np.where(zero, 0, L + nmax)
 
 
 def make_qp(x: np.ndarray, nmax: int, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``make_qp_quants(n, nmax, x, L, quant_weights)``: ``(scale, L)``, ``L`` uint8 in [0, nmax]
-    (a negative ``nearest_int`` wraps as the C ``uint8_t`` store does)."""
-    mx = np.zeros(len(x), F32)
-    for i in range(x.shape[1]):  # max = MAX(max, x[i]) = max > x[i] ? max : x[i]: a NaN x[i] is taken
-        mx = np.where(mx > x[:, i], mx, x[:, i])
+    """``make_qp_quants(n, nmax, x, L, quant_weights)`` on columns: ``(scale, L)``, ``L`` uint8 values in
+    [0, nmax] (a negative ``nearest_int`` wraps as the C ``uint8_t`` store does)."""
+    mx = np.zeros(x.shape[1], F32)
+    for i in range(x.shape[0]):  # max = MAX(max, x[i]) = max > x[i] ? max : x[i]: a NaN x[i] is taken
+        mx = np.where(mx > x[i], mx, x[i])
     zero = mx < GROUP_MAX_EPS
     wx = w * x
     iscale = F32(nmax) / mx
-    L = nearest_int(iscale[:, None] * x) & 0xFF
+    L = nearest_int(iscale * x) & 0xFF
     scale = F32(1) / iscale
-    diff = x - scale[:, None] * L.astype(F32)
+    diff = x - scale * L.astype(F32)
     best = seq_sum((w * diff) * diff)
     for step in range(-4, 5):
         if step == 0:
             continue
         iscale_s = (F32(0.1) * F32(step) + F32(nmax)) / mx
-        l = np.minimum(nmax, nearest_int(iscale_s[:, None] * x))
-        diff = x - (F32(1) / iscale_s)[:, None] * l.astype(F32)
+        l = np.minimum(nmax, nearest_int(iscale_s * x))
+        diff = x - (F32(1) / iscale_s) * l.astype(F32)
         mse = seq_sum((w * diff) * diff)
         win = mse < best
         best = np.where(win, mse, best)
         iscale = np.where(win, iscale_s, iscale)
-    l = np.minimum(nmax, nearest_int(iscale[:, None] * x))
+    l = np.minimum(nmax, nearest_int(iscale * x))
     L = l & 0xFF
     lf = l.astype(F32)
     sumlx, suml2 = seq_sum(wx * lf), seq_sum((w * lf) * lf)
     for _ in range(5):
-        changed = np.zeros(len(x), bool)
-        for i in range(x.shape[1]):
-            wi, xi, wxi, li = w[:, i], x[:, i], wx[:, i], L[:, i].astype(F32)
+        changed = np.zeros(x.shape[1], bool)
+        for i in range(x.shape[0]):
+            wi, xi, wxi, li = w[i], x[i], wx[i], L[i].astype(F32)
             slx = sumlx - wxi * li
             sl2 = suml2 - (wi * li) * li
             new_l = np.minimum(nmax, nearest_int(xi * sl2 / slx))
             nf = new_l.astype(F32)
             slx_n = slx + wxi * nf
             sl2_n = sl2 + (wi * nf) * nf
-            take = (slx > 0) & (sl2 > 0) & (new_l != L[:, i]) & (slx_n * slx_n * suml2 > sumlx * sumlx * sl2_n)
-            L[:, i] = np.where(take, new_l & 0xFF, L[:, i])
+            take = (slx > 0) & (sl2 > 0) & (new_l != L[i]) & (slx_n * slx_n * suml2 > sumlx * sumlx * sl2_n)
+            L[i] = np.where(take, new_l & 0xFF, L[i])
             sumlx = np.where(take, slx_n, sumlx)
             suml2 = np.where(take, sl2_n, suml2)
             changed |= take
         if not changed.any():
             break
     scale = np.where(suml2 > 0, sumlx / suml2, F32(0))
-    return np.where(zero, F32(0), scale), np.where(zero[:, None], 0, L)
+    return np.where(zero, F32(0), scale), np.where(zero, 0, L)
 
 
 # --- shared pieces of the super-block types ---------------------------------------------------------
@@ -251,17 +261,17 @@ class _Affine32(GGMLType):
     @classmethod
     def _search(cls, x, w):
         N = x.shape[0]
-        xs = x.reshape(N, 8, 32)
+        xc = columns(x, 32)                                   # (32, N*8)
         if w is None:
-            av_x = np.sqrt(seq_sum(xs * xs) / F32(32))
-            wts = av_x[..., None] + np.abs(xs)
+            av_x = np.sqrt(seq_sum(xc * xc) / F32(32))
+            wts = av_x + np.abs(xc)
             rmin, rdelta, nstep = cls.ref_search
         else:
-            sigma2 = F32(2) * seq_sum(x * x) / F32(QK_K)
-            wts = w.reshape(N, 8, 32) * np.sqrt(sigma2[:, None, None] + xs * xs)
+            sigma2 = np.repeat(F32(2) * seq_sum(columns(x * x, QK_K)) / F32(QK_K), 8)
+            wts = columns(w, 32) * np.sqrt(sigma2 + xc * xc)
             rmin, rdelta, nstep = -0.9, 0.05, 36
-        scales, mins, L = make_qkx(xs.reshape(-1, 32), wts.reshape(-1, 32), cls.qmax, rmin, rdelta, nstep, False)
-        scales, mins, L = scales.reshape(N, 8), mins.reshape(N, 8), L.reshape(N, 8, 32)
+        scales, mins, L = make_qkx(xc, wts, cls.qmax, rmin, rdelta, nstep, False)
+        scales, mins, L = scales.reshape(N, 8), mins.reshape(N, 8), rows(L, N)
         if w is None:
             max_scale, max_min = _max0(scales), _max0(mins)
             inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
@@ -270,9 +280,10 @@ class _Affine32(GGMLType):
             lm = np.minimum(63, nearest_int(inv_min[:, None] * mins) & 0xFF)
             d, dmin = max_scale / F32(63), max_min / F32(63)
         else:
-            sw = seq_sum(wts)
-            d, ls = make_qp(scales, 63, sw)
-            dmin, lm = make_qp(mins, 63, sw)
+            sw = columns(seq_sum(wts), 8)
+            d, ls = make_qp(columns(scales, 8), 63, sw)
+            dmin, lm = make_qp(columns(mins, 8), 63, sw)
+            ls, lm = ls.T, lm.T
             if cls.clamp_impl_scales:
                 ls, lm = np.minimum(63, ls), np.minimum(63, lm)
         head = np.empty((N, 16), np.uint8)
@@ -281,7 +292,8 @@ class _Affine32(GGMLType):
         put_fp16(head, 2, dmin16)
         head[:, 4:16] = _k4_scale_bytes(ls, lm)
         sc, m = _k4_scales(head[:, 4:16])
-        L = _requantize(xs, fp16_value(d16)[:, None] * sc, fp16_value(dmin16)[:, None] * m, 0, cls.qmax, L)
+        L = _requantize(x.reshape(N, 8, 32), fp16_value(d16)[:, None] * sc, fp16_value(dmin16)[:, None] * m, 0,
+                        cls.qmax, L)
         return head, L.reshape(N, QK_K)
 
     @classmethod
@@ -357,9 +369,8 @@ class Q6_K(GGMLType, type_id=14):
     @classmethod
     def _quantize(cls, x, w):
         N = x.shape[0]
-        xs = x.reshape(-1, 16)
-        scales, L = make_qx(xs, 32, None if w is None else w.reshape(-1, 16))
-        scales, L = scales.reshape(N, 16), L.reshape(N, 16, 16)
+        scales, L = make_qx(columns(x, 16), 32, None if w is None else columns(w, 16))
+        scales, L = scales.reshape(N, 16), rows(L, N)
         amax, max_scale = first_absmax(scales)
         amax, max_scale = amax[:, 0], max_scale[:, 0]
         iscale = F32(-128) / max_scale
@@ -415,7 +426,7 @@ class Q3_K(GGMLType, type_id=11):
         N = x.shape[0]
         xs = x.reshape(N, 16, 16)
         if w is None:
-            scales, L = make_q3(xs.reshape(-1, 16), 4)
+            scales, L = make_q3(columns(x, 16), 4)
             scales = scales.reshape(N, 16)
             _, max_scale = first_absmax(scales)
             max_scale = max_scale[:, 0]
@@ -425,10 +436,12 @@ class Q3_K(GGMLType, type_id=11):
             ls = np.where(nz[:, None], ls, 0)
             d = np.where(nz, F32(1) / iscale, F32(0))
         else:
-            sigma2 = F32(2) * seq_sum(x * x) / F32(QK_K)
-            wts = w.reshape(N, 16, 16) * np.sqrt(sigma2[:, None, None] + xs * xs)
-            scales, L = make_qx(xs.reshape(-1, 16), 4, wts.reshape(-1, 16))
-            d, ls = make_qx(scales.reshape(N, 16), 32, seq_sum(wts))
+            xc = columns(x, 16)
+            sigma2 = np.repeat(F32(2) * seq_sum(columns(x * x, QK_K)) / F32(QK_K), 16)
+            wts = columns(w, 16) * np.sqrt(sigma2 + xc * xc)
+            scales, L = make_qx(xc, 4, wts)
+            d, ls = make_qx(columns(scales, 16), 32, columns(seq_sum(wts), 16))
+            ls = ls.T
         sb = np.zeros((N, 12), np.int64)
         sb[:, :8] = ls[:, :8] & 0xF
         sb[:, :8] |= (ls[:, 8:] & 0xF) << 4
@@ -440,7 +453,7 @@ class Q3_K(GGMLType, type_id=11):
         out[:, 96:108] = sb
         put_fp16(out, 108, d16)
         dl, _ = cls.sub_scales(out)
-        L = _requantize(xs, dl, None, -4, 3, L.reshape(N, 16, 16), 4).reshape(N, QK_K)
+        L = _requantize(xs, dl, None, -4, 3, rows(L, N), 4).reshape(N, QK_K)
         out[:, 0:32] = np.packbits((L.reshape(N, 8, 32) > 3).astype(np.uint8), axis=1, bitorder="little")[:, 0]
         out[:, 32:96] = _two_bit_planes(L)
         return out
@@ -479,9 +492,9 @@ class Q2_K(GGMLType, type_id=10):
     @classmethod
     def _quantize(cls, x, w):
         N = x.shape[0]
-        xs = x.reshape(-1, 16)
+        xc = columns(x, 16)
         if w is None:
-            scales, mins, L = make_qkx(xs, np.abs(xs), 3, -0.5, 0.1, 15, True)
+            scales, mins, L = make_qkx(xc, np.abs(xc), 3, -0.5, 0.1, 15, True)
             scales, mins = scales.reshape(N, 16), mins.reshape(N, 16)
             max_scale, max_min = _max0(scales), _max0(mins)
             lo = np.where((max_scale > 0)[:, None], nearest_int((F32(15) / max_scale)[:, None] * scales), 0)
@@ -490,19 +503,19 @@ class Q2_K(GGMLType, type_id=10):
             d = np.where(max_scale > 0, max_scale / F32(15), F32(0))
             dmin = np.where(max_min > 0, max_min / F32(15), F32(0))
         else:
-            sigma2 = seq_sum(x * x) / F32(QK_K)
-            wts = w.reshape(N, 16, 16) * np.sqrt(sigma2[:, None, None] + x.reshape(N, 16, 16) ** 2)
-            scales, mins, L = make_qkx(xs, wts.reshape(-1, 16), 3, -0.9, 0.05, 36, False)
-            sw = seq_sum(wts)
-            d, ls = make_qp(scales.reshape(N, 16), 15, sw)
-            dmin, lm = make_qp(mins.reshape(N, 16), 15, sw)
-            sb = (ls | (lm << 4)) & 0xFF
+            sigma2 = np.repeat(seq_sum(columns(x * x, QK_K)) / F32(QK_K), 16)
+            wts = columns(w, 16) * np.sqrt(sigma2 + xc * xc)
+            scales, mins, L = make_qkx(xc, wts, 3, -0.9, 0.05, 36, False)
+            sw = columns(seq_sum(wts), 16)
+            d, ls = make_qp(columns(scales, 16), 15, sw)
+            dmin, lm = make_qp(columns(mins, 16), 15, sw)
+            sb = (ls.T | (lm.T << 4)) & 0xFF
         out = np.empty((N, cls.type_size), np.uint8)
         out[:, :16] = sb
         put_fp16(out, 80, fp16_bits(d))
         put_fp16(out, 82, fp16_bits(dmin))
         dl, ml = cls.sub_scales(out)
-        L = _requantize(x.reshape(N, 16, 16), dl, ml, 0, 3, L.reshape(N, 16, 16))
+        L = _requantize(x.reshape(N, 16, 16), dl, ml, 0, 3, rows(L, N))
         out[:, 16:80] = _two_bit_planes(L)
         return out
 
