@@ -12,6 +12,8 @@ format touches one class. A class provides
   uint8, the exact GGUF bytes llama.cpp writes (``quantize_<type>`` of ggml-quants.c, with
   ``weights`` the importance matrix spread over the blocks, or ``None`` for what llama.cpp does
   without one);
+* ``quantize_rows(x, imatrix=None)``: the same for a ``(nrows, n_per_row)`` tensor with llama.cpp's
+  one-weight-per-column importance matrix;
 * ``dequantize(data)``: bytes -> ``(n_blocks, block_size)`` float32, exactly ``dequantize_row_<type>``;
 * accessors for analysis: ``codes(data)`` (per-element integer codes as stored), ``sub_scales(data)``
   (per-sub-block effective scale and min, ``x_hat = scale * value(code) - min``), ``value_of(codes)``.
@@ -90,9 +92,11 @@ class GGMLType:
     def quantize(cls, blocks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """``(n_blocks, block_size)`` float32 -> ``(n_blocks, type_size)`` uint8 (GGUF bytes).
 
-        ``weights`` (same shape, float32) is the importance matrix laid over the blocks: llama.cpp
-        takes one weight per column and uses ``imatrix[col]`` for every row. Types that ignore it in
-        llama.cpp (Q8_0, TQ1_0, TQ2_0, MXFP4) refuse it rather than silently drop it.
+        ``weights`` (float32) is the importance matrix laid over the blocks: ``(n_blocks, block_size)``,
+        or ``(k, block_size)`` with ``n_blocks`` a multiple of ``k``, repeated cyclically (llama.cpp's
+        one weight per column: ``k`` blocks per row, the same for every row; gathered tile by tile, so
+        it is never expanded to the tensor's size). Types that ignore it in llama.cpp (Q8_0, TQ1_0,
+        TQ2_0, MXFP4) refuse it rather than silently drop it.
         """
         blocks = np.asarray(blocks)
         if blocks.ndim != 2 or blocks.shape[1] != cls.block_size:
@@ -102,16 +106,34 @@ class GGMLType:
         if weights is not None:
             if not cls.uses_weights:
                 raise ValueError(f"{cls.name} takes no importance matrix (llama.cpp ignores it for this type)")
-            weights = np.broadcast_to(np.asarray(weights, F32), blocks.shape)
+            weights = np.asarray(weights, F32)
+            if weights.ndim != 2 or weights.shape[1] != cls.block_size or blocks.shape[0] % weights.shape[0]:
+                raise ValueError(f"{cls.name}: weights of shape {weights.shape} do not tile blocks of shape {blocks.shape}")
             _check_finite(weights, cls.name, "importance weight")
         out = np.empty((blocks.shape[0], cls.type_size), np.uint8)
         step = max(1, QUANT_TILE_ELEMENTS // cls.block_size)
         with np.errstate(all="ignore"):  # inf/NaN intermediates follow IEEE rules exactly as in C
             for b0 in range(0, blocks.shape[0], step):
                 b1 = min(b0 + step, blocks.shape[0])
-                w = None if weights is None else weights[b0:b1]
+                w = None if weights is None else weights[np.arange(b0, b1) % weights.shape[0]]
                 out[b0:b1] = cls._quantize(blocks[b0:b1], w)
         return out
+
+    @classmethod
+    def quantize_rows(cls, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """llama.cpp's ``quantize_<type>(src, dst, nrows, n_per_row, imatrix)``: ``x`` ``(nrows, n_per_row)``
+        float32, ``imatrix`` one importance weight per column (``n_per_row``) or None ->
+        ``(nrows, n_per_row // block_size * type_size)`` uint8, the rows of a GGUF tensor."""
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] % cls.block_size:
+            raise ValueError(f"{cls.name} rows must have a multiple of {cls.block_size} values, got shape {x.shape}")
+        w = None
+        if imatrix is not None:
+            imatrix = np.asarray(imatrix, F32)
+            if imatrix.shape != (x.shape[1],):
+                raise ValueError(f"imatrix has shape {imatrix.shape}; expected one weight per column ({x.shape[1]},)")
+            w = imatrix.reshape(-1, cls.block_size)          # the blocks of one row, repeated for every row
+        return cls.quantize(x.reshape(-1, cls.block_size), w).reshape(x.shape[0], -1)
 
     @classmethod
     def dequantize(cls, data: np.ndarray) -> np.ndarray:

@@ -106,14 +106,12 @@ def test_bytes_and_values_match_llama_cpp(ggml_ref, name, dataset):
     t = GGML_TYPES[name]
     rng = np.random.default_rng([t.type_id, list(DATASETS).index(dataset)])
     x = DATASETS[dataset](rng).astype(np.float32)
-    blocks = x.reshape(-1, t.block_size)
     cases = {"no imatrix": None}
     if t.uses_weights:
         cases.update(_imatrices(rng))
     for what, im in cases.items():
         want = ggml_ref.quantize(name, x, im)
-        w = None if im is None else np.broadcast_to(im.reshape(1, -1), x.shape).reshape(-1, t.block_size)
-        got = t.quantize(blocks, w)
+        got = t.quantize_rows(x, im).reshape(-1, t.type_size)
         assert got.shape == want.shape
         assert not _first_diff(got, want), f"{name} {dataset} {what}: {_first_diff(got, want)}"
         ours, theirs = t.dequantize(got), ggml_ref.dequantize(name, got)
@@ -248,3 +246,7 @@ def test_bad_calls_are_clear_errors():
         q8.quantize(np.zeros((1, 32), np.float32), np.ones((1, 32), np.float32))
     with pytest.raises(ValueError, match=r"not a whole number of 144-byte blocks"):
         q4k.dequantize(np.zeros(100, np.uint8))
+    with pytest.raises(ValueError, match=r"Q4_K rows must have a multiple of 256 values, got shape \(2, 300\)"):
+        q4k.quantize_rows(np.zeros((2, 300), np.float32))
+    with pytest.raises(ValueError, match=r"expected one weight per column \(512,\)"):
+        q4k.quantize_rows(np.zeros((2, 512), np.float32), np.ones(256, np.float32))
