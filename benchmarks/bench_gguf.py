@@ -63,7 +63,7 @@ def main() -> None:
     print("-" * len(head))
     for name in args.types.split(","):
         t = GGML_TYPES[name]
-        for im in ([None, imatrix] if t.uses_weights else [None]):
+        for im in ([None, imatrix] if t.uses_weights or t.row_weighted else [None]):
             ours_s, ours = best_of(lambda: t.quantize_rows(x, im), args.repeat)
             c_s, same = float("nan"), "n/a"
             if ref is not None:

@@ -50,6 +50,7 @@ class GGMLType:
     qmax: ClassVar[int]
     meta_bytes: ClassVar[int]               # bytes per block holding scales/mins (the rest holds codes)
     uses_weights: ClassVar[bool] = False    # does quantize() take an importance matrix?
+    row_weighted: ClassVar[bool] = False    # imatrix path needs whole rows (quantize_rows only)
     linear: ClassVar[bool] = True           # value(code) = code - code_offset (else a codebook)
     code_offset: ClassVar[int] = 0
     codebook: ClassVar[np.ndarray | None] = None
@@ -104,6 +105,9 @@ class GGMLType:
         blocks = blocks.astype(F32, copy=False)
         _check_finite(blocks, cls.name, "value")
         if weights is not None:
+            if cls.row_weighted:
+                raise ValueError(f"{cls.name} with an importance matrix needs whole rows (llama.cpp weights by "
+                                 f"the row's mean square): use quantize_rows(x, imatrix)")
             if not cls.uses_weights:
                 raise ValueError(f"{cls.name} takes no importance matrix (llama.cpp ignores it for this type)")
             weights = np.asarray(weights, F32)
@@ -133,7 +137,22 @@ class GGMLType:
             if imatrix.shape != (x.shape[1],):
                 raise ValueError(f"imatrix has shape {imatrix.shape}; expected one weight per column ({x.shape[1]},)")
             w = imatrix.reshape(-1, cls.block_size)          # the blocks of one row, repeated for every row
+            if cls.row_weighted:
+                return cls._quantize_rows_weighted(x, imatrix)
         return cls.quantize(x.reshape(-1, cls.block_size), w).reshape(x.shape[0], -1)
+
+    @classmethod
+    def _quantize_rows_weighted(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
+        """Row tiles through ``cls._quantize_weighted(rows, imatrix)`` (types whose search needs the row)."""
+        x = x.astype(F32, copy=False)
+        _check_finite(x.reshape(-1, cls.block_size), cls.name, "value")
+        _check_finite(imatrix.reshape(1, -1), cls.name, "importance weight")
+        out = np.empty((x.shape[0], x.shape[1] // cls.block_size * cls.type_size), np.uint8)
+        step = max(1, QUANT_TILE_ELEMENTS // x.shape[1])
+        with np.errstate(all="ignore"):
+            for r0 in range(0, x.shape[0], step):
+                out[r0:r0 + step] = cls._quantize_weighted(x[r0:r0 + step], imatrix).reshape(-1, out.shape[1])
+        return out
 
     @classmethod
     def dequantize(cls, data: np.ndarray) -> np.ndarray:

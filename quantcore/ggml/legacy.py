@@ -12,8 +12,12 @@ All arithmetic is float32 in the C order (see :mod:`.cmath`):
 ``1/d`` is 0 when ``d == 0``. Codes come from the float32 ``d``; dequantization uses the stored fp16
 ``d`` and ``min``. Where ``d`` is a float32 subnormal, ``1/d`` is inf and ``x * (1/d)`` is inf or NaN:
 the C cast then gives INT_MIN, whose low byte is code 0 (gguf-py's numpy cast gives the same), and
-the fp16 ``d`` is 0, so every ``x_hat`` is 0. The importance matrix is not supported for these types
-(llama.cpp's ``quantize_q4_0`` etc. switch to a different search with one; Q8_0 ignores it).
+the fp16 ``d`` is 0, so every ``x_hat`` is 0.
+
+With an importance matrix (``quantize_rows``; ``quantize_row_q*_impl``): ``sigma2 = sum x^2 / n_per_row``
+over the whole row, weights ``qw * sqrtf(sigma2 + x^2)``; Q4_0/Q5_0 take the scale and codes of
+:func:`.kquants.make_qx` (nmax 8 / 16), Q4_1/Q5_1 those of :func:`.kquants.make_qkx` (nmax 15 / 31,
+(-0.9, 0.05, 36)) with ``m = fp16(-the_min)``. Q8_0 ignores an importance matrix in llama.cpp.
 
 Byte layouts: Q8_0 ``[d:2][qs:32 int8]``; Q4_0 ``[d:2][qs:16]``; Q4_1 ``[d:2][m:2][qs:16]``;
 Q5_0 ``[d:2][qh:4][qs:16]``; Q5_1 ``[d:2][m:2][qh:4][qs:16]``. ``qs`` byte j holds element j in its low
@@ -25,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import GGMLType, get_u16, pack_bits, put_fp16, unpack_bits, unpack_nibbles
-from .cmath import F32, c_int, first_absmax, first_max, first_min, fp16_bits, fp16_value, roundf, to_int8
+from .cmath import F32, c_int, first_absmax, first_max, first_min, fp16_bits, fp16_value, roundf, seq_sum, to_int8
+from .kquants import columns, make_qkx, make_qx
 
 
 def _inverse(d: np.ndarray) -> np.ndarray:
@@ -100,8 +105,19 @@ class Q8_0(_Legacy, type_id=8):
         return cls._as_blocks(data)[:, 2:].view(np.int8).astype(np.int16)
 
 
+def _row_weights(x: np.ndarray, imatrix: np.ndarray, block: int) -> np.ndarray:
+    """``qw[j] * sqrtf(sigma2 + x[j]^2)`` with ``sigma2 = (sequential sum of x^2 over the row) / n_per_row``,
+    position-major ``(block, n_blocks)`` like the searches."""
+    r, n = x.shape
+    sigma2 = seq_sum(np.ascontiguousarray((x * x).T)) / F32(n)
+    xc = columns(x, block)
+    qw = columns(np.broadcast_to(imatrix, x.shape), block)
+    return qw * np.sqrt(np.repeat(sigma2, n // block) + xc * xc)
+
+
 class _Sym(_Legacy):
     """Q4_0 / Q5_0: ``d = m / -half``, ``q = min(qmax, (int8)(x/d + half + 0.5))``."""
+    row_weighted = True
 
     @classmethod
     def _quantize(cls, x, w):
@@ -111,10 +127,21 @@ class _Sym(_Legacy):
         xi = np.minimum(cls.qmax, to_int8(c_int(x * _inverse(d) + F32(half + 0.5)))) & 0xFF
         return cls._write(d, None, xi)
 
+    @classmethod
+    def _quantize_weighted(cls, x, imatrix):
+        d, L = make_qx(columns(x, 32), cls.code_offset, _row_weights(x, imatrix, 32))
+        return cls._write(d[:, None], None, L.T)
+
 
 class _Affine(_Legacy):
     """Q4_1 / Q5_1: ``d = (max - min) / qmax``, ``q = (x - min)/d + 0.5`` truncated."""
     has_min = True
+    row_weighted = True
+
+    @classmethod
+    def _quantize_weighted(cls, x, imatrix):
+        d, the_min, L = make_qkx(columns(x, 32), _row_weights(x, imatrix, 32), cls.qmax, -0.9, 0.05, 36, False)
+        return cls._write(d[:, None], -the_min[:, None], L.T)
 
     @classmethod
     def _quantize(cls, x, w):

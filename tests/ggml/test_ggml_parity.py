@@ -22,7 +22,7 @@ NAMES = [t.name for t in BLOCK_FORMATS.values()]
 N_PER_ROW = 1024
 
 
-def _normal(rng, rows=48):
+def _normal(rng, rows=256):
     return rng.standard_normal((rows, N_PER_ROW)) * np.exp(rng.normal(0, 2, (rows, 1)))
 
 
@@ -107,7 +107,7 @@ def test_bytes_and_values_match_llama_cpp(ggml_ref, name, dataset):
     rng = np.random.default_rng([t.type_id, list(DATASETS).index(dataset)])
     x = DATASETS[dataset](rng).astype(np.float32)
     cases = {"no imatrix": None}
-    if t.uses_weights:
+    if t.uses_weights or t.row_weighted:
         cases.update(_imatrices(rng))
     for what, im in cases.items():
         want = ggml_ref.quantize(name, x, im)
@@ -244,6 +244,8 @@ def test_bad_calls_are_clear_errors():
         q4k.quantize(x)
     with pytest.raises(ValueError, match=r"Q8_0 takes no importance matrix"):
         q8.quantize(np.zeros((1, 32), np.float32), np.ones((1, 32), np.float32))
+    with pytest.raises(ValueError, match=r"Q4_1 with an importance matrix needs whole rows .* use quantize_rows"):
+        GGML_TYPES["Q4_1"].quantize(np.zeros((1, 32), np.float32), np.ones((1, 32), np.float32))
     with pytest.raises(ValueError, match=r"not a whole number of 144-byte blocks"):
         q4k.dequantize(np.zeros(100, np.uint8))
     with pytest.raises(ValueError, match=r"Q4_K rows must have a multiple of 256 values, got shape \(2, 300\)"):
