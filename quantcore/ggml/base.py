@@ -13,7 +13,8 @@ format touches one class. A class provides
   ``weights`` the importance matrix spread over the blocks, or ``None`` for what llama.cpp does
   without one);
 * ``quantize_rows(x, imatrix=None)``: the same for a ``(nrows, n_per_row)`` tensor with llama.cpp's
-  one-weight-per-column importance matrix;
+  one-weight-per-column importance matrix (the only way in for Q4_0/Q4_1/Q5_0/Q5_1, whose weighted
+  search uses the whole row's mean square: ``row_weighted``);
 * ``dequantize(data)``: bytes -> ``(n_blocks, block_size)`` float32, exactly ``dequantize_row_<type>``;
 * accessors for analysis: ``codes(data)`` (per-element integer codes as stored), ``sub_scales(data)``
   (per-sub-block effective scale and min, ``x_hat = scale * value(code) - min``), ``value_of(codes)``.
