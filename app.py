@@ -47,7 +47,8 @@ pn.extension(notifications=False)
 # 1. constants and helpers
 # --------------------------------------------------------------------------------------------------
 
-GGUF_PRESETS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+GGUF_PRESETS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs",
+                "tq1_0", "tq2_0", "mxfp4")
 FLOAT_SCHEMES = tuple(qc.FLOAT_SCHEMES)   # element float formats (fp8, mxfp4, nf4, ...)
 SCHEMES = ("per-tensor", "per-channel", "per-group") + GGUF_PRESETS + FLOAT_SCHEMES
 RANGE_METHODS = {

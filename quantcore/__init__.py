@@ -5,7 +5,7 @@ comparisons, sweeps and exports, and each module's docstring for the formulas it
 """
 from . import report
 from .analysis import QuantResult, analyze
-from .blockformats import BLOCK_FORMATS
+from .ggml import BLOCK_FORMATS
 from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example, synthetic
 from .formats import IntFormat

@@ -4,6 +4,10 @@ Dtype discipline: arithmetic runs in the convention's working dtype (float64 for
 float32 for every other convention); a float32/float64 input is not copied but cast tile by
 tile inside the fused kernel (:mod:`quantcore.kernel`); codes are stored in the smallest integer dtype;
 metric sums are accumulated in float64. Raw codes and dequantized values are recomputed on demand.
+
+GGUF presets (:func:`preset_pass`) run the registered GGML type (:mod:`quantcore.ggml`) on float32
+blocks: the bytes llama.cpp would write, then their codes, per-sub-block scales and dequantized values;
+their statistics are computed in float64 (a float32 error or square overflows near the float32 limit).
 """
 from __future__ import annotations
 
@@ -14,12 +18,12 @@ from typing import Sequence
 import numpy as np
 
 from . import metrics as M
-from .blockformats import get_block_format, quantize_block_format
+from .ggml import GGMLType, get_ggml_type
 from .calibration import kl_range, mse_optimal_range
 from .conventions import get_convention, store_scale
 from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical, check_finite
-from .kernel import TILE_ELEMENTS, quantize_and_measure
-from .memory import Memory, memory_estimate
+from .kernel import TILE_ELEMENTS, code_dtype, quantize_and_measure
+from .memory import Memory, block_memory, memory_estimate
 from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile, block_minmax, choose_qparams, custom_range, percentile_range
 from .quantize import dequantize_blocks, quantize_blocks
 from .spec import QuantSpec
@@ -34,13 +38,15 @@ class QuantResult:
     def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, lo: np.ndarray, hi: np.ndarray,
                  scale: np.ndarray, zero_point: np.ndarray, q_rows: np.ndarray, stats: dict[str, np.ndarray],
                  clip_ratio: np.ndarray | None, channel_names: Sequence[str] | None,
-                 raw: np.ndarray | None = None, xhat: np.ndarray | None = None) -> None:
+                 raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
+                 sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None) -> None:
         self.spec = spec
         self.label = spec.label
         self.canon = canon
         self.blocks = blocks
         self.lo, self.hi, self.scale, self.zero_point = lo, hi, scale, zero_point
         self.clip_ratio = clip_ratio
+        self.sub_scale, self.sub_min = sub_scale, sub_min   # GGUF presets: (n_blocks, n_sub) float32
         self._q_rows = q_rows
         n_ch = canon.n_channels
         self.channel_names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(n_ch)]
@@ -54,6 +60,10 @@ class QuantResult:
 
     # --- format facts -------------------------------------------------------------------------
     @property
+    def ggml_type(self) -> type[GGMLType] | None:
+        return get_ggml_type(self.spec.preset) if self.spec.preset else None
+
+    @property
     def qmin(self) -> int:
         """Smallest code: the format's qmin, or its storage type's for conventions that saturate there."""
         return self._code_range[0]
@@ -65,8 +75,7 @@ class QuantResult:
     @cached_property
     def _code_range(self) -> tuple[int, int]:
         if self.spec.preset:
-            bf = get_block_format(self.spec.preset)
-            return bf.qmin, bf.qmax
+            return self.ggml_type.qmin, self.ggml_type.qmax
         return _convention(self.spec).code_range(self.spec.fmt)
 
     @property
@@ -93,7 +102,7 @@ class QuantResult:
     @cached_property
     def _xhat_b(self) -> np.ndarray:
         if self.spec.preset:
-            return preset_pass(self.blocks, get_block_format(self.spec.preset), keep=True)["dequantized"]
+            return preset_pass(self.blocks, self.ggml_type, keep=True)["dequantized"]
         conv = _convention(self.spec)
         return dequantize_blocks(self._q_b.astype(conv.dtype), self.scale, self.zero_point, conv)
 
@@ -102,7 +111,7 @@ class QuantResult:
         """Unclamped codes: the quantization pass run again, same arithmetic and random stream."""
         spec = self.spec
         if spec.preset:
-            return preset_pass(self.blocks, get_block_format(spec.preset), keep=True)["raw"]
+            return preset_pass(self.blocks, self.ggml_type, keep=True)["raw"]
         conv = _convention(spec)
         rows, row_scale, row_zp, valid = _stat_rows(self.blocks, spec, self.scale, self.zero_point)
         res = quantize_and_measure(rows, row_scale, row_zp, self.qmin, self.qmax, conv, spec.effective_rounding,
@@ -114,9 +123,8 @@ class QuantResult:
         spec = self.spec
         n = self.canon.n_valid
         if spec.preset:
-            bf = get_block_format(spec.preset)
-            return memory_estimate(n, self.blocks.n_data_blocks, bf.bits, "fp16",
-                                   "fp16" if bf.kind == "affine" else "none")
+            t = self.ggml_type
+            return block_memory(n, self.blocks.n_data_blocks, t.type_size, t.meta_bytes, t.code_bits())
         return memory_estimate(n, self.blocks.n_data_blocks, spec.fmt.bits, spec.scale_dtype, spec.zero_point_dtype)
 
     @cached_property
@@ -164,15 +172,17 @@ class QuantResult:
 
         Same scale and zero-point, same rounding rule; only the arithmetic changes (float32 vs
         float64, reciprocal vs division, zero-point added before or after rounding): for example
-        ``torch`` vs ``torch-fake`` on seed 001's filter_1. GGUF presets are compared with the same
-        formulas evaluated in float64. Always False for stochastic rounding.
+        ``torch`` vs ``torch-fake`` on seed 001's filter_1. For GGUF presets (whose scale searches have
+        no float64 twin) a tie is an element within 2^-20 (relative) of the rounding boundary between
+        two neighbouring grid values of its sub-block (:meth:`GGMLType.near_boundary`). Always False
+        for stochastic rounding.
         """
         spec = self.spec
         if spec.effective_rounding == "stochastic":
             return np.zeros(self._q_b.shape, dtype=bool)
         if spec.preset:
-            other = quantize_block_format(self.blocks.values, get_block_format(spec.preset), dtype=np.float64)["q"]
-            return other != self._q_b
+            t = self.ggml_type
+            return t.near_boundary(t.position(self.blocks.values, self.sub_scale, self.sub_min))
         ties = np.zeros(self._q_b.shape, dtype=bool)
         data_max = float(np.max(np.abs(self.blocks.values)))
         for name in TIE_CONVENTIONS:
@@ -222,13 +232,12 @@ class QuantResult:
             return None
         codes = np.arange(self.qmin, self.qmax + 1, dtype=np.float64)
         if self.spec.preset:
-            bf = get_block_format(self.spec.preset)
-            d = np.float32(self.scale[block]).astype(np.float16).astype(np.float32)
-            q = codes.astype(np.float32)
-            if bf.kind == "affine":  # x_hat = q * fp16(d) + fp16(min), as blockformats
-                levels = q * d + np.float32(self.lo[block]).astype(np.float16).astype(np.float32)
-            else:
-                levels = (q - np.float32(self.zero_point[block])) * d
+            t = self.ggml_type
+            if self.sub_scale.shape[1] != 1:
+                return None  # one grid per sub-block: see sub_block_table()
+            levels = t.value_of(codes.astype(np.int64)) * self.sub_scale[block, 0]
+            if self.sub_min is not None:
+                levels = levels - self.sub_min[block, 0]
             return codes.astype(np.int64), levels.astype(np.float64)
         conv = _convention(self.spec)
         levels = dequantize_blocks(codes[None, :].astype(conv.dtype), np.asarray(self.scale)[block:block + 1],
@@ -241,6 +250,17 @@ class QuantResult:
         x = x[self.canon.valid] if self.canon.valid is not None else x.reshape(-1)
         count, edges = np.histogram(x.astype(np.float64), bins=bins)
         return {"left": edges[:-1], "right": edges[1:], "count": count}
+
+    def sub_block_table(self) -> dict[str, np.ndarray] | None:
+        """GGUF presets: one row per sub-block with its effective ``scale`` and ``min`` as the
+        dequantizer computes them (``x_hat = scale * value(code) - min``); None for other schemes."""
+        if self.sub_scale is None:
+            return None
+        n_blocks, n_sub = self.sub_scale.shape
+        mn = np.zeros_like(self.sub_scale) if self.sub_min is None else self.sub_min
+        return {"block": np.repeat(np.arange(n_blocks), n_sub), "sub_block": np.tile(np.arange(n_sub), n_blocks),
+                "channel": np.repeat(self.blocks.channel_of_block, n_sub),
+                "scale": self.sub_scale.reshape(-1).astype(np.float64), "min": mn.reshape(-1).astype(np.float64)}
 
     # --- tables -------------------------------------------------------------------------------
     def block_table(self) -> dict[str, np.ndarray]:
@@ -394,10 +414,9 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
                          f"{np.dtype(conv.dtype).name} range of the {conv.name!r} convention; use the float64 "
                          f"convention")
     if spec.preset:
-        bf = get_block_format(spec.preset)
-        p = preset_pass(bv, bf)
+        p = preset_pass(bv, get_ggml_type(spec.preset))
         return QuantResult(spec, canon, bv, mn, mx, p["scale"], p["zero_point"], p["q"], p["stats"], None,
-                           channel_names)
+                           channel_names, sub_scale=p["sub_scale"], sub_min=p["sub_min"])
     lo, hi, ratio = _select_range(bv, spec, conv, mn, mx)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
         scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
@@ -417,32 +436,71 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
     return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
 
 
-def preset_pass(bv: BlockView, bf, keep: bool = False) -> dict:
-    """Run a GGUF block format over the block view in cache-sized tiles of blocks.
+def preset_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
+    """Run GGML type ``t`` over the block view (blocks of ``t.block_size``) in cache-sized tiles.
 
-    Returns per-block ``scale``/``zero_point``, codes ``q`` (int8/uint8), row statistics, and with
-    ``keep`` the full ``raw`` and ``dequantized`` arrays (float32, block layout).
+    Per tile: float32 blocks -> GGUF bytes (``t.quantize``) -> codes, per-sub-block scale/min and
+    ``x_hat`` (``t.reconstruct``, i.e. exactly ``t.dequantize`` of those bytes). A block whose ``x_hat``
+    is not finite (its fp16 scale overflowed: the format cannot hold such values) is refused with a
+    ValueError naming it. Row statistics are computed from float64 copies of ``x`` and ``x_hat``.
+
+    Returns per block ``scale`` (the sub-block scale for single-scale types, else the sub-block scale
+    of largest magnitude) and ``zero_point`` (``x_hat = (q - zero_point) * scale`` for single-scale
+    linear types, NaN for the others), ``sub_scale``/``sub_min`` ``(n_blocks, n_sub)``, codes ``q``,
+    row statistics, and with ``keep`` ``raw`` (float64, see ``GGMLType.raw_codes``) and
+    ``dequantized`` (float32), block layout.
     """
     n_blocks, width = bv.values.shape
+    if width != t.block_size:
+        raise ValueError(f"{t.name} needs blocks of {t.block_size} elements, the view has {width}")
+    n_sub = t.block_size // t.sub_block_size
     step = max(1, TILE_ELEMENTS // width)
-    q = np.empty(bv.values.shape, dtype=np.int8 if bf.qmin < 0 else np.uint8)
-    scale = np.empty(n_blocks, np.float32)
-    zp = np.empty(n_blocks, np.float32)
-    raw = np.empty(bv.values.shape, np.float32) if keep else None
+    q = np.empty(bv.values.shape, dtype=code_dtype(t.qmin, t.qmax))
+    sub_scale = np.empty((n_blocks, n_sub), np.float32)
+    sub_min = np.empty((n_blocks, n_sub), np.float32) if t.stores_min() else None
+    raw = np.empty(bv.values.shape, np.float64) if keep else None
     xhat = np.empty(bv.values.shape, np.float32) if keep else None
     parts = []
     for b0 in range(0, n_blocks, step):
         b1 = min(b0 + step, n_blocks)
-        tile = bv.values[b0:b1]
-        r = quantize_block_format(tile, bf)
-        q[b0:b1], scale[b0:b1], zp[b0:b1] = r["q"], r["scale"], r["zero_point"]
+        tile = bv.values[b0:b1].astype(np.float32, copy=False)
+        data = t.quantize(tile)
+        codes = t.codes(data)
+        with np.errstate(all="ignore"):  # an overflowed fp16 scale is refused just below
+            sc, mn = t.sub_scales(data)
+            xh = t.reconstruct(codes, sc, mn)
+        _check_representable(bv, t, b0, tile, xh)
+        q[b0:b1], sub_scale[b0:b1] = codes, sc
+        if sub_min is not None:
+            sub_min[b0:b1] = mn
+        r = t.raw_codes(codes, t.position(tile, sc, mn))
         if keep:
-            raw[b0:b1], xhat[b0:b1] = r["raw"], r["dequantized"]
+            raw[b0:b1], xhat[b0:b1] = r, xh
         valid = None if bv.valid is None else bv.valid[b0:b1]
-        parts.append(M.row_stats(tile.astype(np.float32, copy=False), r["dequantized"], r["raw"], bf.qmin, bf.qmax,
-                                 valid))
+        parts.append(M.row_stats(tile.astype(np.float64), xh.astype(np.float64), r, t.qmin, t.qmax, valid))
     stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return {"scale": scale, "zero_point": zp, "q": q, "stats": stats, "raw": raw, "dequantized": xhat}
+    if n_sub == 1:
+        scale = sub_scale[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.zeros_like(scale) if sub_min is None else np.where(scale != 0, sub_min[:, 0] / scale, 0)
+        zp = (t.code_offset + shift).astype(np.float32) if t.linear else np.full(n_blocks, np.nan, np.float32)
+    else:
+        scale = np.take_along_axis(sub_scale, np.abs(sub_scale).argmax(axis=1)[:, None], axis=1)[:, 0]
+        zp = np.full(n_blocks, np.nan, np.float32)
+    return {"scale": scale, "zero_point": zp, "q": q, "stats": stats, "raw": raw, "dequantized": xhat,
+            "sub_scale": sub_scale, "sub_min": sub_min}
+
+
+def _check_representable(bv: BlockView, t: type[GGMLType], b0: int, tile: np.ndarray, xhat: np.ndarray) -> None:
+    """Refuse the first block whose dequantized values are not finite (an fp16 scale overflowed)."""
+    bad = ~np.isfinite(xhat).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        b = b0 + i
+        ch = int(bv.channel_of_block[b]) if bv.channel_of_block.size > b else -1
+        where = f"block {b}" + (f" (channel {ch})" if ch >= 0 else "")
+        raise ValueError(f"{where}: {t.name} cannot hold values of magnitude up to "
+                         f"{float(np.abs(tile[i]).max()):.3g}: its fp16 scale overflows (largest fp16 is 65504)")
 
 
 def _rng(spec: QuantSpec) -> np.random.Generator | None:

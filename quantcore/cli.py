@@ -14,7 +14,7 @@ import numpy as np
 
 from . import report
 from .analysis import QuantResult, analyze
-from .blockformats import BLOCK_FORMATS
+from .ggml import BLOCK_FORMATS
 from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     a.add_argument("--zero-point-dtype", choices=[d for d in DTYPE_BITS if d not in ("e8m0", "e4m3")], default="int32")
     a.add_argument("--preset", choices=preset_names(), metavar="PRESET",
-                   help="a GGUF block format (q8_0 q4_0 q4_1 q5_0 q5_1) or an ONNX Runtime MatMulNBits scheme "
-                        "onnx_matmulnbits{2,4,8}_{sym,asym}_g{16,32,64,128,256}; fixes all other options")
+                   help="a GGUF block type, bit-exact with llama.cpp (" + " ".join(BLOCK_FORMATS) + ") or an ONNX "
+                        "Runtime MatMulNBits scheme onnx_matmulnbits{2,4,8}_{sym,asym}_g{16,32,64,128,256}; "
+                        "fixes all other options")
     a.add_argument("--format", dest="float_format", choices=sorted(FLOAT_SCHEMES),
                    help="low-precision float scheme: FP8, MXFP8/MXFP4, NVFP4, NF4 (fixes all other options)")
     a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
@@ -155,9 +156,16 @@ def render_result(r: QuantResult, name: str) -> str:
     else:
         how = f"rounding {r.spec.effective_rounding}, convention {r.spec.convention}, codes [{r.qmin}, {r.qmax}]"
     out = [f"{name}: {r.label}  ({how})"]
-    n_blocks = len(r.scale)
-    shown = ", ".join(f"{float(s):.6g}/{float(z):.6g}" for s, z in zip(r.scale[:8], r.zero_point[:8]))
-    out.append(f"scale/zero-point ({n_blocks} block{'s' if n_blocks != 1 else ''}): {shown}{' ...' if n_blocks > 8 else ''}")
+    sub = r.sub_block_table()
+    if sub is not None:  # GGUF presets: x_hat = scale * value(code) - min per sub-block
+        n = len(sub["scale"])
+        shown = ", ".join(f"{float(s):.6g}/{float(z):.6g}" for s, z in zip(sub["scale"][:8], sub["min"][:8]))
+        out.append(f"scale/min ({n} sub-block{'s' if n != 1 else ''} of {r.ggml_type.sub_block_size}): "
+                   f"{shown}{' ...' if n > 8 else ''}")
+    else:
+        n_blocks = len(r.scale)
+        shown = ", ".join(f"{float(s):.6g}/{float(z):.6g}" for s, z in zip(r.scale[:8], r.zero_point[:8]))
+        out.append(f"scale/zero-point ({n_blocks} block{'s' if n_blocks != 1 else ''}): {shown}{' ...' if n_blocks > 8 else ''}")
     out.append(f"MAE {m.mae:.6g}  RMSE {m.rmse:.6g}  max error {m.max_abs:.6g}  SQNR {m.sqnr_db:.2f} dB  "
                f"clipped {m.clip_count} ({100 * m.clip_rate:.2f} %)  collapsed to zero {m.collapsed}  "
                f"grid utilization {100 * r.utilization:.1f} %")
@@ -180,8 +188,7 @@ def cmd_analyze(args, stdout) -> int:
         group = [args.group_size]
         if spec.preset or spec.float_scheme or spec.name:
             # Compare a fixed format with the integer schemes of the same bit width.
-            bits = (spec.float_scheme.element_format.bits if spec.float_scheme
-                    else BLOCK_FORMATS[spec.preset].bits if spec.preset else spec.fmt.bits)
+            bits = spec.float_scheme.element_format.bits if spec.float_scheme else spec.fmt.bits
             specs = report.standard_schemes(QuantSpec(fmt=IntFormat(bits), mapping="symmetric"),
                                             group, channel_axis=args.channel_axis) + [spec]
         else:

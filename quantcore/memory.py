@@ -41,6 +41,15 @@ class Memory:
         return asdict(self)
 
 
+def block_memory(n_elements: int, n_blocks: int, type_size: int, meta_bytes: int, code_bits: float) -> Memory:
+    """Bytes of ``n_blocks`` fixed-size GGML blocks (``type_size`` bytes each, ``meta_bytes`` of them
+    scales/mins): exact, so ``bits_per_weight = 8 * type_size / block_size`` when no block is padded."""
+    total = n_blocks * type_size
+    meta = n_blocks * meta_bytes
+    return Memory(n_elements, n_blocks, float(code_bits), total - meta, meta, total, 8.0 * total / n_elements,
+                  total / (4.0 * n_elements), total / (2.0 * n_elements))
+
+
 def memory_estimate(n_elements: int, n_blocks: int, bits: float, scale_dtype: str = "fp32",
                     zero_point_dtype: str = "int32", extra_bytes: int = 0) -> Memory:
     """Bytes for ``n_elements`` codes of ``bits`` bits and ``n_blocks`` (scale, zero-point) pairs."""

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .blockformats import BLOCK_FORMATS, get_block_format
 from .conventions import ROUNDINGS, get_convention
 from .formats import IntFormat
+from .ggml import BLOCK_FORMATS, get_ggml_type
 from .granularity import Granularity, PerChannel, PerGroup, PerTensor
 from .memory import dtype_bytes
 from .microscaling import FloatScheme
@@ -57,7 +57,7 @@ class QuantSpec:
         if not isinstance(self.granularity, (PerTensor, PerChannel, PerGroup)):
             raise ValueError(f"unknown granularity {self.granularity!r}")
         if self.preset is not None:
-            get_block_format(self.preset)
+            get_ggml_type(self.preset)
 
     @property
     def effective_rounding(self) -> str:
@@ -72,7 +72,7 @@ class QuantSpec:
         if self.name is not None:
             return self.name
         if self.preset is not None:
-            return get_block_format(self.preset).name
+            return get_ggml_type(self.preset).name
         if self.float_scheme is not None:
             return self.float_scheme.label
         mapping = {"affine_float": "affine (float offset)"}.get(self.mapping, self.mapping)
@@ -102,23 +102,31 @@ SCHEME_PRESETS: dict[str, QuantSpec] = {
 
 
 def preset(name: str) -> QuantSpec:
-    """A named scheme as a spec: a GGUF block format (groups of 32 along the last axis, fp16 scales, gguf
-    arithmetic; see :mod:`quantcore.blockformats`) or an entry of ``SCHEME_PRESETS``."""
+    """A named scheme as a spec: an entry of ``SCHEME_PRESETS``, or a GGUF block type (:mod:`quantcore.ggml`,
+    e.g. ``"q4_k"``): blocks of its block size (32 or 256) along the last axis, quantized exactly as llama.cpp
+    does; the type fixes everything else.
+
+    For a GGUF type, ``fmt`` only describes the stored codes (their bit width, signed for Q8_0);
+    ``scale_dtype`` and ``zero_point_dtype`` name the scale fields (fp16, E8M0 for MXFP4). Memory is the exact
+    block bytes. A row whose length is not a multiple of the block size gets a last block padded by repeating
+    its last value (llama.cpp itself requires whole blocks); the padding is masked out of every metric.
+    """
     key = name.lower()
     if key in SCHEME_PRESETS:
         return SCHEME_PRESETS[key]
     if key not in BLOCK_FORMATS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(preset_names())}")
-    bf = get_block_format(key)
-    affine = bf.kind == "affine"
-    fmt = IntFormat(8, True, narrow=True) if bf.kind == "sym8" else IntFormat(bf.bits, False)
-    return QuantSpec(fmt=fmt, mapping="affine_float" if affine else "symmetric", granularity=PerGroup(32, -1),
-                     convention="gguf", scale_dtype="fp16", zero_point_dtype="fp16" if affine else "none",
-                     preset=key)
+    t = get_ggml_type(key)
+    affine = t.stores_min()
+    bits = max(2, (t.levels() - 1).bit_length())
+    fmt = IntFormat(bits, True, narrow=True) if t.qmin < 0 else IntFormat(bits, False)
+    return QuantSpec(fmt=fmt, mapping="affine_float" if affine else "symmetric",
+                     granularity=PerGroup(t.block_size, -1), convention="gguf",
+                     scale_dtype="fp16", zero_point_dtype="fp16" if affine else "none", preset=t.name.lower())
 
 
 def preset_names() -> list[str]:
-    """Every name :func:`preset` accepts: GGUF block formats, then the runtime schemes."""
+    """Every name :func:`preset` accepts: GGUF block types, then the runtime schemes."""
     return list(BLOCK_FORMATS) + list(SCHEME_PRESETS)
 
 

@@ -21,6 +21,10 @@ if ! command -v npm >/dev/null; then
   echo "== installing node and npm (Pyodide core and axe-core come from the npm registry)"
   apt_install nodejs npm || echo "!! could not install npm; bundle and accessibility tests will say why they skip"
 fi
+if ! command -v gcc >/dev/null; then
+  echo "== installing gcc (the GGML parity tests compile llama.cpp's ggml-quants.c as their oracle)"
+  apt_install gcc libc6-dev || echo "!! could not install gcc; the GGML C-parity tests will say why they skip"
+fi
 
 PY=${PYTHON:-python3}
 # QUANTCALC_FRESH_VENV=1 (set by .ci/run) starts from an empty environment, as a newcomer does, so a

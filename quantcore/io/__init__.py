@@ -12,7 +12,8 @@ Formats (details in each module's docstring):
   .npy / .npz           quantcore.io.npy        numeric dtypes only, never pickle
   .safetensors          quantcore.io.safetensors own parser; F64/F32/F16/BF16/I8/U8/I16/I32
   .gguf                 quantcore.io.gguf       own parser (v2/v3); F32/F16/BF16/F64/I8/I16/I32,
-                                                Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 dequantized like gguf-py
+                                                and every quantcore.ggml type (Q4_0..Q8_0, Q2_K..Q6_K,
+                                                IQ4_NL/XS, TQ1_0/TQ2_0, MXFP4) dequantized as llama.cpp
 
 Limits (:class:`Limits`): element, byte and header caps are checked from DECLARED sizes before any
 large allocation; the message states the size found and the cap.

@@ -13,10 +13,12 @@ tensor of a known GGML type: ne[0] is a multiple of the type's block size, the o
 the data lies inside the file, and no two tensors overlap.  Version 1 and big-endian files are
 refused.  On load: elements <= Limits.max_elements, file bytes and float32 output <= Limits.max_bytes.
 
-Loadable types -> output dtype: F32, F16, BF16, I8, I16 -> float32; F64, I32 -> float64; Q8_0, Q4_0,
-Q4_1, Q5_0, Q5_1 -> float32, dequantized with the same float32 arithmetic as gguf-py 0.19's
-``gguf.quants.dequantize`` (bit-identical; tested).  Block-wise work is done in chunks of 65,536
-blocks so temporaries stay small.  Other types (K-quants, IQ*, ...) are listed, not loaded.
+Loadable types -> output dtype: F32, F16, BF16, I8, I16 -> float32; F64, I32 -> float64; every type of
+the GGML registry (:mod:`quantcore.ggml`: Q4_0 ... Q8_0, Q2_K ... Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0,
+MXFP4) -> float32, dequantized by the type's own class, bit-identical with llama.cpp's
+``dequantize_row_*`` and gguf-py 0.19's ``gguf.quants.dequantize`` (tested).  Block-wise work is done
+in chunks of 65,536 blocks so temporaries stay small.  Other types (IQ1/2/3, NVFP4, ...) are listed,
+not loaded.
 
 Metadata values come back as int/float/bool/str, numpy arrays for numeric arrays, lists otherwise.
 Keys, values and tensor names are untrusted text.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ggml import GGML_TYPES as BLOCK_TYPES
 from ._common import InputError, Limits, quote
 from ._source import Source
 
@@ -244,73 +247,19 @@ def parse(src: Source, limits: Limits) -> Gguf:
     return Gguf(version, meta, tensors, alignment, data_start, by_name)
 
 
-# ------------------------------------------------------------------------------------------------
-# dequantization: (n_blocks, type_size) uint8 -> (n_blocks, block_size) float32, same float32
-# arithmetic as gguf-py 0.19 quants.py (d * q for the symmetric formats, d * q + m for _1 formats).
-
-_SHIFT_4 = np.array([0, 4], dtype=np.uint8).reshape((1, 1, 2, 1))
-_SHIFT_32 = np.arange(32, dtype=np.uint32).reshape((1, 32))
-
-
-def _f16(b: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(b).view("<f2").astype(np.float32)
-
-
-def _nibbles(qs: np.ndarray) -> np.ndarray:
-    n = qs.shape[0]
-    q = qs.reshape((n, -1, 1, 16)) >> _SHIFT_4  # low nibbles are elements 0..15, high 16..31
-    return (q & np.uint8(0x0F)).reshape((n, -1))
-
-
-def _high_bits(qh: np.ndarray) -> np.ndarray:
-    h = np.ascontiguousarray(qh).view("<u4").reshape((-1, 1)) >> _SHIFT_32
-    return (h & np.uint32(1)).astype(np.uint8)
-
-
-def _q8_0(b):
-    d = _f16(b[:, :2])
-    return np.ascontiguousarray(b[:, 2:]).view(np.int8).astype(np.float32) * d
-
-
-def _q4_0(b):
-    d = _f16(b[:, :2])
-    q = _nibbles(b[:, 2:]).astype(np.int8) - np.int8(8)
-    return d * q.astype(np.float32)
-
-
-def _q4_1(b):
-    d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
-    return (d * _nibbles(b[:, 4:]).astype(np.float32)) + m
-
-
-def _q5_0(b):
-    d = _f16(b[:, :2])
-    q = (_nibbles(b[:, 6:]) | (_high_bits(b[:, 2:6]) << np.uint8(4))).astype(np.int8) - np.int8(16)
-    return d * q.astype(np.float32)
-
-
-def _q5_1(b):
-    d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
-    q = (_nibbles(b[:, 8:]) | (_high_bits(b[:, 4:8]) << np.uint8(4))).astype(np.float32)
-    return (d * q) + m
-
-
-_BLOCK_DEQUANT = {"Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1}
 _PLAIN = {"F32": ("<f4", np.float32), "F16": ("<f2", np.float32), "BF16": ("<u2", np.float32),
           "F64": ("<f8", np.float64), "I8": ("i1", np.float32), "I16": ("<i2", np.float32),
           "I32": ("<i4", np.float64)}
-LOADABLE = tuple(_PLAIN) + tuple(_BLOCK_DEQUANT)
+LOADABLE = tuple(_PLAIN) + tuple(t.name for t in sorted(BLOCK_TYPES.values(), key=lambda t: t.type_id))
 
 
 def dequantize_blocks(type_name: str, raw: np.ndarray) -> np.ndarray:
-    """Dequantize ``raw`` (uint8, whole blocks) of a block format to a flat float32 array."""
-    _, bs, ts = next(v for v in GGML_TYPES.values() if v[0] == type_name)
-    blocks = raw.reshape((-1, ts))
-    out = np.empty((blocks.shape[0], bs), dtype=np.float32)
-    fn = _BLOCK_DEQUANT[type_name]
-    with np.errstate(all="ignore"):  # inf/NaN scales are reported by the non-finite check instead
-        for i in range(0, blocks.shape[0], CHUNK_BLOCKS):  # bounded temporaries, not per element
-            out[i:i + CHUNK_BLOCKS] = fn(blocks[i:i + CHUNK_BLOCKS])
+    """Dequantize ``raw`` (uint8, whole blocks) of a registered GGML type to a flat float32 array."""
+    t = BLOCK_TYPES[type_name]
+    blocks = raw.reshape((-1, t.type_size))
+    out = np.empty((blocks.shape[0], t.block_size), dtype=np.float32)
+    for i in range(0, blocks.shape[0], CHUNK_BLOCKS):  # bounded temporaries, not per element
+        out[i:i + CHUNK_BLOCKS] = t.dequantize(blocks[i:i + CHUNK_BLOCKS])  # inf/NaN reported by the caller
     return out.reshape(-1)
 
 

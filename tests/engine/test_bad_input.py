@@ -153,8 +153,9 @@ def test_bad_range_methods_and_presets():
         Percentile(40)
     with pytest.raises(ValueError, match=r"MSE search steps must be between 1 and 1000, got 0"):
         MSEOptimal(0)
-    with pytest.raises(ValueError, match=r"unknown preset 'q3_k'; expected one of q8_0, q4_0, q4_1, q5_0, q5_1"):
-        preset("q3_k")
+    with pytest.raises(ValueError, match=r"unknown preset 'q7_k'; expected one of q4_0, q4_1, q5_0, q5_1, q8_0, "
+                                         r"q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4"):
+        preset("q7_k")
 
 
 def test_symmetric_without_positive_codes():

@@ -489,7 +489,7 @@ def gguf_cases() -> list[Case]:
         G("overlap", gguf_raw(tensors=[("a", (8,), 0, 0), ("b", (8,), 0, 0)], data=b"\0" * 64), r"'a' and 'b' overlap"),
         G("dup-tensor", gguf_raw(tensors=[("a", (8,), 0, 0), ("a", (8,), 0, 32)], data=b"\0" * 64), r"duplicate tensor name 'a'"),
         G("unknown-type-load", gguf_raw(tensors=[("t", (8,), 99, 0)], data=b"\0" * 32), r"GGML type type99 cannot be loaded"),
-        G("q4k-load", gguf_raw(tensors=[("t", (256,), 12, 0)], data=b"\0" * 144), r"GGML type Q4_K cannot be loaded"),
+        G("iq2xxs-load", gguf_raw(tensors=[("t", (256,), 16, 0)], data=b"\0" * 66), r"GGML type IQ2_XXS cannot be loaded"),
         G("i64-load", gguf_raw(tensors=[("t", (2,), 27, 0)], data=b"\0" * 16), r"GGML type I64 cannot be loaded"),
         G("header-over-cap", good, r"larger than the cap of 64 bytes", limits=Limits(max_header_bytes=64)),
         G("over-cap-elements", gguf_raw(tensors=[("t", (2000,), 0, 0)], data=b"\0" * 8000), r"2,000 elements, over the cap of 1,000", limits=SMALL),
