@@ -86,9 +86,15 @@ def same_metrics(a, b) -> None:
 
 
 def _tol(r, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Float slack for a 'within scale/2' bound: exact in float64 up to 1e-12 relative, float32 a few ulps."""
-    rel = 1e-12 if r.spec.convention == "float64" else 2.0**-20
-    return rel * (np.abs(scale) + np.abs(x)) + np.finfo(np.float32).tiny
+    """Float slack for a 'within scale/2' bound: exact in float64 up to 1e-12 relative, float32 a few ulps.
+
+    float32 conventions form x*inv + zp before rounding; near |t| ~ |qmin| (large zero-points, e.g. 13-bit
+    affine with an eps-clamped scale) its spacing adds up to half an ulp of |qmin| codes to the half-code error.
+    """
+    if r.spec.convention == "float64":
+        return 1e-12 * (np.abs(scale) + np.abs(x)) + np.finfo(np.float32).tiny
+    codes = 2.0**-24 * max(abs(r.qmin), abs(r.qmax))
+    return 2.0**-20 * (np.abs(scale) + np.abs(x)) + codes * np.abs(scale) + np.finfo(np.float32).tiny
 
 
 def _per_element(r, a: np.ndarray) -> np.ndarray:
