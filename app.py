@@ -1355,6 +1355,16 @@ async def load_pdf_library(alert: pn.pane.Alert) -> bool:
         return False
     show_error(alert, "Loading the PDF library (first PDF only)…", kind="info")
     await pyodide_js.loadPackage(["fpdf2"])
+    # http.client / urllib.request define HTTPS classes only if ssl imported when they were first imported: at
+    # start-up, before ssl was loaded. Import them again now, then restore pyodide-http's urllib patch.
+    import http.client
+    import importlib
+    import urllib.request
+
+    import pyodide_http
+    importlib.reload(http.client)
+    importlib.reload(urllib.request)
+    pyodide_http.patch_urllib(continue_on_import_error=True)
     return True
 
 

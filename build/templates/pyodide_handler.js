@@ -75,11 +75,14 @@ function cacheSiteForOffline() {
     // (not location.href: the app has rewritten the query string since)
     const nav = performance.getEntriesByType('navigation')[0]
     const opened = new URL(nav ? nav.name : location.href)
-    const loaded = new Set(performance.getEntriesByType('resource').map((e) => e.name.split('#')[0]))
+    // what this page fetched itself, past any service worker (those are in the HTTP cache; what the service
+    // worker served is in its own cache already)
+    const loaded = new Set(performance.getEntriesByType('resource').filter((e) => !e.workerStart)
+      .map((e) => e.name.split('#')[0]))
     for (const url of event.data.urls) {
       const source = new URL(url).pathname === opened.pathname ? opened.href : url
-      if (source !== opened.href && !loaded.has(url)) {
-        continue   // this page never loaded it (the service worker downloads it)
+      if ((source !== opened.href && !loaded.has(url)) || await cache.match(url)) {
+        continue   // not fetched by this page itself (the service worker has it or downloads it)
       }
       try {
         const response = await fetch(source, {cache: 'only-if-cached', mode: 'same-origin'})
