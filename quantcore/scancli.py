@@ -155,13 +155,13 @@ def cmd_scan(args, stdout, stderr) -> int:
     from .scan import Reference, peak_rss_mib, render_summary, summarize
     from .schemes import parse_schemes
     from .report import to_json
+    schemes = () if (args.schemes or "").strip().lower() == "none" else parse_schemes(args.schemes)
     if args.original:
         ckpt = open_checkpoint(args.original)
         shipped = open_checkpoint(args.paths)
         references = [Reference(shipped.label, shipped)]
     else:
         ckpt, references = open_checkpoint(args.paths), []
-    schemes = () if (args.schemes or "").strip().lower() == "none" else parse_schemes(args.schemes)
     if not schemes and not references:
         raise ValueError("--schemes none leaves nothing to do without --original")
     rows, plan, failures, seconds, store = _run(ckpt, schemes, args, references, stdout, stderr)
