@@ -107,5 +107,5 @@ def test_cli_plan_end_to_end(sharded, tmp_path):
     assert d["bits_per_weight"] <= 5.2 and len(d["tensors"]) == 16
     for line in (tmp_path / "types.txt").read_text().splitlines():
         assert re.fullmatch(r"\^(blk\\\.\d+\\\.\w+|token_embd|output)\\\.weight\$=q[458]_0", line), line
-    code, out, err = run_cli("plan", tmp_path / "o", "--bpw", "4.2", "--llama-types", tmp_path / "t2.txt")
+    code, out, err = run_cli("plan", tmp_path / "o", "--bpw", "4.3", "--llama-types", tmp_path / "t2.txt")
     assert code == 2 and "int4-sym-g128 is not a GGUF tensor type" in err
