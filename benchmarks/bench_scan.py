@@ -119,7 +119,14 @@ def main() -> None:
     os.makedirs(folder, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        params, nbytes = write_checkpoint(folder, args.layers)
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if os.path.exists(index):  # --keep DIR from an earlier run: reuse it
+            with open(index) as f:
+                nbytes = json.load(f)["metadata"]["total_size"]
+            params = nbytes // 2
+            shutil.rmtree(os.path.join(folder, "scan-out"), ignore_errors=True)
+        else:
+            params, nbytes = write_checkpoint(folder, args.layers)
         print(f"\n2. wrote {params / 1e9:.2f} B parameters, {nbytes / 1e9:.2f} GB bf16 in "
               f"{len(os.listdir(folder)) - 1} shards + index ({time.perf_counter() - t0:.0f} s)")
         out = os.path.join(folder, "scan-out")

@@ -127,14 +127,15 @@ def _segment_rows(entry: TensorEntry, head_rows: int) -> int:
 
 
 def plan_scan(ckpt: Checkpoint, schemes: Sequence[ScanScheme] | None = None, *, include_1d: bool = False,
-              filter: str | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
+              name_filter: str | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
               references: Sequence[Reference] = (), done: Iterable[tuple[str, str, str]] = ()) -> ScanPlan:
-    """Decide what to scan. ``done`` holds (file key, tensor, scheme key) triples already complete."""
+    """Decide what to scan. ``name_filter``: a regex (``re.search``) tensor names must match; ``done``
+    holds (file key, tensor, scheme key) triples already complete (a resumed scan)."""
     schemes = tuple(schemes) if schemes is not None else parse_schemes(None)
     if chunk_mb <= 0:
         raise ValueError(f"chunk budget must be positive, got {chunk_mb} MiB")
     try:
-        rx = re.compile(filter) if filter else None
+        rx = re.compile(name_filter) if name_filter else None
     except re.error as e:
         raise ValueError(f"--filter is not a valid regular expression: {e}") from None
     done = set(done)
@@ -235,6 +236,15 @@ class UnitResult:
     stats: dict[str, tuple[Stats, ...]]      # scheme key -> per-segment stats
     seconds: float
     elements: int
+    peak_rss_mib: float = 0.0                # the worker process's peak RSS so far (0 where unknown)
+
+
+def _own_peak_rss_mib() -> float:
+    try:
+        import resource
+    except ImportError:  # not on this platform (Pyodide, Windows)
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _finite_range(x: np.ndarray, t: TensorTask, r0: int, r1: int) -> TensorRange:
@@ -273,7 +283,7 @@ def run_unit(u: Unit) -> UnitResult:
             xs = unpermute_rows(xs, (u.r1 - u.r0) // sh.head_rows)
         sparts = [xs[s:s + seg] if xs.ndim >= 2 else xs for s in starts]
         stats[f"shipped:{sh.label}"] = tuple(compare_stats(p, q) for p, q in zip(parts, sparts))
-    return UnitResult(t.index, u.r0, u.r1, u.kind, rng, stats, time.perf_counter() - t0, x.size)
+    return UnitResult(t.index, u.r0, u.r1, u.kind, rng, stats, time.perf_counter() - t0, x.size, _own_peak_rss_mib())
 
 
 # --- rows and reports -----------------------------------------------------------------------------
@@ -349,6 +359,7 @@ class TensorReport:
     done_elements: int
     total_elements: int
     error: str | None = None      # set instead of rows when the tensor failed (keep_going)
+    worker_peak_rss_mib: float = 0.0   # largest peak RSS reported by any worker so far
 
 
 def _rows_for(task: TensorTask, stats: dict[str, list[Stats]]) -> tuple[ScanRow, ...]:
@@ -462,6 +473,7 @@ def iter_scan(plan: ScanPlan, executor=None, *, keep_going: bool = False,
     executor = executor or InlineExecutor()
     total = plan.total_elements
     done_elements = 0
+    worker_peak = 0.0
     window = max(2, 2 * getattr(executor, "workers", 1))
     pending = deque(plan.tasks)
     ready: deque[Unit] = deque()
@@ -510,6 +522,7 @@ def iter_scan(plan: ScanPlan, executor=None, *, keep_going: bool = False,
                         st["left"] = len(chunks)
                         ready.extendleft(reversed([Unit(u.task, r0, r1, "measure", rng) for r0, r1 in chunks]))
                     continue
+                worker_peak = max(worker_peak, res.peak_rss_mib)
                 for k, v in res.stats.items():
                     st["stats"].setdefault(k, []).extend(v)
                 done_elements += res.elements
@@ -517,7 +530,8 @@ def iter_scan(plan: ScanPlan, executor=None, *, keep_going: bool = False,
                     on_progress(done_elements, total)
                 if st["left"] == 0:
                     del state[u.task.index]
-                    yield TensorReport(u.task, _rows_for(u.task, st["stats"]), done_elements, total)
+                    yield TensorReport(u.task, _rows_for(u.task, st["stats"]), done_elements, total,
+                                       worker_peak_rss_mib=worker_peak)
     finally:
         for f in inflight:
             f.cancel()
@@ -679,7 +693,8 @@ class ScanSummary:
     checkpoint: str
     tensors_scanned: int
     tensors_skipped: int
-    skipped_reasons: dict
+    skipped_reasons: dict        # reason -> tensors skipped entirely
+    scheme_skips: dict           # "scheme: reason" -> tensors on which only that scheme was skipped
     totals: tuple[SchemeTotal, ...]
     worst: tuple[ScanRow, ...]
     by_layer: tuple[GroupError, ...]
@@ -687,6 +702,7 @@ class ScanSummary:
     peak_rss_mib: dict = field(default_factory=dict)
     seconds: float = 0.0
     weights_per_second: float = 0.0
+    skipped: tuple[Skipped, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -725,13 +741,17 @@ def summarize(rows: Sequence[ScanRow], skipped: Sequence[Skipped] = (), checkpoi
                 out.append(GroupError(s, g, len(gr), sum(r.n for r in gr),
                                       _rel(math.fsum(r.sse for r in gr), math.fsum(r.ssx for r in gr))))
     reasons: dict[str, int] = {}
+    scheme_skips: dict[str, int] = {}
     for sk in skipped:
-        if not sk.scheme:
+        if sk.scheme:
+            k = f"{sk.scheme}: {sk.reason}"
+            scheme_skips[k] = scheme_skips.get(k, 0) + 1
+        else:
             reasons[sk.reason] = reasons.get(sk.reason, 0) + 1
     n_tensors = len({(r.file_key, r.tensor) for r in rows})
     return ScanSummary(checkpoint, n_tensors, len({(s.file, s.tensor) for s in skipped if not s.scheme}), reasons,
-                       tuple(totals), tuple(worst), tuple(by_layer), tuple(by_role), dict(peak_rss_mib or {}),
-                       seconds, weights / seconds if seconds > 0 else 0.0)
+                       scheme_skips, tuple(totals), tuple(worst), tuple(by_layer), tuple(by_role),
+                       dict(peak_rss_mib or {}), seconds, weights / seconds if seconds > 0 else 0.0, tuple(skipped))
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -748,6 +768,8 @@ def render_summary(s: ScanSummary, top: int = 10) -> str:
     out = [f"{s.checkpoint}: {s.tensors_scanned} tensors scanned, {s.tensors_skipped} skipped"]
     for reason, k in sorted(s.skipped_reasons.items(), key=lambda kv: -kv[1]):
         out.append(f"  skipped {k}: {reason}")
+    for reason, k in sorted(s.scheme_skips.items(), key=lambda kv: -kv[1]):
+        out.append(f"  on {k} tensor(s) only {reason}")
     if s.totals:
         rows = [["scheme", "tensors", "MiB", "bits/weight", "vs source", "rel RMSE", "SQNR dB"]]
         for t in s.totals:
@@ -782,24 +804,22 @@ def render_summary(s: ScanSummary, top: int = 10) -> str:
     return "\n".join(out)
 
 
-def peak_rss_mib() -> dict[str, float]:
-    """Peak resident memory of this process and of its finished child processes (MiB; Linux ru_maxrss)."""
-    import resource
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out = {"main": me}
-    if kids:
-        out["largest worker"] = kids
+def peak_rss_mib(worker_peak_mib: float = 0.0) -> dict[str, float]:
+    """Peak resident memory (MiB, ru_maxrss) of this process, and the largest a worker reported."""
+    out = {"main": _own_peak_rss_mib()}
+    if worker_peak_mib:
+        out["largest worker"] = worker_peak_mib
     return out
 
 
 # --- convenience ----------------------------------------------------------------------------------
 
 def scan(ckpt: Checkpoint, schemes: Sequence[ScanScheme] | None = None, *, jobs: int = 1, dask=None,
-         chunk_mb: float = DEFAULT_CHUNK_MB, include_1d: bool = False, filter: str | None = None,
+         chunk_mb: float = DEFAULT_CHUNK_MB, include_1d: bool = False, name_filter: str | None = None,
          references: Sequence[Reference] = ()) -> tuple[list[ScanRow], ScanPlan]:
     """Scan in memory (no output folder): every row, in checkpoint then scheme order, and the plan."""
-    plan = plan_scan(ckpt, schemes, include_1d=include_1d, filter=filter, chunk_mb=chunk_mb, references=references)
+    plan = plan_scan(ckpt, schemes, include_1d=include_1d, name_filter=name_filter, chunk_mb=chunk_mb,
+                     references=references)
     ex = make_executor(jobs, dask)
     try:
         reports = list(iter_scan(plan, ex))

@@ -117,15 +117,17 @@ def _run(ckpt, schemes, args, references, stdout, stderr):
     from .scan import ResultStore, iter_scan, make_executor, plan_scan
     store = ResultStore(args.out) if args.out else None
     try:
-        plan = plan_scan(ckpt, schemes, include_1d=args.include_1d, filter=args.filter, chunk_mb=args.chunk_mb,
+        plan = plan_scan(ckpt, schemes, include_1d=args.include_1d, name_filter=args.filter, chunk_mb=args.chunk_mb,
                          references=references, done=store.done_keys() if store else ())
         executor = make_executor(args.jobs, args.dask)
         progress = Progress(stderr, not args.no_progress)
         failures = []
         rows = []
+        worker_peak = 0.0
         t0 = time.perf_counter()
         try:
             for rep in iter_scan(plan, executor, keep_going=args.keep_going, on_progress=progress):
+                worker_peak = max(worker_peak, rep.worker_peak_rss_mib)
                 if rep.error:
                     failures.append(rep.error)
                     stderr.write(f"quantcore: skipped: {rep.error}\n")
@@ -143,7 +145,7 @@ def _run(ckpt, schemes, args, references, stdout, stderr):
             idx = {t.name: i for i, t in enumerate(ckpt.tensors)}
             so = {s: i for i, s in enumerate(order)}
             rows.sort(key=lambda r: (idx[r.tensor], so.get(r.scheme, len(so))))
-        return rows, plan, failures, seconds, store
+        return rows, plan, failures, seconds, store, (worker_peak if args.jobs > 1 or args.dask else 0.0)
     except BaseException:
         if store:
             store.close()
@@ -164,15 +166,15 @@ def cmd_scan(args, stdout, stderr) -> int:
         ckpt, references = open_checkpoint(args.paths), []
     if not schemes and not references:
         raise ValueError("--schemes none leaves nothing to do without --original")
-    rows, plan, failures, seconds, store = _run(ckpt, schemes, args, references, stdout, stderr)
+    rows, plan, failures, seconds, store, worker_peak = _run(ckpt, schemes, args, references, stdout, stderr)
     weights = sum(t.entry.n_elements for t in plan.tasks)
-    summary = summarize(rows, plan.skipped, ckpt.label, args.top, peak_rss_mib(), seconds, weights)
+    summary = summarize(rows, plan.skipped, ckpt.label, args.top, peak_rss_mib(worker_peak), seconds, weights)
     if store:
         store.finalize(rows, summary)
         store.close()
     stdout.write((to_json(summary) if args.json else render_summary(summary, args.top)) + "\n")
-    if store:
-        stdout.write(f"results: {os.path.join(args.out, 'results.csv')} ({len(rows)} rows)\n")
+    if store:  # after JSON on stderr, so stdout stays one JSON document
+        (stderr if args.json else stdout).write(f"results: {os.path.join(args.out, 'results.csv')} ({len(rows)} rows)\n")
     return 1 if failures else 0
 
 
@@ -185,7 +187,7 @@ def cmd_diff(args, stdout, stderr) -> int:
     if args.original:
         orig = open_checkpoint(args.original)
         refs = [Reference(la, a), Reference(lb, b)]
-        rows, plan, failures, _, store = _run(orig, (), args, refs, stdout, stderr)
+        rows, plan, failures, _, store, _ = _run(orig, (), args, refs, stdout, stderr)
         if store:
             store.finalize(rows)
             store.close()

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -395,16 +394,13 @@ def read_rows(t: TensorEntry, r0: int, r1: int) -> np.ndarray:
     if t.dtype in _FLOAT_DTYPES:
         file_dt, out_dt = _FLOAT_DTYPES[t.dtype]
         a = buf.view(file_dt)
-        if t.dtype == "BF16":
-            a = (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        if t.dtype == "BF16":  # widen in place: raw bytes + one float32 chunk, no third buffer
+            u = a.astype(np.uint32)
+            u <<= np.uint32(16)
+            a = u.view(np.float32)
         elif a.dtype != out_dt:
             a = a.astype(out_dt)
     else:
         a = _gguf.dequantize_blocks(t.dtype, buf)
     return a.reshape(shape)
 
-
-def header_length(path: str) -> int:
-    """Bytes of a .safetensors header (8 + N); for tests and tools."""
-    with _open(path) as f:
-        return 8 + struct.unpack("<Q", f.read(8))[0]

@@ -90,7 +90,7 @@ def test_minilm_scan_matches_gguf_py_and_recognises_bert_roles(minilm):
 def test_minilm_parallel_and_small_chunks_equal_serial(minilm):
     ckpt = open_checkpoint([minilm])
     schemes = parse_schemes("q4_0,nvfp4,int8-tensor")
-    kw = dict(filter=r"word_embeddings|layer\.0\.")
+    kw = dict(name_filter=r"word_embeddings|layer\.0\.")
     serial, _ = scan(ckpt, schemes, **kw)
     parallel, plan = scan(ckpt, schemes, jobs=2, chunk_mb=4, **kw)
     assert any(len(t.chunks()) > 1 for t in plan.tasks)   # the 30522 x 384 embedding is cut into chunks

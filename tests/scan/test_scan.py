@@ -67,7 +67,7 @@ def test_skips_are_explained_and_filter_and_include_1d_work(sharded):
     reasons = {s.tensor: s.reason for s in plan.skipped}
     assert reasons["model.norm.weight"].startswith("1-D")
     assert len(plan.tasks) == 16
-    plan = plan_scan(ckpt, SCHEMES, include_1d=True, filter=r"layers\.1\.")
+    plan = plan_scan(ckpt, SCHEMES, include_1d=True, name_filter=r"layers\.1\.")
     assert {t.entry.name for t in plan.tasks} == {n for n in llama_tensors() if "layers.1." in n}
     assert reasons_of(plan)["model.embed_tokens.weight"] == "does not match --filter"
 
