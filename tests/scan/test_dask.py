@@ -13,12 +13,16 @@ from .conftest import run_cli
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional 'scan' extra")
+    import os
+    saved = dict(os.environ)  # LocalCluster exports MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS, ... to this process
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                        memory_limit="1GiB")
     c = distributed.Client(cluster)
     yield c
     c.close()
     cluster.close()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_dask_rows_equal_serial_rows(sharded, client, monkeypatch):
