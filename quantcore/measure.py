@@ -24,7 +24,7 @@ depends on the whole tensor receive its :class:`TensorRange` (min and max over t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -84,8 +84,6 @@ class Stats:
                 "clip_rate": clip / n if n else math.nan, "collapsed": self.collapsed,
                 "collapsed_rate": self.collapsed / n if n else math.nan}
 
-
-STAT_FIELDS = tuple(f.name for f in fields(Stats))
 
 
 @dataclass(frozen=True)
