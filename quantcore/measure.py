@@ -133,22 +133,33 @@ def measure_reference(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None
     return _block_totals(analyze(x, _spec_for_part(scheme, rng)))
 
 
-def measure(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None) -> Stats:
+def sum_of_squares(x: np.ndarray) -> float:
+    """``sum(x**2)`` in float64 (exact products of float32 values), in tiles of 64 Ki elements."""
+    flat = x.reshape(-1)
+    step = 1 << 16
+    return math.fsum(float(np.einsum("i,i->", flat[i:i + step], flat[i:i + step], dtype=np.float64))
+                     for i in range(0, flat.size, step))
+
+
+def measure(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None, ssx: float | None = None) -> Stats:
     """Statistics of ``scheme`` on ``x`` (finite float32/float64, non-empty). ``rng``: the whole
-    tensor's range when ``x`` is a part of it (needed by :attr:`ScanScheme.needs_tensor_range`)."""
+    tensor's range when ``x`` is a part of it (needed by :attr:`ScanScheme.needs_tensor_range`).
+    ``ssx``: :func:`sum_of_squares` of ``x`` when measuring several schemes on the same ``x``; GGUF
+    presets and float schemes then use it instead of their own pass (equal up to float64 summation
+    order); integer schemes keep their kernel's own sum, as ``analyze`` reports it."""
     if scheme.kind == "preset":
         if x.ndim >= 1 and x.shape[-1] % BLOCK == 0 and x.dtype == np.float32:
-            return _preset_stats(x, scheme.name)
+            return _preset_stats(x, scheme.name, ssx)
         return measure_reference(x, scheme, rng)
     if scheme.kind == "float":
         amax = rng.amax if (rng is not None and scheme.needs_tensor_range) else None
-        return Stats.from_dict(measure_float_scheme(x, scheme.spec.float_scheme, tensor_amax=amax))
+        return Stats.from_dict(measure_float_scheme(x, scheme.spec.float_scheme, tensor_amax=amax, ssx=ssx))
     if scheme.kind == "cast":
         return _cast_stats(x, scheme.name)
     return _block_totals(analyze(x, _spec_for_part(scheme, rng)))
 
 
-def _preset_stats(x: np.ndarray, name: str) -> Stats:
+def _preset_stats(x: np.ndarray, name: str, ssx_given: float | None = None) -> Stats:
     """GGUF block format on float32 ``x`` whose last axis is a multiple of 32: per tile of whole
     blocks, codes and ``x_hat`` from ``quantize_block_format``, ``err = x_hat - x`` in float32 (as
     :func:`quantcore.analysis.preset_pass`), clipped = raw code outside [qmin, qmax]."""
@@ -167,13 +178,14 @@ def _preset_stats(x: np.ndarray, name: str) -> Stats:
         z = d == 0
         if z.any():
             collapsed += int(np.count_nonzero(z & (t != 0)))
-        ssx += float(np.einsum("ij,ij->", t, t, dtype=np.float64))
+        if ssx_given is None:
+            ssx += float(np.einsum("ij,ij->", t, t, dtype=np.float64))
         err = np.subtract(d, t, out=d)
         sse += float(np.einsum("ij,ij->", err, err, dtype=np.float64))
         np.abs(err, out=err)
         sae += float(err.sum(dtype=np.float64))
         max_abs = max(max_abs, float(err.max()))
-    return Stats(int(x.size), sse, sae, max_abs, ssx, lo, hi, collapsed)
+    return Stats(int(x.size), sse, sae, max_abs, ssx if ssx_given is None else float(ssx_given), lo, hi, collapsed)
 
 
 _F16_OVERFLOW = 65520.0  # float16 max 65504 + half an ulp (16): from here on, RNE gives inf

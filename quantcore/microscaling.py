@@ -336,7 +336,7 @@ def _quantize_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: n
 
 
 def _measure_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: np.ndarray,
-                  deq_scale: np.ndarray) -> dict[str, float | int]:
+                  deq_scale: np.ndarray, want_ssx: bool = True) -> dict[str, float | int]:
     """Totals of :func:`quantcore.metrics.row_stats` over ``blocks`` without keeping any per-element array.
 
     Per element exactly :func:`_quantize_pass` (same float32 ``scaled``, codes and ``deq``), then
@@ -375,7 +375,8 @@ def _measure_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: np
             neg = int(np.count_nonzero(c & (t < 0)))
             lo += neg
             hi += int(np.count_nonzero(c)) - neg
-        ssx += float(np.einsum("ij,ij->", t, t, dtype=np.float64))
+        if want_ssx:
+            ssx += float(np.einsum("ij,ij->", t, t, dtype=np.float64))
         np.subtract(d, t, out=d)                                  # err, float32
         sse += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
         np.abs(d, out=d)
@@ -586,14 +587,18 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
     )
 
 
-def measure_float_scheme(x: np.ndarray, scheme: FloatScheme, tensor_amax: float | None = None) -> dict[str, float | int]:
+def measure_float_scheme(x: np.ndarray, scheme: FloatScheme, tensor_amax: float | None = None,
+                         ssx: float | None = None) -> dict[str, float | int]:
     """Metrics-only :func:`quantize_float_scheme`: additive statistics (``n, sse, sae, max_abs, ssx,
     clipped_low, clipped_high, collapsed``; see :func:`_measure_pass`) without per-element outputs.
 
     Same scales and per-element arithmetic as :func:`quantize_float_scheme` with the same
-    ``tensor_amax``; non-finite input raises ValueError (no ``allow_nonfinite``).
+    ``tensor_amax``; non-finite input raises ValueError (no ``allow_nonfinite``). ``ssx``: the float64
+    sum of squares of ``x`` when the caller already has it (that pass is then skipped).
     """
     a, x32, view, fmt, out = _scales(x, scheme, False, tensor_amax)
     op, op_scale, deq_scale = out[0], out[1], out[2]
-    stats = _measure_pass(view.blocks, fmt, op, op_scale, deq_scale)
+    stats = _measure_pass(view.blocks, fmt, op, op_scale, deq_scale, want_ssx=ssx is None)
+    if ssx is not None:
+        stats["ssx"] = float(ssx)
     return {"n": int(x32.size), **stats}

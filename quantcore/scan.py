@@ -45,7 +45,7 @@ import numpy as np
 
 from .io import InputError
 from .io.checkpoint import Checkpoint, TensorEntry, read_rows
-from .measure import Stats, TensorRange, compare_stats, measure
+from .measure import Stats, TensorRange, compare_stats, measure, sum_of_squares
 from .names import layer_index, match_names, permute_heads, rope_permuted, tensor_role, unpermute_rows
 from .schemes import ScanScheme, parse_schemes, scheme_memory
 
@@ -282,9 +282,13 @@ def run_unit(u: Unit) -> UnitResult:
     starts = range(0, u.r1 - u.r0, seg) if x.ndim >= 2 else range(0, 1)
     parts = [x[s:s + seg] if x.ndim >= 2 else x for s in starts]
     where = f"tensor {t.entry.name!r}"
+    # One sum of squares per segment for every preset/float scheme (the same value whatever the scheme set).
+    shared = any(s.kind in ("preset", "float") for s in t.schemes)
+    ssx = [sum_of_squares(p) for p in parts] if shared else [None] * len(parts)
     for s in t.schemes:
         try:
-            stats[s.name] = tuple(measure(p, s, whole_rng if s.needs_tensor_range else None) for p in parts)
+            stats[s.name] = tuple(measure(p, s, whole_rng if s.needs_tensor_range else None, q)
+                                  for p, q in zip(parts, ssx))
         except ValueError as e:
             if isinstance(e, InputError):
                 raise
