@@ -423,8 +423,11 @@ class PoolExecutor:
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing as mp
         self.workers = jobs
-        # forkserver: workers start from a clean interpreter (no copy of the parent's buffers or threads).
-        self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("forkserver"))
+        # forkserver: workers start from a clean interpreter (no copy of the parent's buffers or threads),
+        # forked from a server that has imported quantcore.scan once.
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["quantcore.scan"])
+        self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
     def submit(self, fn, arg):
         return self._pool.submit(fn, arg)
