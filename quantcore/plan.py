@@ -22,8 +22,14 @@ Solver (vectorised over the ``(T, S)`` matrices):
    crossing ``lam``: it is reported as ``lower_bound``.
 2. Greedy fill: from that feasible choice, repeatedly make the single switch (any tensor, any
    scheme) that lowers the error most among those still fitting the remaining budget, until none does.
+3. Exchanges: move one tensor up and another down when the pair fits and lowers the total error
+   (the best pair each round, vectorised over candidate pairs), then fill again; until no pair helps.
 
 ``gap = error - lower_bound`` bounds how far the plan can be from the true optimum (0 means optimal).
+
+When the Pareto frontiers stay small enough (:data:`MAX_DP_STATES`; checkpoints share few distinct
+tensor sizes, so they usually do), :func:`_exact` solves the problem exactly by dynamic programming
+over (bytes, error) frontiers and the plan is marked ``optimal``; steps 2-3 are the fallback.
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ from .names import hf_to_gguf
 from .schemes import parse_scheme
 
 OBJECTIVES = ("rel", "sse")
+MAX_PAIR_MOVES = 2000   # upgrades and downgrades considered per exchange round (pairs: at most 4 M)
+MAX_DP_STATES = 5_000_000   # frontier states kept over all tensors by the exact solver (~100 MB)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class MixedPlan:
     lower_bound: float
     lam: float
     uniform: tuple[UniformOption, ...]
+    optimal: bool = False          # found by the exact dynamic programme (else Lagrangian + local search)
 
     @property
     def bits_per_weight(self) -> float:
@@ -80,7 +89,7 @@ class MixedPlan:
         return {"objective": self.objective, "budget_bytes": self.budget_bytes, "n_weights": self.n_weights,
                 "total_bytes": self.total_bytes, "bits_per_weight": self.bits_per_weight, "error": self.error,
                 "lower_bound": self.lower_bound, "gap": self.gap, "relative_gap": self.relative_gap,
-                "lambda": self.lam, "tensors": dict(self.choices),
+                "lambda": self.lam, "optimal": self.optimal, "tensors": dict(self.choices),
                 "uniform": [u.__dict__ for u in self.uniform],
                 "counts": dict(Counter(s for _, s in self.choices))}
 
@@ -124,9 +133,102 @@ def _choose(E: np.ndarray, B: np.ndarray, lam: float) -> np.ndarray:
     return Bt.argmin(axis=1)
 
 
+def _greedy_fill(E: np.ndarray, Bf: np.ndarray, choice: np.ndarray, budget: int) -> np.ndarray:
+    """The best single switch that still fits, repeated until none lowers the error."""
+    T = np.arange(len(choice))
+    left = budget - float(Bf[T, choice].sum())
+    while True:
+        cur_E, cur_B = E[T, choice][:, None], Bf[T, choice][:, None]
+        gain = np.where((Bf - cur_B <= left) & np.isfinite(E), cur_E - E, -np.inf)
+        k = int(np.argmax(gain))
+        t, s = divmod(k, gain.shape[1])
+        if not gain[t, s] > 0:
+            return choice
+        left -= float(Bf[t, s] - Bf[t, choice[t]])
+        choice[t] = s
+
+
+def _improve(E: np.ndarray, Bf: np.ndarray, choice: np.ndarray, budget: int, max_moves: int = MAX_PAIR_MOVES,
+             max_rounds: int = 10_000) -> np.ndarray:
+    """Greedy fill, then exchanges: one tensor up (more bytes, less error) paired with another down, the
+    pair fitting the budget and lowering the total error most; repeated until no pair helps. Pairs are
+    formed among the ``max_moves`` best upgrades (error saved per byte) and downgrades (error added per
+    byte saved), so one round costs at most ``max_moves**2`` vectorised comparisons."""
+    T = np.arange(len(choice))
+    choice = _greedy_fill(E, Bf, choice.copy(), budget)
+    for _ in range(max_rounds):
+        cur_E, cur_B = E[T, choice], Bf[T, choice]
+        dE, dB = E - cur_E[:, None], Bf - cur_B[:, None]
+        ok = np.isfinite(dE) & np.isfinite(dB)
+        left = budget - float(cur_B.sum())
+        up_t, up_s = np.nonzero(ok & (dE < 0) & (dB > 0))
+        dn_t, dn_s = np.nonzero(ok & (dE > 0) & (dB < 0))
+        if not up_t.size or not dn_t.size:
+            break
+        up_rate = -dE[up_t, up_s] / dB[up_t, up_s]
+        dn_rate = dE[dn_t, dn_s] / -dB[dn_t, dn_s]
+        ku = np.argsort(-up_rate, kind="stable")[:max_moves]
+        kd = np.argsort(dn_rate, kind="stable")[:max_moves]
+        up_t, up_s, dn_t, dn_s = up_t[ku], up_s[ku], dn_t[kd], dn_s[kd]
+        pair_dB = dB[up_t, up_s][:, None] + dB[dn_t, dn_s][None, :]
+        pair_dE = dE[up_t, up_s][:, None] + dE[dn_t, dn_s][None, :]
+        fits = (pair_dB <= left) & (up_t[:, None] != dn_t[None, :])
+        tol = 1e-12 * max(1.0, float(abs(cur_E).sum()))
+        pair_dE = np.where(fits, pair_dE, np.inf)
+        k = int(np.argmin(pair_dE))
+        i, j = divmod(k, pair_dE.shape[1])
+        if not pair_dE[i, j] < -tol:
+            break
+        choice[up_t[i]], choice[dn_t[j]] = up_s[i], dn_s[j]
+        choice = _greedy_fill(E, Bf, choice, budget)
+    return choice
+
+
+def _exact(E: np.ndarray, Bf: np.ndarray, budget: int, max_states: int = MAX_DP_STATES) -> np.ndarray | None:
+    """The optimal choice by dynamic programming over the Pareto frontier of (bytes, error), or None
+    when the frontiers would hold more than ``max_states`` states in total.
+
+    Tensor by tensor, every frontier state is extended by every option (vectorised), states over the
+    budget are dropped, the rest sorted by bytes (then error) and only those with less error than every
+    cheaper state kept: an exact frontier, so its best final state is the optimum. Parents are kept per
+    tensor to read the choice back. Errors are compared as float64 sums (ties within float64 rounding may
+    pick either)."""
+    n_t, n_s = E.shape
+    bytes_, err = np.zeros(1), np.zeros(1)
+    parents, options = [], []
+    stored = 0
+    for t in range(n_t):  # tensors one by one; everything inside is vectorised over states x options
+        ok = np.isfinite(E[t]) & np.isfinite(Bf[t])
+        cand_b = (bytes_[:, None] + Bf[t][None, :])[:, ok].ravel()
+        cand_e = (err[:, None] + E[t][None, :])[:, ok].ravel()
+        par = np.repeat(np.arange(bytes_.size), int(ok.sum()))
+        opt = np.tile(np.flatnonzero(ok), bytes_.size)
+        fit = cand_b <= budget
+        cand_b, cand_e, par, opt = cand_b[fit], cand_e[fit], par[fit], opt[fit]
+        if not cand_b.size:
+            return None
+        order = np.lexsort((cand_e, cand_b))
+        cand_b, cand_e, par, opt = cand_b[order], cand_e[order], par[order], opt[order]
+        best_before = np.minimum.accumulate(np.concatenate(([np.inf], cand_e[:-1])))
+        keep = cand_e < best_before
+        bytes_, err = cand_b[keep], cand_e[keep]
+        parents.append(par[keep])
+        options.append(opt[keep])
+        stored += bytes_.size
+        if stored > max_states:
+            return None
+    k = int(np.argmin(err))
+    choice = np.empty(n_t, np.int64)
+    for t in range(n_t - 1, -1, -1):
+        choice[t] = options[t][k]
+        k = int(parents[t][k])
+    return choice
+
+
 def solve_plan(rows, *, budget_bytes: int | None = None, bits_per_weight: float | None = None,
-               objective: str = "rel", schemes: Sequence[str] | None = None) -> MixedPlan:
-    """Plan from scan rows (:class:`quantcore.scan.ScanRow`), under a byte or bits/weight budget."""
+               objective: str = "rel", schemes: Sequence[str] | None = None, exact_limit: bool = True) -> MixedPlan:
+    """Plan from scan rows (:class:`quantcore.scan.ScanRow`), under a byte or bits/weight budget.
+    ``exact_limit=False`` skips the exact dynamic programme (heuristic only)."""
     names, schemes, B, E, n = _matrices(rows, schemes, objective)
     N = int(n.sum())
     if (budget_bytes is None) == (bits_per_weight is None):
@@ -165,17 +267,8 @@ def solve_plan(rows, *, budget_bytes: int | None = None, bits_per_weight: float 
         return float(math.fsum((E[T, c] + lam * Bf[T, c]).tolist()) - lam * budget)
 
     lower = max(dual(hi), dual(lo)) if hi > 0 else float(math.fsum(E[T, choice].tolist()))
-    # Greedy fill: the best single switch that still fits, until none lowers the error.
-    left = budget - float(Bf[T, choice].sum())
-    while True:
-        cur_E, cur_B = E[T, choice][:, None], Bf[T, choice][:, None]
-        gain = np.where((Bf - cur_B <= left) & np.isfinite(E), cur_E - E, -np.inf)
-        k = int(np.argmax(gain))
-        t, s = divmod(k, gain.shape[1])
-        if not gain[t, s] > 0:
-            break
-        left -= float(Bf[t, s] - Bf[t, choice[t]])
-        choice[t] = s
+    exact = _exact(E, Bf, budget) if exact_limit else None
+    choice = exact if exact is not None else _improve(E, Bf, choice, budget)
     total_bytes = int(Bf[T, choice].sum())
     err = float(math.fsum(E[T, choice].tolist()))
     uniform = []
@@ -185,7 +278,7 @@ def solve_plan(rows, *, budget_bytes: int | None = None, bits_per_weight: float 
         uniform.append(UniformOption(s, ub, float(math.fsum(E[:, j].tolist())) if ok else math.inf,
                                      8.0 * ub / N if ok else math.nan, bool(ok and ub <= budget)))
     return MixedPlan(objective, budget, N, tuple((names[t], schemes[choice[t]]) for t in T), total_bytes, err,
-                     min(lower, err), hi, tuple(uniform))
+                     min(lower, err), hi, tuple(uniform), exact is not None)
 
 
 def gguf_name(tensor: str) -> str | None:
@@ -227,8 +320,9 @@ def render_plan(plan: MixedPlan) -> str:
     unit = "sum n * MSE / mean(x^2)" if plan.objective == "rel" else "sum of squared errors"
     out = [f"mixed plan ({plan.objective}: {unit}) under {plan.budget_bytes:,} bytes "
            f"({8 * plan.budget_bytes / plan.n_weights:.3f} bits/weight):",
-           f"  {plan.total_bytes:,} bytes, {plan.bits_per_weight:.3f} bits/weight, error {plan.error:.6g}; "
-           f"lower bound {plan.lower_bound:.6g} (gap {plan.gap:.3g}, {100 * plan.relative_gap:.3f} %)",
+           f"  {plan.total_bytes:,} bytes, {plan.bits_per_weight:.3f} bits/weight, error {plan.error:.6g}; " +
+           ("optimal (exact dynamic programme); " if plan.optimal else "") +
+           f"LP lower bound {plan.lower_bound:.6g} (gap {plan.gap:.3g}, {100 * plan.relative_gap:.3f} %)",
            "  " + ", ".join(f"{s}: {k} tensors" for s, k in Counter(s for _, s in plan.choices).most_common()),
            "", "  uniform schemes:"]
     for u in plan.uniform:
