@@ -180,7 +180,8 @@ def cmd_scan(args, stdout, stderr) -> int:
 
 def cmd_diff(args, stdout, stderr) -> int:
     from .io.checkpoint import open_checkpoint
-    from .scan import Reference, _table
+    from .scan import Reference
+    from .scanresults import _table
     a, b = open_checkpoint([args.a]), open_checkpoint([args.b])
     la, lb = a.label, b.label if b.label != a.label else b.label + " (B)"
     err: dict[tuple[str, str], float] = {}
