@@ -3,7 +3,7 @@
 The pieces, each usable on its own (the CLI and an app drive them the same way):
 
 1. :func:`plan_scan` -- which tensors to scan and why the others are skipped (not floating, 1-D
-   unless ``include_1d``, ``filter`` regex, already done in a resumed scan), and how each tensor is cut:
+   unless ``include_1d``, ``name_filter`` regex, already done in a resumed scan), and how each tensor is cut:
    into *segments* of whole axis-0 slices (about :data:`SEGMENT_ELEMENTS` elements, from the shape
    alone) grouped into *chunks* that fit the chunk budget. Returns frozen :class:`TensorTask` records.
 2. :func:`run_unit` -- the work of one chunk (a top-level, picklable function: a worker process or a
@@ -15,9 +15,13 @@ The pieces, each usable on its own (the CLI and an app drive them the same way):
    :meth:`Stats.combine` (``math.fsum``: correctly rounded, so the totals do not depend on the chunk
    size, the order in which units finish, or where they ran) and yields one :class:`TensorReport`
    (frozen rows, one per scheme) per finished tensor. Closing the generator cancels pending work.
-4. :class:`~quantcore.scanresults.ResultStore` (in :mod:`quantcore.scanresults`, re-exported here) -- results as JSON Lines + CSV in an output folder, appended and flushed per
-   tensor; a rerun skips (file identity, tensor, scheme) keys already there; :func:`summarize` builds
-   the model summary (:class:`ScanSummary`).
+4. :mod:`quantcore.scanresults` (re-exported here): :class:`ResultStore`, results as JSON Lines + CSV
+   in an output folder, appended and flushed per tensor, a rerun skipping (file identity, tensor,
+   scheme) keys already there; :func:`summarize`, the model summary (:class:`ScanSummary`).
+
+Segments fix the summation order. Their size comes from the shape alone, except that with a shipped
+llama GGUF the ``q``/``k`` segments are rounded to whole heads (so those two tensors' sums may differ
+in the last bits between a scan with and one without ``references``).
 
 Schemes whose scale depends on the whole tensor (per-tensor integers, fp8 per-tensor, NVFP4's
 tensor scale) get the whole tensor's min/max first: a range pass over the chunks when the tensor has
