@@ -25,6 +25,7 @@ def client():
     os.environ.update(saved)
 
 
+@pytest.mark.slow
 def test_dask_rows_equal_serial_rows(sharded, client, monkeypatch):
     monkeypatch.setattr("quantcore.scan.SEGMENT_ELEMENTS", 256)   # many units per tensor
     ckpt = open_checkpoint([sharded[0]])
@@ -34,6 +35,7 @@ def test_dask_rows_equal_serial_rows(sharded, client, monkeypatch):
     assert on_dask == serial
 
 
+@pytest.mark.slow
 def test_cli_dask_address(sharded, client, tmp_path):
     addr = client.scheduler.address
     code, out, err = run_cli("scan", sharded[0], "--dask", addr, "--schemes", "q4_0", "--out", tmp_path / "d",

@@ -29,6 +29,7 @@ def _write_big(path, rows, cols):
             f.write((rng.standard_normal((256, cols)) * 0.02).astype("<f4").tobytes())
 
 
+@pytest.mark.slow
 def test_peak_memory_is_bounded_by_the_chunk_not_the_tensor(tmp_path):
     """tracemalloc's peak (every numpy buffer and Python object allocated during the scan; deterministic,
     unlike RSS, which moves with the allocator's and the kernel's state) stays under 2 x the chunk plus a

@@ -59,6 +59,7 @@ def minilm() -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_minilm_scan_matches_gguf_py_and_recognises_bert_roles(minilm):
     gguf = pytest.importorskip("gguf", reason="gguf-py 0.19 is the Q4_0/Q8_0 oracle")
     from gguf.quants import dequantize, quantize
@@ -87,6 +88,7 @@ def test_minilm_scan_matches_gguf_py_and_recognises_bert_roles(minilm):
     assert max(q4) / min(q4) > 1.05
 
 
+@pytest.mark.slow
 def test_minilm_parallel_and_small_chunks_equal_serial(minilm):
     ckpt = open_checkpoint([minilm])
     schemes = parse_schemes("q4_0,nvfp4,int8-tensor")
