@@ -227,6 +227,9 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
     except MemoryError:
         stderr.write("quantcore: error: not enough memory for this tensor\n")
         return 2
+    except KeyboardInterrupt:  # a scan's finished rows are already flushed to its --out folder
+        stderr.write("quantcore: interrupted (a scan with --out resumes when rerun)\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -183,9 +183,10 @@ def _safetensors_file(path: str, name: str, limits: Limits) -> tuple[FileId, lis
     fid = _file_id(src, path, name, "safetensors", h.data_start)
     out = []
     for e in h.entries.values():
-        floating = e.dtype in _FLOAT_DTYPES
+        loadable = e.dtype in _FLOAT_DTYPES
+        floating = loadable or e.dtype.startswith("F8")  # FP8 weights are listed, not decoded (scales live apart)
         out.append(TensorEntry(fid, e.name, tuple(e.shape), e.dtype, h.data_start + e.begin, e.end - e.begin,
-                               floating, floating))
+                               loadable, floating))
     return fid, out
 
 

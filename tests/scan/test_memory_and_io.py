@@ -80,13 +80,17 @@ def test_fsspec_url_reads_the_same_rows():
     rng = np.random.default_rng(0)
     t = {"a.weight": rng.standard_normal((64, 128)).astype(np.float32),
          "b.weight": rng.standard_normal((32, 256)).astype(np.float32)}
-    data = safetensors_bytes(t)
-    with fsspec.open("memory://qc-test/model.safetensors", "wb") as f:
-        f.write(data)
+    for i, (k, v) in enumerate(t.items()):  # two shards and an index, all behind a URL
+        with fsspec.open(f"memory://qc-test/m-{i}.safetensors", "wb") as f:
+            f.write(safetensors_bytes({k: v}))
+    with fsspec.open("memory://qc-test/model.safetensors.index.json", "w") as f:
+        json.dump({"weight_map": {"a.weight": "m-0.safetensors", "b.weight": "m-1.safetensors"}}, f)
     try:
-        remote, _ = scan(open_checkpoint(["memory://qc-test/model.safetensors"]), parse_schemes("q4_0,nvfp4"))
+        ckpt = open_checkpoint(["memory://qc-test/model.safetensors.index.json"])
+        remote, _ = scan(ckpt, parse_schemes("q4_0,nvfp4"))
     finally:
         fsspec.filesystem("memory").rm("/qc-test", recursive=True)
+    assert [f.name for f in ckpt.files] == ["m-0.safetensors", "m-1.safetensors"]
     assert len(remote) == 4
     local_rows = {(r.tensor, r.scheme): r.sse for r in remote}
     from quantcore.measure import measure

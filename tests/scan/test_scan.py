@@ -231,3 +231,19 @@ def test_cli_prints_summary_roles_layers_and_progress(sharded, tmp_path):
 def test_bad_scheme_name_is_one_line():
     code, out, err = run_cli("scan", "x.safetensors", "--schemes", "q4_7")
     assert code == 2 and "unknown scheme 'q4_7'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fp8_and_integer_tensors_are_listed_and_skipped_with_their_reason(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+
+    def add(h):
+        end = h["w"]["data_offsets"][1]
+        h["fp8"] = {"dtype": "F8_E4M3", "shape": [16, 64], "data_offsets": [end, end + 1024]}
+        h["ids"] = {"dtype": "I64", "shape": [128], "data_offsets": [end + 1024, end + 2048]}
+    p = tmp_path / "mixed.safetensors"
+    p.write_bytes(safetensors_bytes({"w": w}, header_patch=add) + bytes(2048))
+    plan = plan_scan(open_checkpoint([p]), SCHEMES, include_1d=True)
+    assert [t.entry.name for t in plan.tasks] == ["w"]
+    assert reasons_of(plan) == {"fp8": "F8_E4M3 data cannot be decoded by this version of quantcore.io",
+                                "ids": "not a floating-point tensor (I64)"}
