@@ -15,7 +15,8 @@ output          ``lm_head``                                                  ``o
 norm            any ``norm`` / ``LayerNorm`` / ``ln_``                         ``*_norm``
 ==============  ===========================================================  ==========================
 
-Fused ``qkv`` projections (``attn_qkv``, ``c_attn``, ``query_key_value``) are role ``attn_qkv``.
+Fused ``qkv`` projections (``attn_qkv``, ``c_attn``, ``query_key_value``) are role ``attn_qkv``; MoE
+expert stacks (GGUF ``ffn_up_exps`` / ``ffn_down_shexp``, HF ``experts.N.up_proj``) take their MLP role.
 The layer index is the number after ``layers.`` / ``layer.`` / ``h.`` / ``blocks.`` / ``blk.``.
 
 HF -> GGUF (:func:`hf_to_gguf`) covers the llama family as llama.cpp's ``convert_hf_to_gguf.py``
@@ -42,9 +43,9 @@ _ROLE_PATTERNS = (
     ("attn_k", r"(k_proj|attention\.self\.key|attn_k|\.wk|attn\.k)$"),
     ("attn_v", r"(v_proj|attention\.self\.value|attn_v|\.wv|attn\.v)$"),
     ("attn_o", r"(o_proj|out_proj|attention\.output\.dense|attn_output|attn\.c_proj|\.wo|attn\.o|dense_proj)$"),
-    ("mlp_gate", r"(gate_proj|ffn_gate|w1|mlp\.gate)$"),
-    ("mlp_up", r"(up_proj|ffn_up|intermediate\.dense|w3|mlp\.c_fc|fc1|dense_h_to_4h)$"),
-    ("mlp_down", r"(down_proj|ffn_down|w2|mlp\.c_proj|fc2|dense_4h_to_h|(^|\.)output\.dense)$"),
+    ("mlp_gate", r"(gate_proj|ffn_gate(_exps|_shexp)?|w1|mlp\.gate)$"),
+    ("mlp_up", r"(up_proj|ffn_up(_exps|_shexp)?|intermediate\.dense|w3|mlp\.c_fc|fc1|dense_h_to_4h)$"),
+    ("mlp_down", r"(down_proj|ffn_down(_exps|_shexp)?|w2|mlp\.c_proj|fc2|dense_4h_to_h|(^|\.)output\.dense)$"),
     ("embedding", r"(embed_tokens|word_embeddings|token_embd|tok_embeddings|wte|embeddings?)$"),
     ("output", r"(^|\.)(lm_head|output|embed_out)$"),
 )

@@ -30,6 +30,8 @@ def test_hf_to_gguf_matches_gguf_py_tensor_name_map():
     ("encoder.layer.5.intermediate.dense.weight", "mlp_up", 5), ("encoder.layer.5.output.dense.weight", "mlp_down", 5),
     ("encoder.layer.5.output.LayerNorm.weight", "norm", 5), ("embeddings.word_embeddings.weight", "embedding", None),
     ("transformer.h.4.attn.c_attn.weight", "attn_qkv", 4), ("pooler.dense.weight", "other", None),
+    ("blk.3.ffn_up_exps.weight", "mlp_up", 3), ("blk.3.ffn_down_shexp.weight", "mlp_down", 3),
+    ("model.layers.3.mlp.experts.7.gate_proj.weight", "mlp_gate", 3),
 ])
 def test_roles_and_layers(name, role, layer):
     assert (tensor_role(name), layer_index(name)) == (role, layer)
