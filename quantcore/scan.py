@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -248,11 +249,26 @@ def _finite_range(x: np.ndarray, t: TensorTask, r0: int, r1: int) -> TensorRange
     return rng
 
 
+_THREAD = threading.local()
+
+
+def _scratch(slot: int) -> dict:
+    """Read buffers kept per thread (a Dask worker runs several units at once in one process); slot 0
+    for the scanned tensor, 1.. for its shipped counterparts."""
+    bufs = getattr(_THREAD, "buffers", None)
+    if bufs is None:
+        bufs = _THREAD.buffers = {}
+    return bufs.setdefault(slot, {})
+
+
 def run_unit(u: Unit) -> UnitResult:
-    """Read rows ``[u.r0, u.r1)`` of the tensor and measure every scheme on every segment (worker side)."""
+    """Read rows ``[u.r0, u.r1)`` of the tensor and measure every scheme on every segment (worker side).
+
+    The rows are read into this thread's reused buffers (:func:`read_rows` ``scratch``); nothing that
+    refers to them outlives the call."""
     t0 = time.perf_counter()
     t = u.task
-    x = read_rows(t.entry, u.r0, u.r1)
+    x = read_rows(t.entry, u.r0, u.r1, _scratch(0))
     rng = _finite_range(x, t, u.r0, u.r1)
     stats: dict[str, tuple[Stats, ...]] = {}
     if u.kind == "range":
@@ -273,8 +289,8 @@ def run_unit(u: Unit) -> UnitResult:
             if isinstance(e, InputError):
                 raise
             raise InputError(f"{s.name}: {e}", source=t.entry.file.name, where=where) from None
-    for sh in t.shipped:
-        xs = read_rows(sh.entry, u.r0, u.r1)
+    for k, sh in enumerate(t.shipped, 1):
+        xs = read_rows(sh.entry, u.r0, u.r1, _scratch(k))
         if sh.head_rows:
             xs = unpermute_rows(xs, (u.r1 - u.r0) // sh.head_rows)
         sparts = [xs[s:s + seg] if xs.ndim >= 2 else xs for s in starts]
@@ -473,6 +489,8 @@ def iter_scan(plan: ScanPlan, executor=None, *, keep_going: bool = False,
             f.cancel()
         if own:
             executor.shutdown()
+        if isinstance(executor, InlineExecutor):
+            _THREAD.buffers = {}  # units ran in this thread: give their read buffers back
 
 # --- convenience ----------------------------------------------------------------------------------
 

@@ -355,10 +355,24 @@ def check_unchanged(fid: FileId, where: str) -> None:
                          source=fid.name, where=where)
 
 
-def read_rows(t: TensorEntry, r0: int, r1: int) -> np.ndarray:
+def _scratch(scratch: dict | None, key: str, n: int, dtype) -> np.ndarray:
+    """``n`` elements of a buffer kept in ``scratch`` (grown when too small), or a new array."""
+    if scratch is None:
+        return np.empty(n, dtype)
+    a = scratch.get(key)
+    if a is None or a.size < n or a.dtype != dtype:
+        a = scratch[key] = np.empty(n, dtype)
+    return a[:n]
+
+
+def read_rows(t: TensorEntry, r0: int, r1: int, scratch: dict | None = None) -> np.ndarray:
     """Axis-0 slices ``[r0, r1)`` of tensor ``t`` decoded to float32 (float64 for F64), shape
     ``(r1 - r0, *t.shape[1:])`` (the whole tensor for 0-D/1-D). InputError naming the file and tensor
-    when the file changed, is truncated, or the type cannot be decoded."""
+    when the file changed, is truncated, or the type cannot be decoded.
+
+    ``scratch``: a dict owned by the caller in which the byte and decode buffers are kept and reused
+    from call to call (no fresh pages to fault in per chunk); the result is then a view of those
+    buffers, valid until the next call with the same dict."""
     where = f"tensor {quote(t.name)}"
     if not t.loadable:
         raise InputError(f"{t.dtype} data cannot be decoded", source=t.file.name, where=where)
@@ -376,7 +390,7 @@ def read_rows(t: TensorEntry, r0: int, r1: int) -> np.ndarray:
     start = t.offset + r0 * t.row_bytes
     n = (r1 - r0) * t.row_bytes
     check_unchanged(t.file, where)
-    buf = np.empty(n, np.uint8)
+    buf = _scratch(scratch, "raw", n, np.uint8)
     try:
         with _open(t.file.path) as f:
             f.seek(start)
@@ -396,11 +410,14 @@ def read_rows(t: TensorEntry, r0: int, r1: int) -> np.ndarray:
         file_dt, out_dt = _FLOAT_DTYPES[t.dtype]
         a = buf.view(file_dt)
         if t.dtype == "BF16":  # widen in place: raw bytes + one float32 chunk, no third buffer
-            u = a.astype(np.uint32)
+            u = _scratch(scratch, "wide", a.size, np.uint32)
+            np.copyto(u, a)
             u <<= np.uint32(16)
             a = u.view(np.float32)
         elif a.dtype != out_dt:
-            a = a.astype(out_dt)
+            out = _scratch(scratch, "wide32", a.size, out_dt)
+            np.copyto(out, a)
+            a = out
     else:
         a = _gguf.dequantize_blocks(t.dtype, buf)
     return a.reshape(shape)
