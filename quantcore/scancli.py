@@ -29,13 +29,29 @@ import time
 PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
+SCHEME_HELP = ("comma-separated: GGUF q8_0 q4_0 q4_1 q5_0 q5_1; float fp8_e4m3 fp8_e5m2 fp8_e4m3_channel mxfp8 "
+               "mxfp8_e5m2 mxfp4 nvfp4 nf4 nf4_dq; f16 bf16; int<bits>[-sym|-asym][-g<size>|-channel|-tensor]"
+               "[-fp16|-bf16|-fp32], e.g. int4-g128 (default q8_0,q4_0,int4-g128,nvfp4)")
+SCAN_EPILOG = r"""examples:
+  python -m quantcore scan ckpt/ --jobs 2 --out scan-out          # folder with model.safetensors.index.json
+  python -m quantcore scan model.gguf --schemes q8_0,q5_0,q4_0 --filter 'blk\.(0|31)\.'
+  python -m quantcore scan model-Q4_K_M.gguf --original ckpt/ --schemes none
+  python -m quantcore scan ckpt/ --dask tcp://scheduler:8786 --out scan-out
+prints: tensors scanned/skipped (and why), size and error per scheme, the most damaged tensors, the
+relative RMSE by role and by layer, time and peak memory. --out DIR keeps results.csv/results.jsonl
+(one row per tensor x scheme) and summary.json/txt; rerunning with the same DIR resumes."""
+
+
 def add_scan_commands(sub) -> None:
-    sc = sub.add_parser("scan", help="every tensor of a checkpoint x every scheme: error, size, summary")
+    import argparse
+    sc = sub.add_parser("scan", help="every tensor of a checkpoint x every scheme: error, size, summary",
+                        description="Scan every floating tensor (>= 2 dims) of a checkpoint with every scheme, "
+                                    "streaming row chunks from disk.",
+                        epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sc.add_argument("paths", nargs="+", metavar="PATH",
                     help=".safetensors shard(s), model.safetensors.index.json, a folder, .gguf or .npz")
     _common(sc)
-    sc.add_argument("--schemes", help="comma-separated scheme names (default q8_0,q4_0,int4-g128,nvfp4; "
-                                      "'none' with --original for the shipped rows only)")
+    sc.add_argument("--schemes", help=SCHEME_HELP + "; 'none' with --original for the shipped rows only")
     sc.add_argument("--original", nargs="+", metavar="PATH",
                     help="the unquantized model: PATH is then a shipped model measured against it")
     sc.add_argument("--top", type=int, default=10, help="most damaged tensors shown per scheme")
@@ -45,7 +61,13 @@ def add_scan_commands(sub) -> None:
     df.add_argument("b")
     df.add_argument("--original", nargs="+", metavar="PATH", help="the unquantized model, for errors")
     _common(df)
-    pl = sub.add_parser("plan", help="mixed-precision plan from a scan's output folder under a size budget")
+    pl = sub.add_parser("plan", help="mixed-precision plan from a scan's output folder under a size budget",
+                        description="Choose one scheme per tensor under a budget, minimising the total error "
+                                    "(exact dynamic programme; Lagrangian + local search for huge cases).",
+                        epilog="example: python -m quantcore plan scan-out --bpw 4.8 --schemes q8_0,q5_0,q4_0 "
+                               "--json plan.json --llama-types types.txt\nthen: llama-quantize --pure "
+                               "--tensor-type-file types.txt in-f16.gguf out.gguf <base type printed>",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     pl.add_argument("results", help="the --out folder of a scan (or its results.jsonl)")
     b = pl.add_mutually_exclusive_group(required=True)
     b.add_argument("--bpw", type=float, help="budget in bits per weight over the scanned tensors")
