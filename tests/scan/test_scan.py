@@ -247,3 +247,25 @@ def test_fp8_and_integer_tensors_are_listed_and_skipped_with_their_reason(tmp_pa
     assert [t.entry.name for t in plan.tasks] == ["w"]
     assert reasons_of(plan) == {"fp8": "F8_E4M3 data cannot be decoded by this version of quantcore.io",
                                 "ids": "not a floating-point tensor (I64)"}
+
+
+def test_closing_the_generator_stops_the_scan(sharded, small_segments):
+    """An app drives the scan tensor by tensor: after the first report and close(), no more work is
+    submitted and what was in flight is cancelled."""
+    from quantcore.scan import InlineExecutor
+
+    class Counting(InlineExecutor):
+        submitted = 0
+
+        def submit(self, fn, arg):
+            Counting.submitted += 1
+            return super().submit(fn, arg)
+
+    plan = plan_scan(open_checkpoint([sharded[0]]), SCHEMES, chunk_mb=0.002)
+    total_units = sum(len(t.chunks()) * (2 if t.needs_range else 1) for t in plan.tasks)
+    progress = []
+    gen = iter_scan(plan, Counting(), on_progress=lambda d, t: progress.append((d, t)))
+    first = next(gen)
+    gen.close()
+    assert first.rows and Counting.submitted < total_units / 4
+    assert progress and progress[-1][1] == plan.total_elements and progress[-1][0] < plan.total_elements
