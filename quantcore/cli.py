@@ -1,4 +1,5 @@
-"""Command line: ``python -m quantcore analyze INPUT`` and ``python -m quantcore list FILE``.
+"""Command line: ``python -m quantcore analyze INPUT``, ``list FILE``, and the checkpoint commands
+``scan``, ``diff``, ``plan`` (:mod:`quantcore.scancli`).
 
 INPUT is a .npy/.npz/.safetensors/.gguf/.csv file or a text file in the seeds' paste format (one
 channel per line or per semicolon; values separated by commas and/or spaces), or ``--example s0..s3``.
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
     lst = sub.add_parser("list", help="list the tensors in a file")
     lst.add_argument("file")
+    from .scancli import add_scan_commands
+    add_scan_commands(sub)
     return p
 
 
@@ -225,6 +228,9 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
     stderr = stderr or sys.stderr
     try:
         args = build_parser().parse_args(argv)
+        if args.command in ("scan", "diff", "plan"):
+            from .scancli import run_scan_command
+            return run_scan_command(args, stdout, stderr)
         return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
     except (UsageError, ValueError, OSError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
@@ -233,6 +239,9 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
     except MemoryError:
         stderr.write("quantcore: error: not enough memory for this tensor\n")
         return 2
+    except KeyboardInterrupt:  # a scan's finished rows are already flushed to its --out folder
+        stderr.write("quantcore: interrupted (a scan with --out resumes when rerun)\n")
+        return 130
 
 
 if __name__ == "__main__":

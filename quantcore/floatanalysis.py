@@ -76,8 +76,11 @@ class FloatResult(QuantResult):
 
 
 def analyze_float(x, spec: QuantSpec, channel_axis: int = 0,
-                  channel_names: Sequence[str] | None = None) -> FloatResult:
-    """Quantize a dense tensor with ``spec.float_scheme`` and measure it per channel."""
+                  channel_names: Sequence[str] | None = None, tensor_amax: float | None = None) -> FloatResult:
+    """Quantize a dense tensor with ``spec.float_scheme`` and measure it per channel.
+
+    ``tensor_amax``: the whole tensor's max |x| when ``x`` is a part of it (fp8 per-tensor, NVFP4;
+    see :func:`quantcore.microscaling.quantize_float_scheme`)."""
     if not isinstance(x, np.ndarray):
         lengths = {len(r) for r in x}
         if len(lengths) != 1:
@@ -86,7 +89,7 @@ def analyze_float(x, spec: QuantSpec, channel_axis: int = 0,
     scheme = spec.float_scheme
     if scheme.kind == "fp8_channel":
         channel_axis = scheme.axis if scheme.axis is not None else 0
-    fq = quantize_float_scheme(x, scheme)  # validates x first (non-finite, beyond float32)
+    fq = quantize_float_scheme(x, scheme, tensor_amax=tensor_amax)  # validates x first (non-finite, > float32)
     canon = canonical(fq.x, np.float32, channel_axis, None)
     blocks = block_view(canon, PerChannel(channel_axis))
     C = canon.n_channels

@@ -37,9 +37,11 @@ import numpy as np
 from . import floatfmt as ff
 from .kernel import tiles
 
-__all__ = ["FloatScheme", "FloatQuantized", "quantize_float_scheme", "KINDS"]
+__all__ = ["FloatScheme", "FloatQuantized", "quantize_float_scheme", "measure_float_scheme", "KINDS",
+           "TENSOR_SCALED"]
 
 KINDS = ("fp8_tensor", "fp8_channel", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp4", "nvfp4", "nf4")
+TENSOR_SCALED = ("fp8_tensor", "nvfp4")   # kinds with a scale taken from the whole tensor's amax
 _DEFAULT_BLOCK = {"mxfp8_e4m3": 32, "mxfp8_e5m2": 32, "mxfp4": 32, "nvfp4": 16, "nf4": 64}
 _F32 = np.float32
 
@@ -373,6 +375,57 @@ def _quantize_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: n
     return codes, deq, clipped, boundary
 
 
+def _measure_pass(blocks: np.ndarray, fmt: ff.Format, op: Callable, op_scale: np.ndarray,
+                  deq_scale: np.ndarray, want_ssx: bool = True) -> dict[str, float | int]:
+    """Totals of :func:`quantcore.metrics.row_stats` over ``blocks`` without keeping any per-element array.
+
+    Per element exactly :func:`_quantize_pass` (same float32 ``scaled``, codes and ``deq``), then
+    ``err = deq - x`` in float32 as :class:`quantcore.floatanalysis.FloatResult` forms it; sums of
+    ``err**2``, ``|err|`` and ``x**2`` are accumulated in float64 per tile (so they equal the per-channel
+    sums of the full analysis up to float64 summation order). A saturated element counts as clipped
+    low when ``x < 0`` and high when ``x > 0``; ``collapsed`` counts ``deq == 0`` where ``x != 0``.
+    Zero padding of a short last block changes no sum (its ``x`` and ``deq`` are 0); it is not counted
+    in ``n`` (the caller passes the real element count).
+    """
+    nb, w = blocks.shape
+    cap = min(blocks.size, _TILE)
+    enc = ff.TileEncoder(fmt, cap)
+    sbuf, dbuf = np.empty(cap, _F32), np.empty(cap, _F32)
+    codes, clipped, zero = np.empty(cap, np.uint8), np.empty(cap, bool), np.empty(cap, bool)
+    op_scale = np.asarray(op_scale, _F32)
+    deq_scale = np.asarray(deq_scale, _F32)
+    sse = sae = ssx = 0.0
+    max_abs = 0.0
+    lo = hi = collapsed = 0
+    for r0, r1, c0, c1 in tiles(nb, w, _TILE):
+        t = blocks[r0:r1, c0:c1]
+        k = t.size
+        s = sbuf[:k].reshape(t.shape)
+        op(t, op_scale[r0:r1, None], out=s)
+        d = dbuf[:k].reshape(t.shape)
+        enc.run(s.reshape(-1), codes[:k], clipped[:k], None, d.reshape(-1))
+        np.multiply(d, deq_scale[r0:r1, None], out=d)
+        z = zero[:k].reshape(t.shape)
+        np.equal(d, 0, out=z)
+        if z.any():
+            z &= t != 0
+            collapsed += int(np.count_nonzero(z))
+        c = clipped[:k].reshape(t.shape)
+        if c.any():
+            neg = int(np.count_nonzero(c & (t < 0)))
+            lo += neg
+            hi += int(np.count_nonzero(c)) - neg
+        if want_ssx:
+            ssx += float(np.einsum("ij,ij->", t, t, dtype=np.float64))
+        np.subtract(d, t, out=d)                                  # err, float32
+        sse += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+        np.abs(d, out=d)
+        sae += float(d.sum(dtype=np.float64))
+        max_abs = max(max_abs, float(d.max()))
+    return {"sse": sse, "sae": sae, "max_abs": max_abs, "ssx": ssx, "clipped_low": lo, "clipped_high": hi,
+            "collapsed": collapsed}
+
+
 # ---- schemes ----------------------------------------------------------------------------------------
 #
 # Each scheme turns the per-block amax into scales and says how the element encoder's input is formed
@@ -426,7 +479,7 @@ def _mx(amax: np.ndarray, fmt: ff.FloatFormat):
     return np.multiply, inv, scales, scales, scale_codes, 8 * scales.size, {"nan_rows": nan_scale}
 
 
-def _nvfp4(amax_b: np.ndarray, convention: str):
+def _nvfp4(amax_b: np.ndarray, convention: str, tensor_amax: float | None = None):
     """NVFP4, two-level scaling, all arithmetic float32:
 
         s_t   = amax(|x| over the tensor) / (6 * 448)                      (per-tensor float32 scale)
@@ -443,7 +496,7 @@ def _nvfp4(amax_b: np.ndarray, convention: str):
     is also where convention="torchao" comes from (reciprocal multiply, as its Triton kernel). An
     all-zero tensor uses s_t = 1 (every code 0).
     """
-    amax_t = _F32(np.max(amax_b))
+    amax_t = _F32(np.max(amax_b)) if tensor_amax is None else _F32(tensor_amax)
     s_t = _F32(amax_t / _F32(6.0 * 448.0)) if amax_t > 0 else _F32(1.0)
     if s_t == 0:
         raise ValueError(f"nvfp4: the tensor scale amax / 2688 underflows float32 (tensor amax {float(amax_t):.3g})")
@@ -515,32 +568,55 @@ def _nf4(absmax: np.ndarray, double_quant: bool, dq_block: int):
     return np.multiply, recip, scale, scale, scale_codes, meta_bits, extra
 
 
-def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool = False) -> FloatQuantized:
+def _check_tensor_amax(scheme: FloatScheme, tensor_amax: float | None) -> None:
+    if tensor_amax is None:
+        return
+    if scheme.kind not in TENSOR_SCALED:
+        raise ValueError(f"{scheme.label}: tensor_amax applies to {', '.join(TENSOR_SCALED)} only")
+    if not (np.isfinite(tensor_amax) and tensor_amax >= 0):
+        raise ValueError(f"{scheme.label}: tensor_amax must be finite and >= 0, got {tensor_amax!r}")
+
+
+def _scales(x, scheme: FloatScheme, allow_nonfinite: bool, tensor_amax: float | None):
+    """Shared first half of quantize/measure: float32 copy, block view, per-block amax, the scheme's
+    scales (``tensor_amax`` replaces the amax of the given part for the tensor-scaled kinds)."""
+    if not isinstance(scheme, FloatScheme):
+        raise ValueError(f"scheme must be a FloatScheme, got {type(scheme).__name__}")
+    _check_tensor_amax(scheme, tensor_amax)
+    a, x32 = _as_float32(x, scheme)
+    view = _Blocks(x32, scheme)
+    fmt = scheme.element_format
+    kind = scheme.kind
+    amax = _block_amax(view.blocks)
+    if not (amax.view(np.uint32) < _INF_BITS).all():
+        _check_nonfinite(a, x32, scheme, allow_nonfinite)
+    if kind == "fp8_tensor" and tensor_amax is not None:
+        amax = np.array([tensor_amax], _F32)
+    if kind in ("fp8_tensor", "fp8_channel"):
+        out = _fp8_std_scaled(view.blocks, fmt) if scheme.scale_rule == "onnx_std" else _fp8_scaled(amax, fmt)
+    elif kind.startswith("mx"):
+        out = _mx(amax, fmt)
+    elif kind == "nvfp4":
+        out = _nvfp4(amax, scheme.convention, tensor_amax)
+    else:
+        out = _nf4(amax, scheme.double_quant, scheme.dq_block_size)
+    _check_scaling(scheme, out[0], out[1], amax)
+    return a, x32, view, fmt, out
+
+
+def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: bool = False,
+                          tensor_amax: float | None = None) -> FloatQuantized:
     """Quantize ``x`` (any real dtype, any shape, non-empty) with a scaled float scheme.
 
     Non-finite inputs raise ValueError naming the first index, except for MX schemes with
     ``allow_nonfinite=True`` (OCP MX 6.3: a block whose amax is NaN gets a NaN scale).
+    ``tensor_amax`` (``fp8_tensor``, ``nvfp4``): the float32 max |x| of the whole tensor when ``x`` is
+    a part of it (a run of rows), so the part is quantized with the whole tensor's scale; default:
+    the amax of ``x`` itself.
     """
-    if not isinstance(scheme, FloatScheme):
-        raise ValueError(f"scheme must be a FloatScheme, got {type(scheme).__name__}")
-    a, x32 = _as_float32(x, scheme)
-    view = _Blocks(x32, scheme)
+    a, x32, view, fmt, out = _scales(x, scheme, allow_nonfinite, tensor_amax)
     blocks = view.blocks
-    fmt = scheme.element_format
-    kind = scheme.kind
-    amax = _block_amax(blocks)
-    if not (amax.view(np.uint32) < _INF_BITS).all():
-        _check_nonfinite(a, x32, scheme, allow_nonfinite)
-    if kind in ("fp8_tensor", "fp8_channel"):
-        out = _fp8_std_scaled(blocks, fmt) if scheme.scale_rule == "onnx_std" else _fp8_scaled(amax, fmt)
-    elif kind.startswith("mx"):
-        out = _mx(amax, fmt)
-    elif kind == "nvfp4":
-        out = _nvfp4(amax, scheme.convention)
-    else:
-        out = _nf4(amax, scheme.double_quant, scheme.dq_block_size)
     op, op_scale, deq_scale, scales, scale_codes, meta_bits, extra = out
-    _check_scaling(scheme, op, op_scale, amax)
     codes_b, deq_b, clipped_b, boundary_b = _quantize_pass(blocks, fmt, op, op_scale, deq_scale)
     nan_rows = extra.pop("nan_rows", None)
     if nan_rows is not None and nan_rows.any():
@@ -576,3 +652,20 @@ def quantize_float_scheme(x: np.ndarray, scheme: FloatScheme, allow_nonfinite: b
         extra=extra,
         _block_ids=block_ids,
     )
+
+
+def measure_float_scheme(x: np.ndarray, scheme: FloatScheme, tensor_amax: float | None = None,
+                         ssx: float | None = None) -> dict[str, float | int]:
+    """Metrics-only :func:`quantize_float_scheme`: additive statistics (``n, sse, sae, max_abs, ssx,
+    clipped_low, clipped_high, collapsed``; see :func:`_measure_pass`) without per-element outputs.
+
+    Same scales and per-element arithmetic as :func:`quantize_float_scheme` with the same
+    ``tensor_amax``; non-finite input raises ValueError (no ``allow_nonfinite``). ``ssx``: the float64
+    sum of squares of ``x`` when the caller already has it (that pass is then skipped).
+    """
+    a, x32, view, fmt, out = _scales(x, scheme, False, tensor_amax)
+    op, op_scale, deq_scale = out[0], out[1], out[2]
+    stats = _measure_pass(view.blocks, fmt, op, op_scale, deq_scale, want_ssx=ssx is None)
+    if ssx is not None:
+        stats["ssx"] = float(ssx)
+    return {"n": int(x32.size), **stats}

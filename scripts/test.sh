@@ -39,9 +39,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Every version is pinned in constraints.txt (PIP_CONSTRAINT also reaches pip's build environments).
 export PIP_CONSTRAINT="$PWD/constraints.txt"
-echo "== installing quantcore with its app, build and test extras (versions from constraints.txt)"
+echo "== installing quantcore with its app, build, test and scan extras (versions from constraints.txt)"
 .venv/bin/python -m pip install -q --disable-pip-version-check pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[app,build,test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[app,build,test,scan]'
 if [ ! -x /usr/bin/chromium ]; then
   .venv/bin/python -m playwright install chromium || echo "!! no browser available: browser tests will skip and say why"
 fi
