@@ -104,7 +104,7 @@ def interaction(page) -> dict:
         return time.perf_counter() - t0
 
     out = {}
-    bits = page.get_by_label("Bits")
+    bits = page.get_by_label("Bits", exact=True)
     for value in ("6", "3"):
         before = first.inner_text()
         old = bits.input_value()

@@ -116,7 +116,7 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     offline_s = time.monotonic() - t1
     assert page.locator(".qc-name").inner_text() == "example s0"
     before = page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text()
-    bits = page.get_by_label("Bits")
+    bits = page.get_by_label("Bits", exact=True)
     bits.fill("4")
     bits.press("Enter")
     deadline = time.monotonic() + 30
