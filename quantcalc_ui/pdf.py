@@ -411,8 +411,8 @@ def _advice_block(doc: _Doc, model: ReportModel) -> None:
     doc.pdf.set_fill_color(*ADVICE_BAR)
     doc.pdf.rect(MARGIN, y, 1.1, height, style="F")
     doc.pdf.set_y(y + pad)
-    doc.font(7.5, "B", ADVICE_BAR)
-    doc.lines_at(MARGIN + pad + 2, ["ADVICE"], 4.2)
+    doc.font(8, "B", ADVICE_BAR)
+    doc.lines_at(MARGIN + pad + 2, ["Advice"], 4.2)
     doc.font(9, "", INK)
     doc.lines_at(MARGIN + pad + 2, lines, 4.4)
     doc.pdf.set_y(y + height + 1)
@@ -482,13 +482,29 @@ def _layout_table(doc: _Doc, table: Table, cells: list[list[str]]) -> _TableLayo
     size = SPLIT_SIZE
     widths = _natural_widths(doc, table, cells, size, False)
     widths[0] = min(widths[0], CONTENT_W * 0.25)
-    parts: list[list[int]] = [[]]
-    for unit in _units(table.columns):
-        used = widths[0] + sum(widths[j] for j in parts[-1])
-        if parts[-1] and used + sum(widths[j] for j in unit) > CONTENT_W:
-            parts.append([])
-        parts[-1].extend(unit)
-    return _stretch(_TableLayout(size, parts, widths))
+    return _stretch(_TableLayout(size, _balanced_parts(_units(table.columns), widths, CONTENT_W - widths[0]), widths))
+
+
+def _balanced_parts(units: list[list[int]], widths: Sequence[float], room: float) -> list[list[int]]:
+    """As few parts as fit ``room`` mm each (units in order), of about equal width (no lone last column)."""
+    unit_w = [sum(widths[j] for j in u) for u in units]
+
+    def pack(capacity: float) -> list[list[int]]:
+        parts: list[list[int]] = [[]]
+        used = 0.0
+        for u, w in zip(units, unit_w):
+            if parts[-1] and used + w > capacity:
+                parts.append([])
+                used = 0.0
+            parts[-1].extend(u)
+            used += w
+        return parts
+
+    fewest = len(pack(room))
+    capacity = max(sum(unit_w) / fewest, max(unit_w))
+    while capacity < room and len(pack(capacity)) > fewest:
+        capacity += 0.5
+    return pack(min(capacity, room))
 
 
 def _stretch(layout: _TableLayout) -> _TableLayout:
