@@ -40,6 +40,7 @@ FONT = "Helvetica"
 FIT_ORDER = ((7.5, True), (7.0, True), (7.5, False), (7.0, False), (6.5, True), (6.5, False), (6.0, False))
 SPLIT_SIZE = 7.0
 CELL_PAD = 1.3                     # mm of padding on each side of a table cell
+LABEL_GAP = 2.0                    # mm more between the label column and the first number
 MAX_LABEL_SHARE = 0.34             # of the content width, for a table's label column
 CHANNEL_LABEL_LINES = 3            # a channel label is cut (with "...") after this many lines
 REPRODUCIBLE_DATE = datetime(1980, 1, 1, tzinfo=timezone.utc)   # the ZIP epoch the bundle build uses too
@@ -426,10 +427,11 @@ def _notes_block(doc: _Doc, notes: Sequence[str]) -> None:
 
 # --- tables ---------------------------------------------------------------------------------------
 class _TableLayout:
-    """Font size, column widths and which columns (the label column, then these) make one printed part."""
+    """Font size, column widths, which columns (after the label column) make each printed part, and the
+    widths at which every heading would fit on one line (spare width goes there first)."""
 
-    def __init__(self, size: float, parts: list[list[int]], widths: list[float]) -> None:
-        self.size, self.parts, self.widths = size, parts, widths
+    def __init__(self, size: float, parts: list[list[int]], widths: list[float], whole: list[float]) -> None:
+        self.size, self.parts, self.widths, self.whole = size, parts, widths, whole
 
 
 def _units(columns: Sequence[Column]) -> list[list[int]]:
@@ -456,7 +458,7 @@ def _natural_widths(doc: _Doc, table: Table, cells: list[list[str]], size: float
         for i, row in enumerate(cells):
             doc.font(size, "B" if i in table.highlight else "")
             w = max(w, doc.width(row[j]))
-        widths.append(w + 2 * CELL_PAD)
+        widths.append(w + 2 * CELL_PAD + (LABEL_GAP if j == 0 else 0.0))
     # a group heading needs room for its longest word over the columns it spans
     for unit in _units(table.columns):
         group = table.columns[unit[0]].group
@@ -478,11 +480,13 @@ def _layout_table(doc: _Doc, table: Table, cells: list[list[str]]) -> _TableLayo
         label = min(widths[0], CONTENT_W * MAX_LABEL_SHARE)
         if label + sum(widths[1:]) <= CONTENT_W:
             widths[0] = label
-            return _stretch(_TableLayout(size, [list(range(1, len(widths)))], widths))
+            whole = _natural_widths(doc, table, cells, size, True)
+            return _stretch(_TableLayout(size, [list(range(1, len(widths)))], widths, whole))
     size = SPLIT_SIZE
     widths = _natural_widths(doc, table, cells, size, False)
     widths[0] = min(widths[0], CONTENT_W * 0.25)
-    return _stretch(_TableLayout(size, _balanced_parts(_units(table.columns), widths, CONTENT_W - widths[0]), widths))
+    parts = _balanced_parts(_units(table.columns), widths, CONTENT_W - widths[0])
+    return _stretch(_TableLayout(size, parts, widths, _natural_widths(doc, table, cells, size, True)))
 
 
 def _balanced_parts(units: list[list[int]], widths: Sequence[float], room: float) -> list[list[int]]:
@@ -508,17 +512,23 @@ def _balanced_parts(units: list[list[int]], widths: Sequence[float], room: float
 
 
 def _stretch(layout: _TableLayout) -> _TableLayout:
-    """Spread spare width over the number columns: the full content width when the table is already wide,
-    otherwise at most 5 mm per column (a narrow table stays compact)."""
+    """Spread spare width over the number columns: first where a heading would then fit on one line (when
+    all of them can), then evenly -- up to the full content width when the table is already wide, at most
+    5 mm per column otherwise (a narrow table stays compact)."""
     widths = list(layout.widths)
     for part in layout.parts:
         spare = CONTENT_W - widths[0] - sum(widths[j] for j in part)
+        need = {j: max(0.0, layout.whole[j] - widths[j]) for j in part}
+        if 0 < sum(need.values()) <= spare:
+            for j in part:
+                widths[j] += need[j]
+            spare -= sum(need.values())
         if spare <= 0 or not part:
             continue
         share = spare / len(part) if spare < 0.45 * CONTENT_W else min(5.0, spare / len(part))
         for j in part:
             widths[j] += share
-    return _TableLayout(layout.size, layout.parts, widths)
+    return _TableLayout(layout.size, layout.parts, widths, layout.whole)
 
 
 def _table_block(doc: _Doc, table: Table | None) -> None:
@@ -847,7 +857,7 @@ def _channel_ticks(doc: _Doc, ax: _Axes, labels: Sequence[str]) -> None:
         return
     _, _, ticks, _ = linear_axis(0, max(n - 1, 1), 6)
     ticks = [t for t in ticks if 0 <= t <= n - 1 and float(t).is_integer()]
-    ax.xticks(ticks, [str(int(t)) for t in ticks], "channel index")
+    ax.xticks(ticks, [f"{int(t):,}" for t in ticks], "channel index")
 
 
 def _draws_ranges(plot) -> bool:

@@ -144,14 +144,14 @@ class ReportModel:
         columns = (Column("Scheme", "text"),
                    Column("MAE", "error", "Error"), Column("RMSE", "error", "Error"),
                    Column("Max error", "error", "Error"), Column("SQNR dB", "db", "Error"),
-                   Column("Clip %", "fraction", "Error"), Column("Collapsed to 0", "int", "Error"),
-                   Column("Payload B", "bytes", "Memory"), Column("Metadata B", "bytes", "Memory"),
-                   Column("Total B", "bytes", "Memory"), Column("Bits / weight", "bpw", "Memory"),
-                   Column("Pareto", "flag", "Memory"))
+                   Column("Clip %", "fraction", "Error"), Column("Collapsed", "int", "Error"),
+                   Column("Payload", "bytes", "Bytes"), Column("Metadata", "bytes", "Bytes"),
+                   Column("Total", "bytes", "Bytes"), Column("Bits/weight", "bpw"), Column("Pareto", "flag"))
         rows = tuple((s.label, s.mae, s.rmse, s.max_abs, s.sqnr_db, s.clip_rate, s.collapsed, s.payload_bytes,
                       s.metadata_bytes, s.total_bytes, s.bits_per_weight, s.pareto) for s in self.schemes)
-        note = ("Highlighted: lowest RMSE. Pareto: no other compared scheme is at most as large and at most as "
-                "wrong (RMSE). Collapsed to 0: values that were not 0 but came back as 0.")
+        note = ("Highlighted: lowest RMSE. Collapsed: values that were not 0 but came back as 0. Bytes: codes "
+                "(payload) and scales / zero-points (metadata). Pareto: no other compared scheme is at most as "
+                "large and at most as wrong (RMSE).")
         return Table("Scheme comparison", columns, rows, note,
                      highlight=tuple(i for i, s in enumerate(self.schemes) if s.best))
 
@@ -372,6 +372,10 @@ def report_model(comparison, detail_index: int, *, title: str, tensor_name: str,
         notes.append(f"The per-value table is in the CSV export ({detail.metrics.n:,} values).")
     if not frontier_rows and not frontier_note:
         frontier_note = "The bits x granularity sweep was not computed; only the compared schemes are shown."
+    sampled = {r.get("sampled_channels") for r in frontier_rows} - {None}
+    if sampled:
+        frontier_note = (f"{frontier_note} The sweep ran on {max(sampled):,} evenly spaced channels of "  # type: ignore[type-var]
+                         f"{len(labels):,}: its bytes count those channels only.").strip()
     return ReportModel(
         title=title, tensor_name=tensor_name, source=source_description,
         settings=tuple((str(k), str(v)) for k, v in settings), advice=comparison.advice(),

@@ -172,3 +172,11 @@ def test_no_schemes_no_comparison_table():
                         n_values=0, n_channels=0, channel_table=None, channel_errors=None, values_table=None,
                         ranges=None, errors=None, histogram=None, frontier=())
     assert model.comparison_table() is None
+
+
+def test_a_sampled_sweep_says_its_bytes_are_for_the_sampled_channels():
+    x = qc.synthetic(64, 32, seed=2)
+    small = qc.compare(x, [qc.QuantSpec(fmt=qc.IntFormat(4), mapping="symmetric", granularity=qc.PerChannel(0))])
+    rows = qc.report.sweep(x, bits=(4,), granularities=(qc.PerChannel(0),), max_elements=16 * 32)
+    m = report_model(small, 0, title="t", tensor_name="t", source_description="s", settings=[], frontier_rows=rows)
+    assert "The sweep ran on 16 evenly spaced channels of 64: its bytes count those channels only." in m.frontier_note

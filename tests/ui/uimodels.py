@@ -67,7 +67,7 @@ def big_model(rows: int = 4096, cols: int = 256):
     cmp = qc.compare(x, specs)
     settings = base_settings(source="synthetic", syn_rows=rows, syn_cols=cols, syn_outliers=4, bits=4, group=128,
                              compare=["per-tensor", "per-channel", "per-group", "q4_0", "nvfp4"])
-    sweep = qc_report.sweep(x, base=specs[1], granularities=SWEEP_GRANULARITIES, max_elements=1 << 18)
+    sweep = qc_report.sweep(x, base=specs[1], granularities=SWEEP_GRANULARITIES)
     model = report_model(cmp, 1, title=f"Quantization report: synthetic {rows}x{cols}", tensor_name="synthetic",
                          source_description=source_words(settings), settings=settings_words(settings),
                          frontier_rows=sweep, tensor_range=_tensor_range(cmp.results[0]))
