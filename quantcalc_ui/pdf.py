@@ -120,7 +120,7 @@ def _significant(v: float, digits: int) -> str:
 
 def format_cell(value: object, kind: str) -> str:
     """A table cell as text; numbers by column kind (see :class:`quantcalc_ui.report.Column`)."""
-    if kind == "text":
+    if kind in ("text", "scheme"):
         return str(value)
     if kind == "flag":
         return "yes" if value else ""
@@ -174,7 +174,8 @@ def nice_step(span: float, target: int = 5) -> float:
     return 10 * mag
 
 
-def linear_axis(lo: float, hi: float, target: int = 5, integer: bool = False) -> tuple[float, float, list[float], float]:
+def linear_axis(lo: float, hi: float, target: int = 5,
+                integer: bool = False) -> tuple[float, float, list[float], float]:
     """Limits widened to whole ticks, the ticks and their step (at least 1 with ``integer``); a zero-width
     range is widened first."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -276,6 +277,7 @@ class _Doc:
         Breaks at spaces; a word wider than the line is broken after ``.``, ``_``, ``/`` or ``-`` where
         possible, else between characters. With ``max_lines``, the last kept line ends with ``...``.
         """
+        width += 1e-6                   # a column sized to its widest cell holds that cell after float round-off
         lines: list[str] = []
         current = ""
         for word in pdf_text(text).split():
@@ -337,7 +339,8 @@ class _Doc:
         self.rule(self.y + 0.4, HAIRLINE, 0.25)
         self.move(2.2)
 
-    def rule(self, y: float, color=RULE, width: float = 0.3, x0: float = MARGIN, x1: float = MARGIN + CONTENT_W) -> None:
+    def rule(self, y: float, color=RULE, width: float = 0.3, x0: float = MARGIN,
+             x1: float = MARGIN + CONTENT_W) -> None:
         self.pdf.set_draw_color(*color)
         self.pdf.set_line_width(width)
         self.pdf.line(x0, y, x1, y)
@@ -556,8 +559,9 @@ def _header_height(doc: _Doc, table: Table, cols: list[int], widths: list[float]
 
 
 def _label_lines(doc: _Doc, table: Table, text: str, width: float) -> list[str]:
-    scheme_names = table.title == "Scheme comparison"
-    return doc.wrap(text, width - 2 * CELL_PAD, max_lines=None if scheme_names else CHANNEL_LABEL_LINES)
+    """A label cell's lines: a scheme name wraps and is never cut; other labels stop after three lines."""
+    cut = None if table.columns[0].kind == "scheme" else CHANNEL_LABEL_LINES
+    return doc.wrap(text, width - 2 * CELL_PAD - LABEL_GAP, max_lines=cut)
 
 
 def _draw_header(doc: _Doc, table: Table, cols: list[int], widths: list[float], size: float) -> None:
@@ -584,7 +588,7 @@ def _draw_header(doc: _Doc, table: Table, cols: list[int], widths: list[float], 
     for j in cols:
         lines = doc.wrap(table.columns[j].heading, widths[j] - 2 * CELL_PAD)
         y0 = y + head_h - 1.4 - len(lines) * lh        # headings sit on the rule below them
-        align = "L" if table.columns[j].kind == "text" else "R"
+        align = "L" if table.columns[j].kind in ("text", "scheme") else "R"
         for i, line in enumerate(lines):
             doc.pdf.set_xy(x_of[j] + CELL_PAD, y0 + i * lh)
             doc.pdf.cell(widths[j] - 2 * CELL_PAD, lh, line, align=align)
@@ -660,7 +664,8 @@ def _draw_table_part(doc: _Doc, table: Table, cells: list[list[str]], layout: _T
             doc.pdf.cell(widths[0] - 2 * CELL_PAD, lh, line, align="L")
         for j in cols[1:]:
             doc.pdf.set_xy(x_of[j] + CELL_PAD, y + row_pad)
-            doc.pdf.cell(widths[j] - 2 * CELL_PAD, lh, row[j], align="L" if table.columns[j].kind == "text" else "R")
+            doc.pdf.cell(widths[j] - 2 * CELL_PAD, lh, row[j],
+                         align="L" if table.columns[j].kind in ("text", "scheme") else "R")
         doc.pdf.set_xy(MARGIN, y + heights[i])
     doc.rule(doc.y, RULE, 0.4, MARGIN, MARGIN + total_w)
     doc.move(0.6)
@@ -674,7 +679,7 @@ PLOT_LEFT = 15.0     # room for the y tick labels and the y axis title
 PLOT_H = 42.0
 CHART_GAP = 8.0
 CHART_W = (CONTENT_W - CHART_GAP) / 2
-TITLE_H, XAXIS_H, LEGEND_LINE, CAPTION_LINE = 5.0, 8.6, 3.5, 3.1
+XAXIS_H, LEGEND_LINE, CAPTION_LINE = 8.6, 3.5, 3.1   # mm: tick labels + axis title, a legend line, a caption line
 NO_DATA_H = 16.0
 Color = tuple
 
@@ -1044,11 +1049,11 @@ def _frontier_chart(model: ReportModel) -> _Chart:
                + ("; grey: the bits x granularity sweep, green: its Pareto front (nothing smaller is as accurate)"
                   if sweep else "")
                + "; squares: the compared schemes."
-               + (" Schemes with zero error are not drawn." if len(pts) < len(model.frontier) else "")
+               + (" Points with zero error are not drawn." if len(pts) < len(model.frontier) else "")
                + (f" {model.frontier_note}" if model.frontier_note else ""))
-    colors = {p.label: PALETTE[i % len(PALETTE)] for i, p in enumerate(compared)}
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(compared))]   # the scheme's colour in every chart
     legend = ([("ring", SWEEP_GREY, "sweep"), ("dot", PARETO_GREEN, "Pareto front")] if sweep else []) \
-        + [("square", colors[p.label], p.label) for p in compared]
+        + [("square", color, p.label) for p, color in zip(compared, colors)]
 
     def draw(doc: _Doc, x: float, top: float, width: float) -> None:
         xlo, xhi, xt = log_axis(min(p.total_bytes for p in pts), max(p.total_bytes for p in pts))
@@ -1066,9 +1071,9 @@ def _frontier_chart(model: ReportModel) -> _Chart:
             pdf.polyline([(ax.X(p.total_bytes), ax.Y(p.rmse)) for p in front])
         for p in front:
             _marker(pdf, "dot", PARETO_GREEN, ax.X(p.total_bytes), ax.Y(p.rmse), 1.6)
-        for p in compared:
+        for p, color in zip(compared, colors):
             if p in pts:
-                _marker(pdf, "square", colors[p.label], ax.X(p.total_bytes), ax.Y(p.rmse), 1.05)
+                _marker(pdf, "square", color, ax.X(p.total_bytes), ax.Y(p.rmse), 1.05)
         ax.xticks(xt, [bytes_label(t) for t in xt], "total bytes")
 
     return _Chart(title, caption, legend, draw)

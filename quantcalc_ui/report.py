@@ -27,13 +27,14 @@ HISTOGRAM_BINS = 60          # at most; a small tensor gets about one bin per tw
 
 @dataclass(frozen=True)
 class Column:
-    """One table column. ``kind`` says how the renderer formats its cells:
+    """One table column. ``kind`` says how the renderer formats and aligns its cells:
 
-    ``text`` (wraps, never cut for scheme names), ``value`` (a tensor value, scale or range: 6 significant
-    digits), ``error`` (MAE/RMSE/errors: 4 significant digits), ``db`` (one decimal), ``percent`` (a value
-    already in percent, 3 significant digits), ``fraction`` (a fraction shown in percent, 2 decimals),
-    ``int``, ``bytes`` (an integer with thousands separators), ``bpw`` (bits per weight, 4 significant
-    digits), ``flag`` (``yes`` or empty). ``group``: a heading spanning consecutive columns of the same group.
+    ``text`` (a label: wraps, cut after three lines), ``scheme`` (a scheme name: wraps, never cut),
+    ``value`` (a tensor value, scale or range: 6 significant digits), ``error`` (MAE/RMSE/errors: 4 significant
+    digits), ``db`` (one decimal), ``percent`` (a value already in percent, 3 significant digits),
+    ``fraction`` (a fraction shown in percent, 2 decimals), ``int``, ``bytes`` (an integer with thousands
+    separators), ``bpw`` (bits per weight, 4 significant digits), ``flag`` (``yes`` or empty).
+    ``group``: a heading spanning consecutive columns of the same group.
     """
 
     heading: str
@@ -141,7 +142,7 @@ class ReportModel:
         """The scheme comparison as a table (errors and memory column groups; the best row highlighted)."""
         if not self.schemes:
             return None
-        columns = (Column("Scheme", "text"),
+        columns = (Column("Scheme", "scheme"),
                    Column("MAE", "error", "Error"), Column("RMSE", "error", "Error"),
                    Column("Max error", "error", "Error"), Column("SQNR dB", "db", "Error"),
                    Column("Clip %", "fraction", "Error"), Column("Collapsed", "int", "Error"),
@@ -330,9 +331,11 @@ def histogram_plot(result, bins: int | None = None) -> HistogramPlot:
     if lo_b.size == 1:
         lo, hi, label = float(lo_b[0]), float(hi_b[0]), f"the range {result.label} quantizes to"
     elif lo_c.size and np.isfinite(lo_c).all() and np.isfinite(hi_c).all():
-        lo, hi, label = float(lo_c.min()), float(hi_c.max()), f"the outermost of the {lo_c.size:,} channel ranges of {result.label}"
+        lo, hi = float(lo_c.min()), float(hi_c.max())
+        label = f"the outermost of the {lo_c.size:,} channel ranges of {result.label}"
     elif lo_b.size:
-        lo, hi, label = float(np.nanmin(lo_b)), float(np.nanmax(hi_b)), f"the outermost of the {lo_b.size:,} block ranges of {result.label}"
+        lo, hi = float(np.nanmin(lo_b)), float(np.nanmax(hi_b))
+        label = f"the outermost of the {lo_b.size:,} block ranges of {result.label}"
     else:
         lo, hi, label = math.nan, math.nan, ""
     return HistogramPlot(str(result.label), edges, tuple(int(c) for c in h["count"]), lo, hi, label)

@@ -231,3 +231,15 @@ def test_render_pngs_for_a_look(rendered):
         subprocess.run(["pdftoppm", "-r", "90", "-png", str(pdf), str(ARTIFACTS / key)], check=True)
         pngs = sorted(ARTIFACTS.glob(f"{key}-*.png"))
         assert len(pngs) == len(pdf_pages(data))
+
+
+def test_a_long_scheme_name_wraps_and_is_never_cut():
+    x = qc.synthetic(4, 64, seed=3)
+    name = "a deliberately long scheme name that cannot fit one line of the label column " * 2
+    spec = qc.QuantSpec(fmt=qc.IntFormat(4), mapping="symmetric", granularity=qc.PerChannel(0), name=name.strip())
+    cmp = qc.compare(x, [spec, qc.preset("q4_0")])
+    text = text_of(render_pdf(report_model(cmp, 0, title="t", tensor_name="t", source_description="s",
+                                           settings=[], frontier_rows=[])))
+    comparison = flat(text.split("Scheme comparison", 1)[1].split("Highlighted:", 1)[0])
+    assert name.strip() in comparison          # wrapped over three lines of the label column, read back whole
+    assert "..." not in comparison
