@@ -692,19 +692,18 @@ class _Axes:
         self.doc, self.pdf = doc, doc.pdf
         self.x0, self.y0 = x + PLOT_LEFT, top
         self.w, self.h = width - PLOT_LEFT - 1.0, PLOT_H
-        self.xlim, self.ylim, self.xlog, self.ylog = xlim, ylim, xlog, ylog
-
-    @staticmethod
-    def _t(v: float, lim: tuple[float, float], log: bool) -> float:
-        if log:
-            return (math.log10(v) - math.log10(lim[0])) / (math.log10(lim[1]) - math.log10(lim[0]))
-        return (v - lim[0]) / (lim[1] - lim[0])
+        self.xlog, self.ylog = xlog, ylog
+        fx = (lambda v: math.log10(v)) if xlog else float
+        fy = (lambda v: math.log10(v)) if ylog else float
+        self._fx, self._fy = fx, fy
+        self._x = (fx(xlim[0]), self.w / (fx(xlim[1]) - fx(xlim[0])))      # (origin, mm per unit)
+        self._y = (fy(ylim[0]), self.h / (fy(ylim[1]) - fy(ylim[0])))
 
     def X(self, v: float) -> float:
-        return self.x0 + self.w * self._t(v, self.xlim, self.xlog)
+        return self.x0 + (self._fx(v) - self._x[0]) * self._x[1]
 
     def Y(self, v: float) -> float:
-        return self.y0 + self.h * (1.0 - self._t(v, self.ylim, self.ylog))
+        return self.y0 + self.h - (self._fy(v) - self._y[0]) * self._y[1]
 
     @property
     def bottom(self) -> float:
@@ -874,6 +873,23 @@ def _draws_ranges(plot) -> bool:
 
 
 BAND_ABOVE = 300   # channels; above this the ranges chart draws one min..max band instead of one bar each
+ENVELOPE_POINTS = 600   # a band or curve is drawn through at most this many points: ~0.1 mm apart in the plot
+
+
+def _envelope(values: Sequence[float], pick) -> list[tuple[float, float]]:
+    """``(channel, value)`` points of a band's edge: all finite values when few, else for each of
+    ENVELOPE_POINTS runs of consecutive channels the extreme (``pick``: min or max) at the run's middle, so no
+    spike is lost at the plot's resolution."""
+    n = len(values)
+    if n <= ENVELOPE_POINTS:
+        return [(i, v) for i, v in enumerate(values) if math.isfinite(v)]
+    out = []
+    for b in range(ENVELOPE_POINTS):
+        start, stop = b * n // ENVELOPE_POINTS, (b + 1) * n // ENVELOPE_POINTS
+        run = [v for v in values[start:stop] if math.isfinite(v)]
+        if run:
+            out.append(((start + stop - 1) / 2, pick(run)))
+    return out
 
 
 def _ranges_chart(model: ReportModel) -> _Chart:
@@ -911,8 +927,8 @@ def _ranges_chart(model: ReportModel) -> _Chart:
                     y0 = ax.Y(b)
                     pdf.rect(ax.X(i) - bar / 2, y0, bar, max(ax.Y(a) - y0, 0.3), style="F")
         else:
-            upper = [(ax.X(i), ax.Y(v)) for i, v in enumerate(plot.data_max) if math.isfinite(v)]
-            lower = [(ax.X(i), ax.Y(v)) for i, v in enumerate(plot.data_min) if math.isfinite(v)]
+            upper = [(ax.X(i), ax.Y(v)) for i, v in _envelope(plot.data_max, max)]
+            lower = [(ax.X(i), ax.Y(v)) for i, v in _envelope(plot.data_min, min)]
             pdf.set_draw_color(*DATA_BLUE)
             pdf.set_line_width(0.05)
             pdf.polygon(upper + lower[::-1], style="DF")
@@ -926,8 +942,8 @@ def _ranges_chart(model: ReportModel) -> _Chart:
                         if math.isfinite(v):
                             pdf.line(ax.X(i) - cap / 2, ax.Y(v), ax.X(i) + cap / 2, ax.Y(v))
             else:
-                for values in (plot.range_lo, plot.range_hi):
-                    pts = [(ax.X(i), ax.Y(v)) for i, v in enumerate(values) if math.isfinite(v)]
+                for values, pick in ((plot.range_lo, min), (plot.range_hi, max)):
+                    pts = [(ax.X(i), ax.Y(v)) for i, v in _envelope(values, pick)]
                     if len(pts) > 1:
                         pdf.polyline(pts)
         if plot.tensor_range:
@@ -976,7 +992,9 @@ def _errors_chart(model: ReportModel) -> _Chart:
             ax.frame(ticks, labels, "RMSE")
             for s, row in enumerate(plot.rmse):
                 ranked = sorted((v for v in row if math.isfinite(v) and (v > 0 or not log)), reverse=True)
-                pts = [(ax.X(i + 1), ax.Y(v)) for i, v in enumerate(ranked)]
+                step = max(1, len(ranked) // ENVELOPE_POINTS)     # a monotone curve: every step-th rank + the last
+                keep = list(range(0, len(ranked), step)) + ([len(ranked) - 1] if (len(ranked) - 1) % step else [])
+                pts = [(ax.X(i + 1), ax.Y(ranked[i])) for i in keep]
                 pdf.set_draw_color(*PALETTE[s % len(PALETTE)])
                 pdf.set_line_width(0.55)
                 if len(pts) > 1:
