@@ -1709,116 +1709,48 @@ def _latin1(text: object) -> str:
 
 
 def pdf_report(calc: QuantCalcSettings) -> bytes:
-    """Settings, tables and two charts drawn with fpdf2 (imported here, only when a PDF is asked for)."""
-    from fpdf import FPDF  # lazy: only the PDF button pays for it
+    """The PDF report: settings and data source in words, the report model, drawn by ``quantcalc_ui.pdf``
+    (which imports fpdf2 only when called)."""
+    from quantcalc_ui import pdf as ui_pdf
+    from quantcalc_ui import report as ui_report
+    from quantcalc_ui import settings_words as ui_words
 
-    pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_auto_page_break(True, margin=12)
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 15)
-    pdf.cell(0, 9, _latin1(f"Quantization report: {calc.tensor_name or 'unnamed tensor'}"),
-             new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
     settings = calc.settings_dict()
-    pdf.multi_cell(0, 4.5, _latin1("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())),
-                   new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(2)
-
-    def table(title: str, header: list[str], rows: list[list[str]], widths=None) -> None:
-        pdf.set_font("Helvetica", "B", 11)
-        pdf.cell(0, 7, _latin1(title), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", "", 7)
-        with pdf.table(col_widths=widths, text_align="RIGHT", line_height=4) as t:
-            t.row([_latin1(h) for h in header])
-            for r in rows:
-                t.row([_latin1(v) for v in r])
-        pdf.ln(2)
-
+    name = calc.tensor_name.strip() or "unnamed tensor"
+    data = calc.data
+    shape = data.shape if isinstance(data, np.ndarray) else None
+    lengths = [len(r) for r in data] if isinstance(data, list) else None
+    dtype = ""
+    if calc.source == "upload" and calc._upload_bytes:
+        try:  # the dtype and shape as stored in the file (headers only)
+            infos = qc_io.list_tensors(calc._upload_bytes, filename=calc._upload_filename or None)
+            info = next((t for t in infos if t.name == calc.upload_tensor), infos[0] if len(infos) == 1 else None)
+            if info is not None:
+                dtype, shape = info.dtype, info.shape
+        except ValueError:
+            pass
+    manual_rows = calc.manual_rows
+    source = ui_words.source_words(settings, filename=calc._upload_filename, tensor=calc.upload_tensor, dtype=dtype,
+                                   shape=shape, channel_lengths=lengths,
+                                   manual_rows=len(manual_rows["channel"]) if manual_rows is not None else None)
+    title = f"Quantization report: {name}"
+    words = ui_words.settings_words(settings)
     if calc.source == "manual":
-        rows = calc.manual_rows or {}
-        keys = [k for k, _, _ in MANUAL_COLUMNS if k in rows or k == "label"]
-        n = len(rows.get("channel", []))
-        labels = [str(v) for v in rows.get("channel", [])]
-        table("Manual mode", [t for k, t, _ in MANUAL_COLUMNS if k in keys],
-              [[labels[i] if k == "label" else fmt(rows[k][i], 8) for k in keys] for i in range(n)])
-        return bytes(pdf.output())
-
-    cmp = calc.comparison
-    if cmp is not None:
-        srows = cmp.summary_rows()
-        best = cmp.best("rmse")
-        pdf.set_font("Helvetica", "", 10)
-        pdf.multi_cell(0, 5, _latin1("Advice: " + cmp.advice()), new_x="LMARGIN", new_y="NEXT")
-        table("Scheme comparison (* = lowest RMSE)", [t for _, t, _ in COMPARE_COLUMNS],
-              [[("* " if i == best else "") + str(r["label"]) if k == "label" else fmt(r.get(k), d or 6)
-                for k, _, d in COMPARE_COLUMNS] for i, r in enumerate(srows)])
-        # chart 1: RMSE per scheme as bars (drawn, not rasterized)
-        pdf.set_font("Helvetica", "B", 11)
-        pdf.cell(0, 7, "Chart: RMSE by scheme", new_x="LMARGIN", new_y="NEXT")
-        vals = [float(r["rmse"]) for r in srows]
-        top = max(vals) if vals and max(vals) > 0 else 1.0
-        x0, y0, w, h = pdf.get_x() + 45, pdf.get_y(), 120, 5
-        pdf.set_font("Helvetica", "", 7)
-        for i, (r, v) in enumerate(zip(srows, vals)):
-            y = y0 + i * (h + 1.5)
-            pdf.set_xy(pdf.l_margin, y)
-            pdf.cell(44, h, _latin1(r["label"])[:30], align="R")
-            pdf.set_fill_color(214, 39, 40) if i == best else pdf.set_fill_color(31, 119, 180)
-            pdf.rect(x0, y, max(0.3, w * v / top), h, style="F")
-            pdf.set_xy(x0 + max(0.3, w * v / top) + 1, y)
-            pdf.cell(30, h, fmt(v, 4))
-        pdf.set_xy(pdf.l_margin, y0 + len(srows) * (h + 1.5) + 3)
-    res = calc.detail_result
-    if res is not None:
-        t = res.channel_table()
-        labels = channel_labels(t, calc.labels)
-        n = len(labels)
-        keys = [k for k, _, _ in CHANNEL_COLUMNS]
-        shown = min(n, 200)
-        table(f"Per-channel table: {res.label}" + (f" (first {shown} of {n})" if shown < n else ""),
-              [tt for _, tt, _ in CHANNEL_COLUMNS],
-              [[labels[i] if k == "label" else fmt(t[k][i], 6) if k in t else "" for k in keys]
-               for i in range(shown)])
-        st = res.sample_table(limit=100)
-        slabels = channel_labels(st, calc.labels)
-        skeys = [k for k, _, _ in SAMPLE_COLUMNS]
-        table(f"Per-sample table (first {len(slabels)} of {res.metrics.n})", [tt for _, tt, _ in SAMPLE_COLUMNS],
-              [[slabels[i] if k == "label" else fmt(st[k][i], 8) if k in st else "" for k in skeys]
-               for i in range(len(slabels))])
-        # chart 2: per-channel ranges (first 64 channels), per-tensor range dashed
-        m = min(n, 64)
-        lo_all, hi_all = np.asarray(t["min"], float)[:m], np.asarray(t["max"], float)[:m]
-        if m and calc.tensor_result is not None:
-            if pdf.get_y() > 220:
-                pdf.add_page()
-            pdf.set_font("Helvetica", "B", 11)
-            pdf.cell(0, 7, _latin1(f"Chart: per-channel ranges (first {m} channels), per-tensor range dashed"),
-                     new_x="LMARGIN", new_y="NEXT")
-            tlo, thi = float(np.asarray(calc.tensor_result.lo)[0]), float(np.asarray(calc.tensor_result.hi)[0])
-            vmin, vmax = min(float(lo_all.min()), tlo), max(float(hi_all.max()), thi)
-            span = (vmax - vmin) or 1.0
-            x0, y0, w, h = pdf.l_margin + 5, pdf.get_y() + 2, 170, 50
-
-            def ypos(v: float) -> float:
-                return y0 + h - h * (v - vmin) / span
-
-            pdf.set_draw_color(150, 150, 150)
-            pdf.rect(x0, y0, w, h)
-            pdf.set_draw_color(31, 119, 180)
-            pdf.set_line_width(max(0.3, min(2.0, w / m * 0.6)))
-            for i in range(m):
-                xi = x0 + (i + 0.5) * w / m
-                pdf.line(xi, ypos(lo_all[i]), xi, ypos(hi_all[i]))
-            pdf.set_line_width(0.3)
-            pdf.set_draw_color(255, 127, 14)
-            pdf.set_dash_pattern(dash=1.5, gap=1)
-            pdf.line(x0, ypos(tlo), x0 + w, ypos(tlo))
-            pdf.line(x0, ypos(thi), x0 + w, ypos(thi))
-            pdf.set_dash_pattern()
-            pdf.set_xy(pdf.l_margin, y0 + h + 2)
-            pdf.set_font("Helvetica", "", 7)
-            pdf.cell(0, 4, _latin1(f"value axis {fmt(vmin, 4)} .. {fmt(vmax, 4)}"), new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
+        model = ui_report.manual_report_model(manual_rows, title=title, tensor_name=name, source_description=source,
+                                              settings=words)
+    elif calc.comparison is None or calc.detail_result is None:
+        raise ValueError("there is no result to report: fix the input or the options first")
+    else:
+        tres = calc.tensor_result
+        tensor_range = (float(np.asarray(tres.lo).reshape(-1)[0]), float(np.asarray(tres.hi).reshape(-1)[0])) \
+            if tres is not None and np.size(tres.lo) == 1 else None
+        pending = "The bits x granularity sweep waits for 'Compute frontier' (large tensor)." \
+            if calc.frontier_pending else ""
+        model = ui_report.report_model(
+            calc.comparison, calc.schemes().index(calc.detail), title=title, tensor_name=name,
+            source_description=source, settings=words, channel_labels=calc.labels, frontier_rows=calc.frontier,
+            tensor_range=tensor_range, frontier_note=pending)
+    return ui_pdf.render_pdf(model)
 
 
 DOCS_FORMULAS = """

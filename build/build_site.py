@@ -253,6 +253,9 @@ def pip_download(spec: str, cache: Path) -> Path:
     return hit
 
 
+WHEEL_PACKAGES = ("quantcore", "quantcalc_ui")   # pyproject's package list: one wheel, one lock entry
+
+
 def build_quantcore_wheel(cache: Path) -> Path:
     """`pip wheel --no-deps` of a copy of the project (setuptools would write build/lib into build/)."""
     out = cache / "quantcore-wheel"
@@ -260,8 +263,8 @@ def build_quantcore_wheel(cache: Path) -> Path:
     for d in (out, src):
         shutil.rmtree(d, ignore_errors=True)
     src.mkdir(parents=True)
-    shutil.copytree(REPO / "quantcore", src / "quantcore",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in WHEEL_PACKAGES:
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
             shutil.copyfile(REPO / name, src / name)
