@@ -1702,12 +1702,6 @@ def channel_labels(table: dict, labels: list[str]) -> list[str]:
     return [labels[int(i)] if 0 <= int(i) < len(labels) else str(i) for i in ch]
 
 
-def _latin1(text: object) -> str:
-    """fpdf2's core fonts are Latin-1: replace what they cannot draw (names are untrusted text)."""
-    return str(text).replace("−", "-").replace("×", "x").replace("x̂", "x_hat").encode(
-        "latin-1", "replace").decode("latin-1")
-
-
 def pdf_report(calc: QuantCalcSettings) -> bytes:
     """The PDF report: settings and data source in words, the report model, drawn by ``quantcalc_ui.pdf``
     (which imports fpdf2 only when called)."""

@@ -143,6 +143,8 @@ def _format_words(settings: Mapping[str, object]) -> list[tuple[str, str]]:
         words.append(("Narrow range", "yes: the most negative code is not used"))
     if settings.get("reduce_range"):
         words.append(("Reduce range", "yes: one bit less (PyTorch fbgemm)"))
+    if settings.get("qmin") is not None and settings.get("qmax") is not None:
+        words.append(("Code range", f"custom [{settings['qmin']}, {settings['qmax']}]"))
     return words
 
 
@@ -167,6 +169,8 @@ def settings_words(settings: Mapping[str, object]) -> list[tuple[str, str]]:
     if settings.get("detail"):
         words.append(("Shown in detail", scheme_words(str(settings["detail"]), settings)))
     words.append(("Channel axis", str(settings.get("axis", 0))))
+    if settings.get("budget") is not None:
+        words.append(("Budget", f"{float(settings['budget']):g} bits per weight (payload + scales/zero-points)"))
     if not integer:
         return words
     words += _format_words(settings)

@@ -155,3 +155,15 @@ def test_paste_and_manual_sources():
     assert source_words(base_settings(source="paste"), channel_lengths=[3, 5, 4]) == \
         "pasted values, 3 channels of 3 to 5 values"
     assert source_words(base_settings(source="manual"), manual_rows=1) == "manual parameters, 1 row"
+
+
+def test_budget_and_custom_code_range_are_said_when_set():
+    from quantcalc_ui.settings_words import settings_words
+    base = {"source": "example", "example": "s3", "compare": ["per-tensor", "per-channel"], "detail": "per-channel",
+            "bits": 4, "signed": True, "mapping": "symmetric", "range_method": "minmax", "convention": "float64",
+            "rounding": "default", "symmetric_scale": "default", "scale_dtype": "fp32", "zero_point_dtype": "int32",
+            "axis": 0}
+    plain = dict(settings_words(base))
+    assert "Budget" not in plain and "Code range" not in plain
+    words = dict(settings_words({**base, "budget": 4.5, "qmin": -7, "qmax": 7}))
+    assert words["Budget"].startswith("4.5 bits per weight") and words["Code range"] == "custom [-7, 7]"
