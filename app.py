@@ -19,6 +19,7 @@ Pyodide note: the worker's message handlers run in this module's globals and bin
 # No ``from __future__ import ...`` here: ``panel convert`` runs its own lines before this file's code, where a
 # __future__ import is a SyntaxError (build/build_site.py refuses one).
 import asyncio
+import base64
 import html
 import io as _bytes_io
 import re
@@ -40,6 +41,7 @@ from bokeh.plotting import figure
 import quantcore as qc
 import quantcore.ggml as qc_ggml
 import quantcore.io as qc_io
+from quantcore.io.ranges import NeedBytes, RangeCache, fetch_span
 import quantcore.report as qc_report
 from quantcore.params import SYMMETRIC_SCALES
 
@@ -191,6 +193,10 @@ class QuantCalcSettings(param.Parameterized):
     text = param.String(default="", doc="Pasted values: one channel per line or ';', values by ',' or spaces.")
     manual_text = param.String(default="", doc="Manual mode: lines of channel, scale, zero-point, sample.")
     upload_tensor = param.String(default="", doc="Tensor picked from the uploaded file.")
+    file_request = param.Dict(default={}, precedence=-1,
+                              doc="Bytes of the uploaded file wanted next: {id, start, stop} (the page reads them "
+                                  "with File.slice; the file itself never crosses whole).")
+    file_status = param.String(default="", precedence=-1, doc="What reading the uploaded file is doing.")
     syn_rows = param.Integer(default=64, bounds=(1, 4096), doc="Synthetic: channels (rows).")
     syn_cols = param.Integer(default=256, bounds=(1, 4096), doc="Synthetic: values per channel.")
     syn_dist = param.Selector(default="normal", objects=["normal", "laplace", "uniform", "student-t"],
@@ -260,7 +266,12 @@ class QuantCalcSettings(param.Parameterized):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._upload_bytes: bytes | None = None
+        self._file: RangeCache | None = None       # the uploaded file, known by the byte ranges read so far
+        self._file_tensor = None                    # the chosen tensor, decoded (quantcore.io.LoadedTensor)
+        self._file_infos: list = []                 # its tensors (quantcore.io.TensorInfo)
+        self._header_end = 0                        # bytes the header took (kept when a tensor is dropped)
+        self._pending = None                        # (request id, continuation) while bytes are on their way
+        self._request_id = 0
         self._upload_filename = ""
         self._applying = False
         self._names: list[str] | None = None
@@ -300,6 +311,10 @@ class QuantCalcSettings(param.Parameterized):
             return
         if "tensor_name" in names:
             self._name_edited = True
+        if "upload_tensor" in names and self.source == "upload" and self._file is not None:
+            self._file_tensor = None
+            self._read_tensor()   # by range; it schedules the analysis once the tensor is in
+            return
         need_data = bool(names & set(DATA_PARAMS))
         self._schedule(need_data)
 
@@ -450,45 +465,127 @@ class QuantCalcSettings(param.Parameterized):
 
     # --- data -----------------------------------------------------------------------------------
     def set_upload(self, data: bytes | None, filename: str) -> None:
-        self._upload_bytes, self._upload_filename = data, filename or ""
-        self.input_error = ""
-        names: list[str] = []
+        """A whole file's bytes at once (tests, small files): the same path as a file read by range."""
+        self.open_file(filename, len(data) if data else 0, data)
+
+    def open_file(self, filename: str, size: int, data: bytes | None = None) -> None:
+        """A file was chosen: read its header (by byte range, see ``file_request``), then the first tensor."""
+        self._upload_filename = filename or ""
+        self._file = RangeCache(size, self._upload_filename or None)
         if data:
-            try:
-                infos = qc_io.list_tensors(data, filename=filename or None)
-                names = [str(t.name) for t in infos if t.loadable]
-                if not names:
-                    raise ValueError(f"{filename}: none of its {len(infos)} tensor(s) has a type this app can load")
-            except ValueError as exc:
-                self.input_error = str(exc)
+            self._file.add(0, data)
+        self._file_tensor, self._file_infos, self._header_end, self._pending = None, [], 0, None
+        self.input_error = ""
         leaving = self.source not in ("upload", "manual")
         self._applying = True
         try:
-            self.upload_names = names
-            self.upload_tensor = names[0] if names else ""
+            self.upload_names = []
+            self.upload_tensor = ""
             self.source = "upload"
         finally:
             self._applying = False
         self._name_edited = False  # a new file: its tensor names the results
         if leaving:
             self._reset_example_options(keep=set())
+        if size == 0:
+            self._file = None
+            self._file_failed(f"{filename}: the file is empty")
+            return
+        self._read_header()
+
+    def _read_header(self) -> None:
+        try:
+            infos = qc_io.list_tensors(self._file, filename=self._upload_filename or None)
+        except NeedBytes as need:
+            self._fetch(need, self._read_header, "header")
+            return
+        except ValueError as exc:
+            self._file_failed(str(exc))
+            return
+        self._header_end = self._file.cached_bytes
+        names = [str(t.name) for t in infos if t.loadable]
+        self._file_infos = infos
+        if not names:
+            self._file_failed(f"{self._upload_filename}: none of its {len(infos)} tensor(s) has a type this app "
+                              "can load")
+            return
+        self._applying = True
+        try:
+            self.upload_names = names
+            self.upload_tensor = names[0]
+        finally:
+            self._applying = False
+        self._read_tensor()
+
+    def _read_tensor(self) -> None:
+        if self._file is None:
+            return
+        try:
+            loaded = qc_io.load_tensor(self._file, name=self.upload_tensor or None,
+                                       filename=self._upload_filename or None)
+        except NeedBytes as need:
+            self._fetch(need, self._read_tensor, f"tensor {self.upload_tensor}")
+            return
+        except ValueError as exc:
+            self._file_failed(str(exc))
+            return
+        self._file_tensor = loaded
+        self._file.drop(self._header_end)   # the decoded tensor is kept; its raw bytes are not
+        self.file_status = ""
+        self._schedule(True)
+
+    def _fetch(self, need: NeedBytes, then, what: str) -> None:
+        start, stop = fetch_span(need, self._file.size)
+        self._request_id += 1
+        self._pending = (self._request_id, then)
+        self.file_status = (f"Reading {self._upload_filename} ({self._file.size / 2**20:,.1f} MiB): {what}, "
+                            f"{self._file.cached_bytes / 2**20:,.1f} MiB read")
+        self.file_request = {"id": self._request_id, "start": start, "stop": stop}
+
+    def file_bytes(self, request_id: int, start: int, data: bytes) -> None:
+        """The page answers ``file_request`` ``request_id`` (an older request's answer is ignored)."""
+        if self._pending is None or self._pending[0] != request_id or self._file is None:
+            return
+        then = self._pending[1]
+        self._pending = None
+        try:
+            self._file.add(start, data)
+        except ValueError as exc:
+            self._file_failed(f"{self._upload_filename}: {exc}")
+            return
+        then()
+
+    def file_unreadable(self, request_id: int, why: str) -> None:
+        """The page could not read the bytes of request ``request_id`` (the file was moved, deleted, ...)."""
+        if self._pending is not None and self._pending[0] == request_id:
+            self._file_failed(f"{self._upload_filename}: the browser could not read the file ({why}); choose it again")
+
+    def _file_failed(self, message: str) -> None:
+        self._file_tensor, self._pending = None, None
+        self.file_status = ""
+        self.input_error = message
         self._schedule(True)
 
     def _load_data(self) -> None:
-        self.input_error = ""
+        if self.source != "upload":
+            self.input_error = ""
         data, labels, name, info = None, [], "", ""
         try:
             if self.source in ("example", "paste"):
                 data, labels = read_pasted(self.text)
                 name = f"example {self.example}" if self.source == "example" else "pasted values"
             elif self.source == "upload":
-                if not self._upload_bytes:
+                if self._file is None:
+                    if self.input_error:
+                        raise ValueError(self.input_error)
                     raise ValueError("choose a file to upload (.npy, .npz, .csv, .safetensors, .gguf)")
-                loaded = qc_io.load_tensor(self._upload_bytes, name=self.upload_tensor or None,
-                                           filename=self._upload_filename or None)
-                data, labels = loaded.array, list(loaded.channel_names or [])
-                name = loaded.name or self._upload_filename
-                info = stored_as(loaded)
+                loaded = self._file_tensor
+                if loaded is not None:
+                    data, labels = loaded.array, list(loaded.channel_names or [])
+                    name = loaded.name or self._upload_filename
+                    info = stored_as(loaded)
+                elif self.input_error:
+                    raise ValueError(self.input_error)
             elif self.source == "synthetic":
                 data = qc.synthetic(rows=self.syn_rows, cols=self.syn_cols, distribution=self.syn_dist,
                                     channel_spread=self.syn_spread, outlier_channels=self.syn_outliers,
@@ -855,9 +952,11 @@ class InputView(pn.viewable.Viewer):
             description="One channel per line or per ';'; values separated by ',' or spaces; an optional "
                         "'label:' prefix names the channel. Larger tensors: upload a file.")
         self.paste_alert = alert_pane()
-        self.upload = pn.widgets.FileInput(accept=UPLOAD_ACCEPT, multiple=False, sizing_mode="stretch_width",
-                                           name="Upload tensor file")
-        self.upload.param.watch(self._on_upload, "value")
+        self.upload = BrowserFile(accept=UPLOAD_ACCEPT, sizing_mode="stretch_width", margin=(5, 10))
+        self.upload.param.watch(self._on_choose, "chosen")
+        self.upload.param.watch(self._on_file_bytes, "response")
+        calc.param.watch(lambda e: setattr(self.upload, "request", e.new), "file_request")
+        self.file_status = html_pane("", visible=False)
         self.picker = pn.widgets.Select(name="Tensor in file", options=[], sizing_mode="stretch_width")
         self.picker.param.watch(self._on_pick, "value")
         self.upload_alert = alert_pane()
@@ -879,16 +978,25 @@ class InputView(pn.viewable.Viewer):
         self.stored = html_pane("", sizing_mode="stretch_width", margin=(0, 10), visible=False)
         self.groups = {
             "example": pn.Column(self.example, sizing_mode="stretch_width"),
-            "upload": pn.Column(self.upload, self.picker, self.stored, self.upload_alert, sizing_mode="stretch_width"),
+            "upload": pn.Column(self.upload, self.file_status, self.picker, self.stored, self.upload_alert,
+                                sizing_mode="stretch_width"),
             "synthetic": pn.Column(self.synthetic, self.synthetic_alert, sizing_mode="stretch_width"),
             "manual": pn.Column(self.manual, self.manual_alert, sizing_mode="stretch_width"),
         }
         calc.param.watch(self._refresh, ["source", "input_error", "upload_names", "upload_tensor", "revision",
-                                         "input_note", "source_info"])
+                                         "input_note", "source_info", "file_status"])
         self._refresh()
 
-    def _on_upload(self, event) -> None:
-        self.calc.set_upload(event.new, self.upload.filename or "")
+    def _on_choose(self, event) -> None:
+        chosen = event.new or {}
+        self.calc.open_file(str(chosen.get("name", "")), int(chosen.get("size", 0)))
+
+    def _on_file_bytes(self, event) -> None:
+        r = event.new or {}
+        if "error" in r:
+            self.calc.file_unreadable(int(r.get("id", -1)), str(r["error"]))
+        elif "b64" in r:
+            self.calc.file_bytes(int(r["id"]), int(r["start"]), base64.b64decode(r["b64"]))
 
     def _on_pick(self, event) -> None:
         if event.new and event.new != self.calc.upload_tensor:
@@ -913,6 +1021,9 @@ class InputView(pn.viewable.Viewer):
         info = self.calc.source_info if src == "upload" else ""
         self.stored.object = f"<p class='qc-note'>Loaded: {esc(info)}</p>" if info else ""
         self.stored.visible = bool(info)
+        status = self.calc.file_status if src == "upload" else ""
+        self.file_status.object = f"<p class='qc-note' role='status'>{esc(status)}</p>" if status else ""
+        self.file_status.visible = bool(status)
 
     def __panel__(self):
         return pn.Column(
@@ -1116,6 +1227,42 @@ def html_table(table_id: str, caption: str, columns, table: dict, labels: list[s
     return (f"<div class='qc-scroll' tabindex='0' role='region' aria-label='{esc(caption)}'>"
             f"<table class='qc-table' id='{table_id}'><caption>{esc(caption)}</caption>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+
+
+class BrowserFile(ReactiveHTML):
+    """A file chooser that keeps the file in the browser and sends Python only the byte ranges it asks for.
+
+    Choosing a file sets ``chosen`` ({name, size, serial}); Python then sets ``request`` ({id, start, stop})
+    and the page answers in ``response`` ({id, start, b64}: the bytes ``[start, stop)`` read with
+    ``File.slice``, base64 as Panel's own FileInput sends a whole file; or {id, start, error}). A 5 GB
+    checkpoint thus costs its header and one tensor, never the whole file in a message or in memory."""
+
+    accept = param.String(default="")
+    chosen = param.Dict(default={})
+    request = param.Dict(default={})
+    response = param.Dict(default={})
+
+    _template = """<input id="input" type="file" class="qc-file" aria-label="Upload tensor file" \
+onchange="${script('choose')}"></input>"""
+    _scripts = {
+        "render": "input.accept = data.accept; state.file = null",
+        "accept": "input.accept = data.accept",
+        "choose": """
+            const f = input.files.length ? input.files[0] : null
+            if (f === null) { return }
+            state.file = f
+            data.chosen = {name: f.name, size: f.size, serial: (data.chosen.serial || 0) + 1}""",
+        "request": """
+            const r = data.request, f = state.file
+            if (f == null || r.id == null) { return }
+            const reader = new FileReader()
+            reader.onload = () => {
+              const url = reader.result
+              data.response = {id: r.id, start: r.start, b64: url.slice(url.indexOf(',') + 1)}
+            }
+            reader.onerror = () => { data.response = {id: r.id, start: r.start, error: String(reader.error)} }
+            reader.readAsDataURL(f.slice(r.start, r.stop))""",
+    }
 
 
 class RowPickHTML(ReactiveHTML):
@@ -1715,14 +1862,11 @@ def pdf_report(calc: QuantCalcSettings) -> bytes:
     shape = data.shape if isinstance(data, np.ndarray) else None
     lengths = [len(r) for r in data] if isinstance(data, list) else None
     dtype = ""
-    if calc.source == "upload" and calc._upload_bytes:
-        try:  # the dtype and shape as stored in the file (headers only)
-            infos = qc_io.list_tensors(calc._upload_bytes, filename=calc._upload_filename or None)
-            info = next((t for t in infos if t.name == calc.upload_tensor), infos[0] if len(infos) == 1 else None)
-            if info is not None:
-                dtype, shape = info.dtype, info.shape
-        except ValueError:
-            pass
+    if calc.source == "upload" and calc._file_infos:   # the dtype and shape as stored in the file (its header)
+        infos = calc._file_infos
+        info = next((t for t in infos if t.name == calc.upload_tensor), infos[0] if len(infos) == 1 else None)
+        if info is not None:
+            dtype, shape = info.dtype, info.shape
     manual_rows = calc.manual_rows
     source = ui_words.source_words(settings, filename=calc._upload_filename, tensor=calc.upload_tensor, dtype=dtype,
                                    shape=shape, channel_lengths=lengths,
