@@ -1965,6 +1965,8 @@ MAIN_GRID_CSS = (":host { display: grid !important; grid-template-columns: minma
 GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 620px), 1fr));"
             " column-gap: 16px; align-items: start; }")
 COLUMN_STYLE = {"min-width": "0"}
+FRESH_STYLE = {"opacity": "1", "transition": "opacity 0.15s"}
+STALE_STYLE = {"opacity": "0.45", "transition": "opacity 0.15s"}   # results of the previous settings
 
 
 def build_app() -> pn.viewable.Viewable:
@@ -1978,9 +1980,11 @@ def build_app() -> pn.viewable.Viewable:
                                            align="center")
 
     def on_busy(event) -> None:
-        spinner.value = spinner.visible = bool(event.new)
+        # Results on screen during a recomputation are the previous settings': dim them until the new ones land.
+        busy = bool(event.new)
+        spinner.value = spinner.visible = busy
+        results.styles = {**COLUMN_STYLE, **(STALE_STYLE if busy else FRESH_STYLE)}
 
-    calc.param.watch(on_busy, "busy")
     header = pn.Row(
         html_pane("<h1 class='qc-title'>Quantization calculator: per-tensor vs per-channel vs per-group</h1>"
                      "<p class='qc-sub'>Scales, zero-points, clipping, reconstruction error and memory for every "
@@ -1991,8 +1995,9 @@ def build_app() -> pn.viewable.Viewable:
     # Bokeh titles do not wrap: a long one must not widen the page.
     charts = pn.Column(plots, styles={**COLUMN_STYLE, "overflow-x": "hidden"}, sizing_mode="stretch_width")
     results = pn.Column(comparison, pn.Column(tables, charts, sizing_mode="stretch_width", stylesheets=[GRID_CSS]),
-                        styles=COLUMN_STYLE, sizing_mode="stretch_width")
+                        styles={**COLUMN_STYLE, **FRESH_STYLE}, sizing_mode="stretch_width", css_classes=["qc-results"])
     body = pn.Column(left, results, sizing_mode="stretch_width", stylesheets=[MAIN_GRID_CSS])
+    calc.param.watch(on_busy, "busy")
     if pn.state.location is not None:
         def url_error(bad: dict) -> None:
             failed = []

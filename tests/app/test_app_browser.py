@@ -241,6 +241,42 @@ def test_upload_safetensors_with_tensor_picker(page, app_url, tmp_path):
     assert [num(s["x"]) for s in read_table(page, SAMPLES)] == pytest.approx(b.tolist())
 
 
+def test_upload_64_mib_tensor_arrives_by_range_and_computes(page, app_url, tmp_path):
+    # 64 MiB is past the one message Panel's FileInput sent the whole file in: the page now hands Python the
+    # header, then the tensor in pieces of at most 8 MiB (app.BrowserFile), and says how far it has read.
+    from safetensors.numpy import save_file   # test oracle: writes the file the app must read
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((4096, 4096), dtype=np.float32) * rng.uniform(0.01, 2, (4096, 1))).astype(np.float32)
+    save_file({"big.weight": w}, str(tmp_path / "big.safetensors"))
+    open_app(page, app_url)
+    _upload(page, tmp_path / "big.safetensors")
+    spec = qc.get_example("s3").spec
+    cmp = qc.compare(w, [spec, spec.with_(granularity=qc.PerChannel(0)),
+                         spec.with_(granularity=qc.PerGroup(32, axis=-1))])
+    poll(lambda: assert_compare_matches(page, cmp), timeout=120)
+    notes = " ".join(page.locator(".qc-note").all_inner_texts())
+    assert "Loaded: float32 · 4096 × 4096 · 32 bits/weight as stored" in notes, notes
+
+
+def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
+    # Before: the previous settings' numbers stayed at full strength during a recomputation (only a small
+    # spinner in the corner said otherwise).
+    open_app(page, app_url, "source=synthetic&syn_rows=2048&syn_cols=1024")
+    results = page.locator(".qc-results").first
+    results.evaluate("(el) => { window.qcStyles = []; new MutationObserver(() => window.qcStyles.push("
+                     "el.style.opacity)).observe(el, {attributes: true, attributeFilter: ['style']}) }")
+    data = qc.synthetic(rows=2048, cols=1024)
+    spec = qc.get_example("s3").spec.with_(fmt=qc.IntFormat(8, True, narrow=True))   # the page opens on s3's
+    want = qc.compare(data, [spec.with_(granularity=g) for g in
+                             (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])
+    bits = page.get_by_label("Bits", exact=True)
+    bits.fill("8")
+    bits.press("Enter")
+    poll(lambda: assert_compare_matches(page, want), timeout=60)
+    poll(lambda: _assert_equal(results.evaluate("(el) => getComputedStyle(el).opacity"), "1"))
+    assert "0.45" in page.evaluate("window.qcStyles")   # dimmed in between
+
+
 def _assert_equal(a, b):
     assert a == b, (a, b)
 
