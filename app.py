@@ -40,6 +40,7 @@ from bokeh.plotting import figure
 
 import quantcore as qc
 import quantcore.ggml as qc_ggml
+import quantcore.examples as qc_examples
 import quantcore.io as qc_io
 from quantcore.io.ranges import NeedBytes, RangeCache, fetch_span
 import quantcore.report as qc_report
@@ -305,6 +306,18 @@ class QuantCalcSettings(param.Parameterized):
             self.input_note = ""
         if "source" in names and self.source not in ("example", "manual") and "example" not in names:
             self._reset_example_options(keep=names)  # what this same change (or a URL at load) sets stays
+        if "source" in names and self.source == "manual" and not self.manual_text.strip():
+            # A worked start the user edits (seed 001's filters, in that seed's code range), never an empty page.
+            fmt = {k: v for k, v in example_settings(qc.get_example("s1")).items()
+                   if k in ("bits", "signed", "narrow", "reduce_range") and k not in names}
+            self._applying = True
+            try:
+                self.param.update(manual_text=qc_examples.manual_lines("s1"), **fmt)
+            finally:
+                self._applying = False
+            self.input_note = ("Manual mode starts with seed 001's four filters (scale and zero-point from each "
+                               "filter's min/max, int8): replace the lines with your own.")
+            names.add("manual_text")
         if names == {"tensor_name"}:
             self._name_edited = True
             self.revision += 1
@@ -997,6 +1010,13 @@ class InputView(pn.viewable.Viewer):
             self.calc.file_unreadable(int(r.get("id", -1)), str(r["error"]))
         elif "b64" in r:
             self.calc.file_bytes(int(r["id"]), int(r["start"]), base64.b64decode(r["b64"]))
+        elif r.get("transferred"):
+            try:
+                data = transferred_bytes(int(r["id"]))
+            except ValueError as exc:
+                self.calc.file_unreadable(int(r["id"]), str(exc))
+                return
+            self.calc.file_bytes(int(r["id"]), int(r["start"]), data)
 
     def _on_pick(self, event) -> None:
         if event.new and event.new != self.calc.upload_tensor:
@@ -1234,8 +1254,11 @@ class BrowserFile(ReactiveHTML):
 
     Choosing a file sets ``chosen`` ({name, size, serial}); Python then sets ``request`` ({id, start, stop})
     and the page answers in ``response`` ({id, start, b64}: the bytes ``[start, stop)`` read with
-    ``File.slice``, base64 as Panel's own FileInput sends a whole file; or {id, start, error}). A 5 GB
-    checkpoint thus costs its header and one tensor, never the whole file in a message or in memory."""
+    ``File.slice``, base64 as Panel's own FileInput sends a whole file; or {id, start, error}). In the static
+    page the bytes go to the Python worker as a transferred ArrayBuffer instead (message ``file-bytes``, kept
+    by the worker until Python takes it: :func:`transferred_bytes`) and ``response`` says {id, start,
+    transferred}. A 5 GB checkpoint thus costs its header and one tensor, never the whole file in a message
+    or in memory."""
 
     accept = param.String(default="")
     chosen = param.Dict(default={})
@@ -1255,6 +1278,14 @@ onchange="${script('choose')}"></input>"""
         "request": """
             const r = data.request, f = state.file
             if (f == null || r.id == null) { return }
+            const worker = window.quantcalcWorker   // the static page: Python runs in this worker
+            if (worker != null) {
+              f.slice(r.start, r.stop).arrayBuffer().then((buffer) => {
+                worker.postMessage({type: 'file-bytes', id: r.id, buffer: buffer}, [buffer])
+                data.response = {id: r.id, start: r.start, transferred: true}
+              }, (e) => { data.response = {id: r.id, start: r.start, error: String(e)} })
+              return
+            }
             const reader = new FileReader()
             reader.onload = () => {
               const url = reader.result
@@ -1263,6 +1294,18 @@ onchange="${script('choose')}"></input>"""
             reader.onerror = () => { data.response = {id: r.id, start: r.start, error: String(reader.error)} }
             reader.readAsDataURL(f.slice(r.start, r.stop))""",
     }
+
+
+def transferred_bytes(request_id: int) -> bytes:
+    """The piece of an uploaded file the page transferred to this Pyodide worker for ``request_id``
+    (build/templates/pyodide_worker.js keeps it in ``quantcalcFileBytes`` until taken here)."""
+    import js   # Pyodide's view of the worker's JavaScript globals (only ever called inside the worker)
+    store = js.quantcalcFileBytes
+    buffer = store.get(request_id)
+    store.delete(request_id)
+    if buffer is None:
+        raise ValueError(f"piece {request_id} of the file never reached the worker")
+    return buffer.to_bytes()
 
 
 class RowPickHTML(ReactiveHTML):

@@ -72,6 +72,22 @@ EXAMPLES: dict[str, Example] = {
 }
 
 
+def manual_lines(key: str = "s1") -> str:
+    """A manual-mode example (seed 001): one line ``name, scale, zero_point, sample`` per channel of example
+    ``key``, the scale and zero-point being what the example's own spec computes from its calibration ranges
+    (s1: qint8 affine from each filter's min/max; ``repr`` keeps every bit of the float32-stored scale)."""
+    from .analysis import analyze   # analysis does not import examples; deferred only to keep this module light
+    ex = get_example(key)
+    if not ex.manual:
+        raise ValueError(f"example {key!r} has no calibration samples for manual mode")
+    rows = [row for row in ex.text.splitlines() if row.strip()]
+    names = [row.split(":", 1)[0].strip() for row in rows]
+    samples = [row.split(":", 1)[1].strip() for row in rows]
+    table = analyze(np.array([[float(v)] for v in samples]), ex.spec, channel_names=names).channel_table()
+    return "".join(f"{n}, {float(sc)!r}, {int(zp)}, {x}\n"
+                   for n, sc, zp, x in zip(names, table["scale"], table["zero_point"], samples))
+
+
 def get_example(key: str) -> Example:
     try:
         return EXAMPLES[key]

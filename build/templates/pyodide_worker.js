@@ -251,6 +251,8 @@ async function startApplication() {
   }
 }
 
+self.quantcalcFileBytes = new Map();
+
 self.onmessage = async (event) => {
   const msg = event.data
   if (msg.type === 'rendered') {
@@ -261,6 +263,10 @@ self.onmessage = async (event) => {
     _link_docs_worker(state.curdoc, sendPatch, setter='js')
     `)
     status("Ready", {stage: "ready"});
+  } else if (msg.type === 'file-bytes') {
+    // A piece of the user's file (app.py BrowserFile), transferred, not copied; the model patch that follows
+    // names it and Python takes it (app.transferred_bytes): no base64 round trip through the document.
+    self.quantcalcFileBytes.set(msg.id, msg.buffer)
   } else if (msg.type === 'patch') {
     self.pyodide.globals.set('patch', msg.patch)
     self.pyodide.runPythonAsync(`
