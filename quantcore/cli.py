@@ -4,6 +4,11 @@
 INPUT is a .npy/.npz/.safetensors/.gguf/.csv file or a text file in the seeds' paste format (one
 channel per line or per semicolon; values separated by commas and/or spaces), or ``--example s0..s3``.
 Exit status 0 on success, 2 on bad input or options with a one-line message and no traceback.
+
+Tensor names, channel labels and file names are untrusted: every text output (tables, the result header,
+error messages) prints them through :func:`quantcore.io.printable`, so control characters, ANSI escape
+sequences and bidi controls appear as visible ``\\u001b``-style escapes; ``--json`` prints JSON (every
+non-ASCII character escaped by ``json.dumps``), which keeps the exact names.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
+from .io._common import printable
 from .memory import DTYPE_BITS
 from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset, preset_names
@@ -147,7 +153,8 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], cols: Sequence[str]) -> str:
-    cells = [[c for c in cols]] + [[_fmt(r[c]) for c in cols] for r in rows]
+    """Aligned plain-text table; every cell goes through printable() (names and labels are untrusted)."""
+    cells = [[printable(c) for c in cols]] + [[printable(_fmt(r[c])) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(s.ljust(w) for s, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -158,7 +165,7 @@ def render_result(r: QuantResult, name: str) -> str:
         how = f"element format {r.spec.float_scheme.element_format.name}, round to nearest even, saturating"
     else:
         how = f"rounding {r.spec.effective_rounding}, convention {r.spec.convention}, codes [{r.qmin}, {r.qmax}]"
-    out = [f"{name}: {r.label}  ({how})"]
+    out = [f"{printable(name)}: {printable(r.label)}  ({how})"]
     sub = r.sub_block_table()
     if sub is not None:  # GGUF presets: x_hat = scale * value(code) - min per sub-block
         n = len(sub["scale"])
@@ -202,7 +209,7 @@ def cmd_analyze(args, stdout) -> int:
         if args.json:
             stdout.write(report.to_json(cmp) + "\n")
         else:
-            stdout.write(_table(cmp.summary_rows(), report.SUMMARY_FIELDS) + "\n" + cmp.advice() + "\n")
+            stdout.write(_table(cmp.summary_rows(), report.SUMMARY_FIELDS) + "\n" + printable(cmp.advice()) + "\n")
         results = list(cmp.results)
     else:
         r = analyze(data, spec, args.channel_axis, names)
@@ -233,7 +240,7 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
             return run_scan_command(args, stdout, stderr)
         return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
     except (UsageError, ValueError, OSError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = " ".join(printable(e).split()) or type(e).__name__
         stderr.write(f"quantcore: error: {msg}\n")
         return 2
     except MemoryError:
