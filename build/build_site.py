@@ -464,10 +464,15 @@ def precompile(core: Path, site_pyodide: Path, pkgs: list[Package]) -> dict:
 
 def check_app_imports(app: Path, pkgs: list[Package]) -> None:
     """Fail early if app.py imports (at module level) something the bundle does not install at startup."""
-    tree = ast.parse(app.read_text(encoding="utf-8"), filename=str(app))
+    text = app.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(app))
+    problems = []
+    if "&#36;{" in text:
+        line = text[:text.index("&#36;{")].count("\n") + 1
+        problems.append(f"{app.name}:{line}: the text '&#36;{{' cannot be used: panel convert writes '${{' so, and "
+                        "the worker turns it back into '${{'")
     provided_start = {imp: p for p in pkgs if not p.on_demand for imp in p.imports}
     provided_later = {imp: p for p in pkgs if p.on_demand for imp in p.imports}
-    problems = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "__future__":
             problems.append(f"{app.name}:{node.lineno}: from __future__ import ... cannot be used: panel convert "
