@@ -37,7 +37,9 @@ column and the UTF-8 byte offset (counted from the start of the text, after a BO
 part of a number, a label or a separator; a NUL usually means a binary or UTF-16 file.
 
 CSV (:func:`read_csv`): delimiter is tab if the first non-blank line has a tab, else ``;`` if it
-has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``.  Cells are split
+has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``; a first line of one
+cell leaves the choice to the whole text, in the same order.  Under a tab delimiter a row's leading
+tab ends an empty first cell (an error, as a leading ``,`` is).  Cells are split
 with the csv module's quoting rules (``"a,b"`` is one cell); a *field* is one cell of a row.
 
 * Numbers follow the syntax above: plain decimals, ``.`` as the decimal point (``,`` under ``;``),
@@ -676,7 +678,11 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
         raise InputError("CSV has no rows (empty or blank)", source=source)
     first_loc = _Loc(walker.line, walker.line_start, source)
     first_line = text[first[0]:first[1]]
-    delim = "\t" if "\t" in first_line else ";" if ";" in first_line else ","
+    delim = _sniff_delimiter(text[walker.line_start:first[1]]) or _sniff_delimiter(text) or ","
+    if delim == "\t":
+        # The walker skips leading blanks, but a leading tab ends an empty first cell: rows start at their line.
+        first = (walker.line_start, first[1])
+        first_line = text[first[0]:first[1]]
     delim_name = {",": "','", "\t": "tab", ";": "';'"}[delim]
 
     head_cells = _split_cells(first_line, delim, first_loc, first[0])
@@ -757,7 +763,7 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
     for s, e, loc in lines:
         handle(s, e, loc)
     for s, e in it:
-        handle(s, e, _Loc(walker.line, walker.line_start, source))
+        handle(walker.line_start if delim == "\t" else s, e, _Loc(walker.line, walker.line_start, source))
     if not rows:
         raise InputError("CSV has a header but no data rows", source=source)
 
@@ -881,6 +887,12 @@ def _check_unique(names: list[str], source: str | None) -> None:
         if n in seen:
             raise InputError(f"duplicate channel name {quote(n)}", source=source)
         seen.add(n)
+
+
+def _sniff_delimiter(s: str) -> str | None:
+    """The CSV delimiter: tab, else ';', else ',' if ``s`` holds one (the first line decides; a first line of
+    one cell leaves it to the rest of the text), None if it holds none."""
+    return next((d for d in "\t;," if d in s), None)
 
 
 def _to_comma(s: str, delim: str) -> str:
