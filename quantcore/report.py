@@ -1,12 +1,12 @@
 """Comparing schemes on one tensor, the bits x granularity sweep, manual mode, and exports.
 
 Everything the app and the CLI render comes from here: summary rows, the one-sentence advice,
-CSV and JSON text.
+CSV and JSON text. The three CSV downloads are :func:`summary_csv`, :func:`channels_csv` and
+:func:`samples_csv` (:func:`manual_csv` in manual mode); they share column names (``tensor``, ``scheme``,
+``channel``, ``channel_label``), and a per-sample file cut at its row limit says so in a first ``#`` line.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -277,18 +277,84 @@ def _cell(v) -> str:
     return str(v)
 
 
-def to_csv(rows: list[dict] | dict[str, np.ndarray]) -> str:
-    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision)."""
+def _csv_field(s: str) -> str:
+    """A CSV field, quoted as csv.QUOTE_MINIMAL does (delimiter, quote, line breaks) and also when it holds
+    '#', so readers that skip '#' comments (pandas ``comment="#"``) keep labels such as ``#3``."""
+    if any(c in s for c in ',"\r\n#'):
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def to_csv(rows: list[dict] | dict[str, np.ndarray], note: str | None = None) -> str:
+    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision).
+
+    ``note`` (one line; line breaks become spaces) is written first as a comment line ``# note``, before the
+    header. Readers skip it with ``pandas.read_csv(f, comment="#")`` (cells holding '#' are quoted, so that is
+    safe), or ``csv.DictReader(line for line in f if not line.startswith("#"))``; a file without a note is a
+    plain CSV.
+    """
     if isinstance(rows, dict):
         cols = list(rows)
         n = len(next(iter(rows.values()))) if rows else 0
         rows = [{c: rows[c][i] for c in cols} for i in range(n)]
     if not rows:
         return ""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     cols = list(rows[0])
-    w.writerow(cols)
+    lines = [f"# {' '.join(str(note).split())}"] if note else []
+    lines.append(",".join(_csv_field(str(c)) for c in cols))
     for r in rows:
-        w.writerow([_cell(r.get(c, "")) for c in cols])
-    return buf.getvalue()
+        cells = [_csv_field(_cell(r.get(c, ""))) for c in cols]
+        lines.append(",".join(cells) if cells != [""] else '""')  # a lone empty cell is not a blank line
+    return "\n".join(lines) + "\n"
+
+
+# --- the three CSV downloads (app) and their shared column names ---------------------------------
+#  tensor         the tensor's name                      scheme   the scheme's label (QuantResult.label)
+#  channel        0-based channel index                  channel_label   that channel's label (untrusted text)
+SAMPLE_CSV_LIMIT = 10_000
+
+
+def summary_csv(comparison: Comparison, tensor_name: str) -> str:
+    """The scheme comparison: one row per scheme, columns ``tensor, scheme`` and SUMMARY_FIELDS' metrics."""
+    rows = [{"tensor": tensor_name, "scheme": row["label"], **{k: v for k, v in row.items() if k != "label"}}
+            for row in comparison.summary_rows()]
+    return to_csv(rows)
+
+
+def _channel_label_array(result: QuantResult, labels: Sequence[str] | None) -> np.ndarray:
+    names = result.channel_names if labels is None else list(labels)
+    if len(names) != result.canon.n_channels:
+        raise ValueError(f"{len(names)} channel labels for {result.canon.n_channels} channels")
+    return np.asarray(names, dtype=object)
+
+
+def channels_csv(result: QuantResult, labels: Sequence[str] | None, tensor_name: str) -> str:
+    """One row per channel: ``tensor, scheme, channel, channel_label`` then the columns of
+    :meth:`QuantResult.channel_table` (scale/zero_point are ``nan`` where a channel has several blocks).
+    ``labels`` default to the result's channel names."""
+    t = result.channel_table()
+    n = len(t["channel"])
+    cols = {"tensor": [tensor_name] * n, "scheme": [result.label] * n, "channel": t["channel"],
+            "channel_label": _channel_label_array(result, labels)[t["channel"]]}
+    cols.update((k, v) for k, v in t.items() if k not in ("channel", "name"))
+    return to_csv(cols)
+
+
+def samples_csv(result: QuantResult, labels: Sequence[str] | None = None, limit: int = SAMPLE_CSV_LIMIT,
+                tensor_name: str = "") -> str:
+    """One row per element in channel order, at most ``limit`` rows: ``tensor, scheme, channel, channel_label``
+    then :meth:`QuantResult.sample_table`'s columns. When the tensor has more elements the file starts with the
+    note line ``# first <limit> of <n> samples in channel order: ...`` (see :func:`to_csv`)."""
+    t = result.sample_table(limit=limit)
+    k, n_total = len(t["x"]), result.memory.n_elements
+    cols = {"tensor": [tensor_name] * k, "scheme": [result.label] * k, "channel": t["channel"],
+            "channel_label": _channel_label_array(result, labels)[t["channel"]]}
+    cols.update((c, v) for c, v in t.items() if c != "channel")
+    note = (f"first {k:,} of {n_total:,} samples in channel order: this export stops at {limit:,} rows"
+            if k < n_total else None)
+    return to_csv(cols, note=note)
+
+
+def manual_csv(rows: dict[str, np.ndarray]) -> str:
+    """Seed 001's manual mode table (:func:`manual`) with the channel name as ``channel_label``."""
+    return to_csv({"channel_label": rows["channel"], **{k: v for k, v in rows.items() if k != "channel"}})
