@@ -1562,7 +1562,7 @@ class PlotsView(pn.viewable.Viewer):
         self.calc = calc
         self._setting = False
         # 1. per-channel min/max with the per-tensor range
-        self.range_src = ColumnDataSource(dict(channel=[], label=[], lo=[], hi=[]))
+        self.range_src = ColumnDataSource(dict(channel=[], label=[], lo=[], hi=[], qlo=[], qhi=[]))
         p = figure(title="Per-channel ranges vs the per-tensor range", x_axis_label="channel",
                    y_axis_label="value", **figure_kw())
         self.range_bars = p.vbar(x="channel", bottom="lo", top="hi", width=0.7, source=self.range_src,
@@ -1574,8 +1574,14 @@ class PlotsView(pn.viewable.Viewer):
         p.add_layout(self.tensor_box)
         p.add_layout(self.tensor_lo)
         p.add_layout(self.tensor_hi)
+        # the range the detail scheme quantizes each channel to (a calibration range differs from min..max;
+        # absent where a channel has several blocks)
+        for edge in ("qlo", "qhi"):
+            p.scatter(x="channel", y=edge, marker="dash", size=16, line_width=3, color="#2ca02c",
+                      source=self.range_src, legend_label="range used (detail scheme)")
         p.add_tools(HoverTool(renderers=[self.range_bars],
-                              tooltips=[("channel", "@label"), ("min", "@lo{0.000000}"), ("max", "@hi{0.000000}")]),
+                              tooltips=[("channel", "@label"), ("min", "@lo{0.000000}"), ("max", "@hi{0.000000}"),
+                                        ("range used", "@qlo{0.000000} .. @qhi{0.000000}")]),
                     TapTool(renderers=[self.range_bars]))
         style_legend(p, "top_left")
         self.range_src.selected.on_change("indices", self._tap(self.range_src))
@@ -1670,7 +1676,9 @@ class PlotsView(pn.viewable.Viewer):
         sl, note = thin(n, MAX_PLOT_POINTS // 2)
         ch = np.asarray(table["channel"]).astype(int)[sl]
         self.range_src.data = dict(channel=ch, label=[labels[i] if i < len(labels) else str(i) for i in ch],
-                                   lo=np.asarray(table["min"], float)[sl], hi=np.asarray(table["max"], float)[sl])
+                                   lo=np.asarray(table["min"], float)[sl], hi=np.asarray(table["max"], float)[sl],
+                                   qlo=np.asarray(table["range_lo"], float)[sl],
+                                   qhi=np.asarray(table["range_hi"], float)[sl])
         self.range_fig.title.text = "Per-channel ranges vs the per-tensor range (dashed)" + note
         if tres is not None:
             lo, hi = float(np.asarray(tres.lo)[0]), float(np.asarray(tres.hi)[0])

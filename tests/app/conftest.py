@@ -2,6 +2,7 @@
 Playwright, and axe-core from npm (packed into tests/artifacts/npm, which git ignores)."""
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -96,8 +97,18 @@ def page(browser, app_url):
         ctx.on("request", lambda r: pg.blocked.append(r.url)
                if urllib.parse.urlparse(r.url).netloc not in (origin, "") and not r.url.startswith(("data:", "blob:"))
                else None)
+    server_log = ARTIFACTS / "panel_serve.log"
+    log_start = server_log.stat().st_size if not static and server_log.exists() else 0
     yield pg
     ctx.close()
+    if not static and server_log.exists():
+        # The server must not log a traceback for anything a page did (e.g. a callback outside Bokeh's document
+        # lock: "RuntimeError: _pending_writes should be non-None", issue 12).
+        with open(server_log, "rb") as f:
+            f.seek(log_start)
+            logged = f.read().decode("utf-8", "replace")
+        bad = [ln for ln in logged.splitlines() if re.search(r"Traceback|\w+Error\b|ERROR", ln)]
+        assert not bad, f"panel serve logged errors during the test: {bad[:5]}"
     if static:
         assert not pg.errors, f"errors in the static page: {pg.errors[:5]}"
         assert not pg.blocked, f"the static page asked other hosts: {pg.blocked[:5]}"

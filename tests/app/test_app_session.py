@@ -17,3 +17,13 @@ def test_manual_mode_starts_with_seed_001_worked_lines_and_says_so():
     calc.source = "paste"
     calc.source = "manual"                                                 # the user's own lines stay
     assert calc.manual_text == "mine, 0.5, 0, 1.0\n"
+
+
+def test_ranges_plot_shows_the_calibration_range_used_beside_the_data_range():
+    # Before: seed 001's plot showed only each filter's data (one sample), not the min/max it is quantized to.
+    calc = app.QuantCalcSettings()
+    calc.example = "s1"
+    plots = app.PlotsView(calc)
+    data = plots.range_src.data
+    assert list(data["qlo"]) == [-1.2, -0.8, -1.5, -0.45] and list(data["qhi"]) == [1.0, 0.9, 1.7, 0.6]
+    assert list(data["lo"]) == list(data["hi"]) == [0.73, -0.21, 1.11, 0.18]
