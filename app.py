@@ -69,6 +69,7 @@ SAMPLE_TABLE_LIMIT = 10_000  # per-sample table rows
 MAX_PASTE_CHARS = 4_000_000  # pasted text (a 4096 x 64 block of 15-character numbers); larger: upload a file
 DEFERRED_SAMPLES_ABOVE = 1 << 16  # elements; above this the per-sample table is filled in after the rest
 FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
+STEPWISE_ABOVE = 1 << 20  # elements; above this schemes are computed one per tick (progress shown, cancellable)
 # (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
 
@@ -171,6 +172,9 @@ class ResultCache:
         self.data_version += 1
         self._items.clear()
 
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
     def get(self, key, compute):
         if key in self._items:
             self._items[key] = self._items.pop(key)   # most recently used last
@@ -247,6 +251,7 @@ class QuantCalcSettings(param.Parameterized):
 
     # --- cached results (not controls) --------------------------------------------------------
     busy = param.Boolean(default=False, precedence=-1)
+    progress = param.String(default="", precedence=-1, doc="What a long computation is doing (one step at a time).")
     input_error = param.String(default="", precedence=-1, doc="Error about the data input.")
     input_note = param.String(default="", precedence=-1,
                               doc="What loading new data reset (the example's own options), said next to the input.")
@@ -396,15 +401,47 @@ class QuantCalcSettings(param.Parameterized):
     def _run_if_current(self, generation: int) -> None:
         if generation != self._generation:
             return
+        if pn.state.curdoc is not None and self._step():
+            self._later(lambda: self._run_if_current(generation))   # a newer change may supersede what is left
+            return
         try:
             need_data, self._data_pending = self._data_pending, False
             self._recompute(need_data)
         finally:
             self.busy = False
+            self.progress = ""
         if pn.state.curdoc is None:
             self._frontier_if_auto()
         else:
             self._later(lambda: self._frontier_if_auto(generation))
+
+    def _step(self) -> bool:
+        """On a large tensor, do one piece of the pending work (load the data, or one scheme's result) and
+        return True: between pieces the page gets the progress and a newer change cancels the rest. False when
+        what is left is quick (small data, or every scheme's result cached)."""
+        if self._data_pending:
+            self._data_pending = False
+            self.progress = "Reading the data"
+            self._load_data()
+            return isinstance(self.data, np.ndarray) and self.data.size > STEPWISE_ABOVE
+        if self.source == "manual" or not isinstance(self.data, np.ndarray) or self.data.size <= STEPWISE_ABOVE:
+            return False
+        try:
+            schemes = self.schemes()
+            specs = [self.scheme_spec(s) for s in schemes]
+        except ValueError:
+            return False   # _analyze says what is wrong
+        todo = [(name, spec) for name, spec in zip(schemes, specs) if (spec, self.axis) not in self._results]
+        if not todo:
+            return False
+        name, spec = todo[0]
+        done = len(specs) - len(todo)
+        self.progress = f"Computing {name} ({done + 1} of {len(specs)} schemes, {self.data.size:,} values)"
+        try:
+            self._result(spec)
+        except ValueError:
+            return False   # _analyze computes it again and shows the message
+        return True
 
     def _recompute(self, need_data: bool) -> None:
         if need_data:
@@ -2028,6 +2065,14 @@ def build_app() -> pn.viewable.Viewable:
     spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
                                            align="center")
 
+    progress = html_pane("", visible=False, align="center")
+
+    def on_progress(event) -> None:
+        progress.object = f"<span class='qc-note' role='status'>{esc(event.new)}</span>" if event.new else ""
+        progress.visible = bool(event.new)
+
+    calc.param.watch(on_progress, "progress")
+
     def on_busy(event) -> None:
         # Results on screen during a recomputation are the previous settings': dim them until the new ones land.
         busy = bool(event.new)
@@ -2038,7 +2083,7 @@ def build_app() -> pn.viewable.Viewable:
         html_pane("<h1 class='qc-title'>Quantization calculator: per-tensor vs per-channel vs per-group</h1>"
                      "<p class='qc-sub'>Scales, zero-points, clipping, reconstruction error and memory for every "
                      "scheme — and which one to ship.</p>", sizing_mode="stretch_width"),
-        spinner, sizing_mode="stretch_width")
+        progress, spinner, sizing_mode="stretch_width")
     left = pn.Column(inputs, settings, styles=COLUMN_STYLE, sizing_mode="stretch_width")
     tables = pn.Column(channels, by_scheme, samples, exports, styles=COLUMN_STYLE, sizing_mode="stretch_width")
     # Bokeh titles do not wrap: a long one must not widen the page.

@@ -68,18 +68,38 @@ def native_url():
     log.close()
 
 
+@pytest.fixture(scope="session")
+def worker_context(browser):
+    """One browser context for every static-page test: its service worker and caches stay warm, as for a user
+    who comes back (the first visit is the cold one; tests/build measures cold and offline visits). Each test
+    still opens its own page, so every test starts the Python worker afresh."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    ctx.qc_foreign = []
+    ctx.on("request", lambda r: ctx.qc_foreign.append(r.url)
+           if urllib.parse.urlparse(r.url).hostname not in ("127.0.0.1", None, "")
+           and not r.url.startswith(("data:", "blob:")) else None)
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture
-def page(browser, app_url):
+def page(request, browser, app_url):
     """A fresh page; records dialogs (none may open) and page errors (none may happen).
 
     In the static page every request may only go to localhost, and any console error (the Python worker's
     included) fails the test: no traceback, no page error, no console error.
     """
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    static = is_static(app_url)
+    if static:
+        # other hosts do not resolve (CHROMIUM_ARGS); requests are observed, not routed (Playwright's
+        # interception together with the service worker's Cache Storage crashes Chromium's renderer)
+        ctx = request.getfixturevalue("worker_context")
+        ctx.qc_foreign.clear()
+    else:
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
     pg = ctx.new_page()
     pg.dialogs = []
     pg.errors = []
-    static = is_static(app_url)
 
     def on_dialog(d):
         pg.dialogs.append(d.message)
@@ -89,18 +109,13 @@ def page(browser, app_url):
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" and (static or "Error rendering" in m.text)
           else None)
-    if static:
-        # other hosts do not resolve (CHROMIUM_ARGS); requests are observed, not routed (Playwright's
-        # interception together with the service worker's Cache Storage crashes Chromium's renderer)
-        origin = urllib.parse.urlparse(app_url).netloc
-        pg.blocked = []
-        ctx.on("request", lambda r: pg.blocked.append(r.url)
-               if urllib.parse.urlparse(r.url).netloc not in (origin, "") and not r.url.startswith(("data:", "blob:"))
-               else None)
     server_log = ARTIFACTS / "panel_serve.log"
     log_start = server_log.stat().st_size if not static and server_log.exists() else 0
     yield pg
-    ctx.close()
+    if static:
+        pg.close()
+    else:
+        ctx.close()
     if not static and server_log.exists():
         # The server must not log a traceback for anything a page did (e.g. a callback outside Bokeh's document
         # lock: "RuntimeError: _pending_writes should be non-None", issue 12).
@@ -111,7 +126,7 @@ def page(browser, app_url):
         assert not bad, f"panel serve logged errors during the test: {bad[:5]}"
     if static:
         assert not pg.errors, f"errors in the static page: {pg.errors[:5]}"
-        assert not pg.blocked, f"the static page asked other hosts: {pg.blocked[:5]}"
+        assert not ctx.qc_foreign, f"the static page asked other hosts: {ctx.qc_foreign[:5]}"
 
 
 @pytest.fixture(scope="session")

@@ -277,9 +277,25 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     bits = page.get_by_label("Bits", exact=True)
     bits.fill("8")
     bits.press("Enter")
+    # 2 M values: the schemes are computed one at a time, and the page says which
+    status = page.locator(".qc-note[role=status]")
+    seen = set()
+
+    def progressed():
+        seen.update(t for t in status.all_inner_texts() if "schemes" in t)
+        assert any("of 3 schemes" in t for t in seen), seen
+    poll(progressed, timeout=60, interval=0.02)
     poll(lambda: assert_compare_matches(page, want), timeout=60)
     poll(lambda: _assert_equal(results.evaluate("(el) => getComputedStyle(el).opacity"), "1"))
     assert "0.45" in page.evaluate("window.qcStyles")   # dimmed in between
+    assert not status.filter(has_text="schemes").count()   # the progress line goes with the work
+    # a change while another is being computed supersedes it: the page ends on the newest settings
+    for value in ("6", "5"):
+        bits.fill(value)
+        bits.press("Enter")
+    spec5 = spec.with_(fmt=qc.IntFormat(5, True, narrow=True))
+    poll(lambda: assert_compare_matches(page, qc.compare(data, [spec5.with_(granularity=g) for g in
+         (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])), timeout=60)
 
 
 def _assert_equal(a, b):
