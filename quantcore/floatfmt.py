@@ -1,4 +1,4 @@
-"""Low-precision float element formats: FP8 E4M3FN, FP8 E5M2, FP4 E2M1, E8M0 and the NF4 codebook.
+"""Low-precision float element formats: FP8 E4M3FN / E5M2, FP6 E2M3 / E3M2, FP4 E2M1, E8M0 and the NF4 codebook.
 
 Every format is a frozen spec; ``encode`` turns real numbers into uint8 codes (one code per byte, 4-bit
 formats use the low nibble), ``decode`` turns codes back into float32, ``round_to_format`` does both.
@@ -23,7 +23,7 @@ the largest finite code, and to +-inf inputs:
   "inf"       -> +-inf, only for formats with infinities (E5M2 plain cast, IEEE style)
 ``FloatFormat.cast_overflow`` names the policy a plain ``ml_dtypes``/``torch`` dtype cast uses.
 
-NaN input: NaN code (sign kept) if the format has one; E2M1 and NF4 have none -> ValueError.
+NaN input: NaN code (sign kept) if the format has one; E2M3, E3M2, E2M1 and NF4 have none -> ValueError.
 E8M0 is unsigned with no zero: zero and negative inputs -> NaN; positive values below 2**-127 round to
 2**-127 (ml_dtypes does the same).
 """
@@ -41,6 +41,8 @@ __all__ = [
     "Codebook",
     "E4M3FN",
     "E5M2",
+    "E2M3",
+    "E3M2",
     "E2M1",
     "E8M0",
     "NF4",
@@ -69,7 +71,7 @@ class FloatFormat:
 
     ``specials``: "ieee" -> the all-ones exponent field is inf (M == 0) or NaN (M != 0) (E5M2);
     "fn" -> only the all-ones magnitude code is NaN, no inf (E4M3FN, E8M0);
-    "none" -> every code is a finite number (E2M1).
+    "none" -> every code is a finite number (E2M3, E3M2, E2M1).
     """
 
     name: str
@@ -194,6 +196,12 @@ E4M3FN = FloatFormat("fp8_e4m3fn", 4, 3, 7, specials="fn", cast_overflow="nan")
 """OCP FP8 E4M3 ("FN": finite + NaN, no inf). Max 448, min normal 2**-6, min subnormal 2**-9."""
 E5M2 = FloatFormat("fp8_e5m2", 5, 2, 15, specials="ieee", cast_overflow="inf")
 """OCP FP8 E5M2 (IEEE-like, has inf). Max 57344, min normal 2**-14, min subnormal 2**-16."""
+E2M3 = FloatFormat("fp6_e2m3", 2, 3, 1, specials="none", cast_overflow="saturate")
+"""OCP MX v1.0 section 5.3 FP6 E2M3: bias 1, no inf, no NaN; max 7.5 (1.875 * 2**2), min normal 1,
+min subnormal 0.125 (ml_dtypes ``float6_e2m3fn``; codes in the low 6 bits, sign bit 0x20)."""
+E3M2 = FloatFormat("fp6_e3m2", 3, 2, 3, specials="none", cast_overflow="saturate")
+"""OCP MX v1.0 section 5.3 FP6 E3M2: bias 3, no inf, no NaN; max 28 (1.75 * 2**4), min normal 0.25,
+min subnormal 0.0625 (ml_dtypes ``float6_e3m2fn``)."""
 E2M1 = FloatFormat("fp4_e2m1", 2, 1, 1, specials="none", cast_overflow="saturate")
 """OCP MX FP4 E2M1: values +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; no inf, no NaN."""
 E8M0 = FloatFormat("e8m0", 8, 0, 127, signed=False, specials="fn", subnormals=False, cast_overflow="nan")
@@ -222,6 +230,8 @@ NF4 = Codebook(
 FORMATS: dict[str, Union[FloatFormat, Codebook]] = {
     "e4m3": E4M3FN, "fp8_e4m3fn": E4M3FN, "e4m3fn": E4M3FN,
     "e5m2": E5M2, "fp8_e5m2": E5M2,
+    "e2m3": E2M3, "fp6_e2m3": E2M3,
+    "e3m2": E3M2, "fp6_e3m2": E3M2,
     "e2m1": E2M1, "fp4_e2m1": E2M1, "fp4": E2M1,
     "e8m0": E8M0,
     "nf4": NF4,
@@ -432,7 +442,7 @@ _F32_INF = 0x7F80_0000
 
 def _f32_eligible(fmt: Format) -> bool:
     """Formats the float32 fast path handles: codebooks, and signed formats with subnormals and
-    1..7 mantissa bits (E4M3FN, E5M2, E2M1). E8M0 (no mantissa bit: ties up) uses the reference path."""
+    1..7 mantissa bits (E4M3FN, E5M2, E2M3, E3M2, E2M1). E8M0 (no mantissa bit: ties up) uses the reference path."""
     if isinstance(fmt, Codebook):
         return True
     return fmt.signed and fmt.subnormals and 1 <= fmt.man_bits <= 7 and fmt.emin >= -100 and fmt.emax <= 100
