@@ -12,8 +12,8 @@ bfloat16-as-float32, float32 and float64, and then rounded ONCE, with integer ar
 bit pattern, straight to the target grid. There is no intermediate float32 step, so a float64 input
 is never double-rounded: e.g. x = 1 + 2**-4 + 2**-30 (float64) encodes to E4M3 1.125 (it is above the
 1.0/1.125 midpoint), while float32(x) = 1.0625 is exactly the midpoint and encodes to 1.0. Callers who
-want the float32 behaviour of a runtime cast to float32 first (the scaled schemes in
-``microscaling.py`` do exactly that and say so).
+want the float32 behaviour of a runtime cast to float32 first (the scaled float schemes of
+:mod:`quantcore.analysis` do exactly that and say so).
 
 Overflow policy (``overflow=``), applied to finite values whose correctly rounded magnitude exceeds
 the largest finite code, and to +-inf inputs:

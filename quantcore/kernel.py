@@ -1,4 +1,6 @@
-"""Fused, cache-tiled quantize + measure pass.
+"""Fused, cache-tiled quantize + measure pass: the one statistics pass of every integer, float and
+codebook scheme (GGUF types, whose bytes come from their own classes, are measured from their
+reconstruction with :func:`quantcore.metrics.row_stats`).
 
 Quantizing and measuring a tensor takes about twenty elementwise numpy operations. Run one after the
 other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of about 64 Ki
@@ -7,9 +9,10 @@ Python loop is over tiles, never over channels or elements; every tile is a rect
 "stat rows" (channels or blocks) or, for very long rows, a column slice of one row, and the per-row
 statistics are accumulated across column slices.
 
-The arithmetic per element is exactly :func:`quantcore.quantize.quantize_blocks` followed by
-:func:`quantcore.quantize.dequantize_blocks` (same dtype, same operation order), so results do not
-depend on the tiling.
+The element encoder is a *codec* (:class:`quantcore.quantize.IntCodec`: integer rounding by the
+convention; :class:`quantcore.quantize.FloatCodec`: the float / codebook encoder of
+:mod:`quantcore.floatfmt`). Per element the arithmetic is exactly the codec's (same dtype, same
+operation order), so results do not depend on the tiling.
 
 Range safety. float32 squares overflow above 2**64 and lose precision below 2**-63, so a float32 row
 whose largest ``|x|`` or ``|x_hat - x|`` lies outside ``[2**-50, 2**56]`` (and is not 0) has its statistics
@@ -21,12 +24,13 @@ a ValueError naming the row (block or channel): no inf or NaN is ever reported a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
-from .conventions import Convention, store_scale
-from .quantize import quantize_blocks
+from .quantize import FloatCodec, IntCodec
+
+Codec = Union[IntCodec, FloatCodec]
 
 TILE_ELEMENTS = 1 << 16
 PARTIAL = 256  # float32 partial sums run over at most this many elements, then accumulate in float64
@@ -64,15 +68,6 @@ def _row_count(mask: np.ndarray) -> np.ndarray | int:
     return np.count_nonzero(mask, axis=1)
 
 
-def code_dtype(qmin: float, qmax: float) -> type:
-    """Smallest integer dtype holding every code in ``[qmin, qmax]``."""
-    for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
-        info = np.iinfo(dt)
-        if info.min <= qmin and qmax <= info.max:
-            return dt
-    return np.int64
-
-
 @dataclass
 class PassResult:
     stats: dict[str, np.ndarray]   # additive per-row statistics (see metrics.ROW_FIELDS)
@@ -93,60 +88,45 @@ def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
             yield r, min(r + step, n_rows), 0, row_len
 
 
-def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.ndarray, qmin: int, qmax: int,
-                         conv: Convention, rounding: str, rng: np.random.Generator | None = None,
-                         fma: bool = False, valid: np.ndarray | None = None, keep_codes: bool = True,
+def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | None = None, keep_codes: bool = True,
                          keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}",
                          refuse_overflow: bool = True) -> PassResult:
-    """Quantize every row of ``rows`` (2-D) with its scale/zero-point and accumulate row statistics.
+    """Quantize every row of ``rows`` (2-D) with ``codec`` (one scale per row) and accumulate row statistics.
 
-    ``rows`` may be in any float dtype; tiles are cast to the convention's dtype. Statistics are
-    those of :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low,
-    clipped_high, collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
+    ``rows`` may be in any float dtype; tiles are cast to the codec's dtype. Statistics are those of
+    :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low, clipped_high,
+    collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
     ``refuse_overflow=False`` a row whose x_hat or sums overflow gets ``sse = inf`` instead of an error
-    (a search over candidate ranges skips it).
+    (a search over candidate ranges skips it). ``keep_raw``: the unclamped integer codes (integer
+    elements) or the scaled values fed to the element encoder (float elements).
     """
-    dt = conv.dtype
+    dt = codec.dtype
     n_rows, row_len = rows.shape
     stats = {k: np.zeros(n_rows, dtype=np.float64) for k in ("sse", "sae", "ssx")}
     stats["max_abs"] = np.zeros(n_rows, dtype=np.float64)
     for k in ("n", "clipped_low", "clipped_high", "collapsed"):
         stats[k] = np.zeros(n_rows, dtype=np.int64)
-    q_out = np.empty(rows.shape, dtype=code_dtype(qmin, qmax)) if keep_codes else None
+    q_out = np.empty(rows.shape, dtype=codec.code_dtype) if keep_codes else None
     raw_out = np.empty(rows.shape, dtype=dt) if keep_raw else None
-    scale = np.asarray(row_scale, dtype=dt)
-    zp = np.asarray(row_zp, dtype=dt)
-    stored = store_scale(scale, conv.scale_storage)
-    zp_all_zero = not zp.any()
-    scales_positive = bool((stored > 0).all())  # a stored scale can underflow to 0 (fp16)
     for r0, r1, c0, c1 in tiles(n_rows, row_len):
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
             v = v.astype(dt)
-        s, z, ss = scale[r0:r1], zp[r0:r1], stored[r0:r1, None]
-        raw, q = quantize_blocks(v, s, z, qmin, qmax, conv, rounding, rng, fma)
+        t = codec.tile(v, r0, r1)
         if raw_out is not None:
-            raw_out[r0:r1, c0:c1] = raw
+            raw_out[r0:r1, c0:c1] = t.raw
         m = None if valid is None else valid[r0:r1, c0:c1]
-        if q is not raw:  # something was clamped (see quantize_blocks)
-            lo_hit = raw < qmin
-            hi_hit = raw > qmax
+        if t.clip_low is not None:
+            lo_hit, hi_hit = t.clip_low, t.clip_high
             if m is not None:
                 lo_hit &= m
                 hi_hit &= m
             stats["clipped_low"][r0:r1] += _row_count(lo_hit)
             stats["clipped_high"][r0:r1] += _row_count(hi_hit)
         if q_out is not None:
-            q_out[r0:r1, c0:c1] = q
-        # x_hat == 0 exactly when q == zero-point (scale > 0): test the codes, then x != 0 only there.
-        with np.errstate(over="ignore"):  # an overflowing x_hat is found and refused below
-            if zp_all_zero:
-                xhat = q * ss
-                collapsed = q == 0 if scales_positive else xhat == 0
-            else:
-                xhat = q - z[:, None]
-                xhat *= ss
-                collapsed = q == z[:, None] if scales_positive else xhat == 0
+            q_out[r0:r1, c0:c1] = t.q
+        xhat = t.xhat
+        collapsed = t.collapsed if t.collapsed is not None else xhat == 0
         if m is not None:
             collapsed &= m
         if collapsed.any():
@@ -173,8 +153,9 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
             wide |= ((emax > 0) & ((emax < lo) | (emax > hi))) | ((vmax > 0) & ((vmax < lo) | (vmax > hi)))
         if wide.any():  # rare: rows of extreme magnitude, measured again in float64
             w = np.flatnonzero(wide)
-            sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(v[w], q[w], z[w], ss[w], None if m is None else m[w],
-                                                              dt, lambda i: row_name(r0 + int(w[i])), refuse_overflow)
+            sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(v[w], np.asarray(t.q)[w], codec, r0 + w,
+                                                              None if m is None else m[w],
+                                                              lambda i: row_name(r0 + int(w[i])), refuse_overflow)
         stats["sse"][r0:r1] += sse
         stats["ssx"][r0:r1] += ssx
         stats["sae"][r0:r1] += sae
@@ -188,24 +169,21 @@ def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.nda
     return PassResult(stats, q_out, raw_out)
 
 
-def _wide_row_stats(v: np.ndarray, q: np.ndarray, zp: np.ndarray, stored_scale: np.ndarray,
-                    mask: np.ndarray | None, dt: type, name: Callable[[int], str], refuse: bool = True):
+def _wide_row_stats(v: np.ndarray, q: np.ndarray, codec: Codec, rows: np.ndarray, mask: np.ndarray | None,
+                    name: Callable[[int], str], refuse: bool = True):
     """Per row (sse, ssx, sae, max |e|) with ``e = x_hat - x`` formed and summed in float64.
 
-    ``x_hat`` itself is computed exactly as the kernel does (working dtype); where it is not finite in
+    ``x_hat`` itself is computed exactly as the kernel does (the codec's dtype); where it is not finite in
     that dtype the row is refused (ValueError naming it; with ``refuse=False`` its sums are inf): its
     dequantized values do not exist.
     """
-    with np.errstate(over="ignore"):
-        xhat = np.asarray((q - zp[:, None]) * stored_scale, dtype=dt)
+    xhat = codec.dequantize(q, rows)
     bad = ~np.isfinite(xhat)
     if mask is not None:
         bad &= mask
     if bad.any() and refuse:
         i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(f"{name(i)}: code {int(q[i, j])} (zero-point {float(zp[i]):g}, scale "
-                         f"{float(stored_scale[i, 0]):.4g}) dequantizes to {float(xhat[i, j]):g}, beyond the "
-                         f"{np.dtype(dt).name} range; narrow the range or use the float64 convention")
+        raise ValueError(f"{name(i)}: {codec.describe(q[i, j], int(rows[i]), float(xhat[i, j]))}")
     x64 = v.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         e = xhat.astype(np.float64) - x64

@@ -73,7 +73,6 @@ import numpy as np
 from .conventions import FLOAT32_TINY, FLOAT32_EPS, Convention, round_half_away
 from .formats import IntFormat
 from .granularity import BlockView, PerTensor
-from .granularity import block_minmax as _block_minmax
 
 EPS = FLOAT32_EPS
 MAPPINGS = ("symmetric", "affine", "affine_float")
@@ -152,11 +151,6 @@ class KLDivergence:
 
 
 RangeMethod = Union[MinMax, CustomRange, Percentile, MSEOptimal, KLDivergence]
-
-
-def block_minmax(blocks: BlockView) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block min and max. Padding repeats real elements, so no mask is needed (see granularity)."""
-    return _block_minmax(blocks.values)
 
 
 def _nan_padded(blocks: BlockView) -> np.ndarray:

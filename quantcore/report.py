@@ -1,14 +1,10 @@
 """Comparing schemes on one tensor, the bits x granularity sweep, manual mode, and exports.
 
 Everything the app and the CLI render comes from here: summary rows, the one-sentence advice,
-CSV and JSON text.
+CSV and JSON text (:mod:`quantcore.export`, re-exported).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -16,10 +12,15 @@ import numpy as np
 
 from .analysis import ArrayLike, QuantResult, analyze
 from .conventions import get_convention
+from .export import jsonable, to_csv, to_json
 from .formats import IntFormat
 from .granularity import Granularity, PerChannel, PerGroup, PerTensor
+from .metrics import pct_error
 from .quantize import dequantize_blocks, quantize_blocks
 from .spec import QuantSpec
+
+__all__ = ["Comparison", "SUMMARY_FIELDS", "compare", "jsonable", "manual", "mark_pareto", "pareto_mask", "standard_schemes",
+           "summary_row", "sweep", "sweep_rows", "to_csv", "to_json"]
 
 SUMMARY_FIELDS = ("label", "mae", "rmse", "max_abs", "sqnr_db", "clip_rate", "collapsed", "payload_bytes",
                   "metadata_bytes", "total_bytes", "bits_per_weight")
@@ -149,12 +150,12 @@ def sweep_rows(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] 
     specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
              for b in bits for g in granularities]
     for s in list(specs) + list(extra):
-        if isinstance(s.granularity, PerGroup) and not (s.preset or s.float_scheme):
+        if isinstance(s.granularity, PerGroup) and s.kind == "int":
             if _group_axis_length(x, s.granularity.axis) <= s.granularity.size:
                 continue
         r = analyze(x, s, channel_axis)
         row = summary_row(r)
-        row.update(bits=r.memory.bits, granularity=s.label if (s.preset or s.float_scheme) else s.granularity.label)
+        row.update(bits=r.memory.bits, granularity=s.granularity.label if s.kind == "int" else s.label)
         if sampled is not None:
             row["sampled_channels"] = sampled
         yield row
@@ -201,61 +202,7 @@ def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample
     xhat = dequantize_blocks(q, s.astype(dt), z.astype(dt), conv)[:, 0].astype(np.float64)
     raw, q = raw[:, 0], q[:, 0]
     abs_err = np.abs(xhat - x.astype(dt).astype(np.float64))
-    from .metrics import pct_error
     return {"channel": np.array(list(names), dtype=object), "scale": s, "zero_point": z.astype(np.int64),
             "sample": x, "raw_q": raw.astype(np.float64), "q": q.astype(np.int64), "dequantized": xhat,
             "abs_error": abs_err, "pct_error": pct_error(x, abs_err),
             "clipped": np.sign(raw - q).astype(np.int64)}
-
-
-# --- exports --------------------------------------------------------------------------------------
-def jsonable(obj):
-    """Convert numpy values, arrays and non-finite floats (as "inf", "-inf", "nan") to JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        if math.isfinite(f):
-            return f
-        return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
-    return obj
-
-
-def to_json(obj) -> str:
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
-
-
-def _cell(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return repr(f) if math.isfinite(f) else ("nan" if math.isnan(f) else ("inf" if f > 0 else "-inf"))
-    if isinstance(v, (np.bool_, bool)):
-        return "true" if v else "false"
-    return str(v)
-
-
-def to_csv(rows: list[dict] | dict[str, np.ndarray]) -> str:
-    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision)."""
-    if isinstance(rows, dict):
-        cols = list(rows)
-        n = len(next(iter(rows.values()))) if rows else 0
-        rows = [{c: rows[c][i] for c in cols} for i in range(n)]
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    cols = list(rows[0])
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([_cell(r.get(c, "")) for c in cols])
-    return buf.getvalue()

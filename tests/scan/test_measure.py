@@ -7,7 +7,6 @@ import pytest
 
 import quantcore as qc
 from quantcore.measure import Stats, TensorRange, measure, measure_reference
-from quantcore.microscaling import quantize_float_scheme
 from quantcore.schemes import parse_scheme, parse_schemes, scheme_memory
 
 ALL = ("q8_0,q4_0,q4_1,q5_0,q5_1,int4-g128,int4-asym-g32,int8-channel,int8-tensor,int3-asym-tensor-fp32,"
@@ -52,8 +51,8 @@ def test_stats_metrics_match_analyze_metrics():
 
 def _dequantized(x, scheme, rng=None):
     if scheme.kind == "float":
-        amax = rng.amax if (rng is not None and scheme.needs_tensor_range) else None
-        return quantize_float_scheme(x, scheme.spec.float_scheme, tensor_amax=amax).dequantized
+        part = (rng.min, rng.max) if (rng is not None and scheme.needs_tensor_range) else None
+        return qc.analyze(x, scheme.spec, tensor_range=part).dequantized
     spec = scheme.spec
     if rng is not None and scheme.needs_tensor_range:
         spec = spec.with_(range=qc.CustomRange(rng.min, rng.max))
