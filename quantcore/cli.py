@@ -20,9 +20,11 @@ from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
+from .io import list_tensors, load_input  # the io layer parses every file kind
 from .memory import DTYPE_BITS
 from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .presets import preset, preset_names
+from .scancli import add_scan_commands, run_scan_command
 from .spec import QuantSpec
 
 MAX_PRINTED_CHANNELS = 20
@@ -80,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
     lst = sub.add_parser("list", help="list the tensors in a file")
     lst.add_argument("file")
-    from .scancli import add_scan_commands
     add_scan_commands(sub)
     return p
 
@@ -94,7 +95,6 @@ def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
         return ex.rows, ex.channel_names, ex.spec, ex.key
     if not args.input:
         raise UsageError("INPUT is required (or --example s0..s3)")
-    from .io import load_input  # the io layer parses every file kind
     loaded = load_input(args.input, tensor=args.tensor)
     return loaded.data, loaded.channel_names, None, loaded.name or args.input
 
@@ -217,7 +217,6 @@ def cmd_analyze(args, stdout) -> int:
 
 
 def cmd_list(args, stdout) -> int:
-    from .io import list_tensors
     infos = list_tensors(args.file)
     rows = [{"name": i.name, "shape": "x".join(map(str, i.shape)) or "scalar", "dtype": i.dtype} for i in infos]
     stdout.write((_table(rows, ["name", "shape", "dtype"]) if rows else "no tensors") + "\n")
@@ -230,7 +229,6 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("scan", "diff", "plan"):
-            from .scancli import run_scan_command
             return run_scan_command(args, stdout, stderr)
         return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
     except (UsageError, ValueError, OSError) as e:

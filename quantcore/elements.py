@@ -56,12 +56,3 @@ FLOAT_ELEMENTS = (FloatFormat, Codebook)
 def is_float_element(e: object) -> bool:
     """True for a float format or a codebook (elements scaled by an absmax / power-of-two / two-level rule)."""
     return isinstance(e, FLOAT_ELEMENTS)
-
-
-def element_bits(e: Element) -> float:
-    """Storage bits per element (a GGUF type: its code bits)."""
-    return e.bits
-
-
-def element_label(e: Element) -> str:
-    return e.label

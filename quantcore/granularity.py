@@ -26,11 +26,13 @@ so one pass serves the block table, the channel table and the totals.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
+
+from .metrics import combine_rows
 
 
 @dataclass(frozen=True)
@@ -132,16 +134,6 @@ class Canonical:
     @property
     def n_valid(self) -> int:
         return int(self.values.size if self.valid is None else np.count_nonzero(self.valid))
-
-    def channel_rows(self, a: np.ndarray) -> np.ndarray:
-        """View a canonical ``(C, R, D)`` array as ``(C, R*D)``: one row per channel."""
-        return a.reshape(a.shape[0], -1)
-
-    def from_input_layout(self, a: np.ndarray) -> np.ndarray:
-        """Map a per-element array in the input's shape to the canonical ``(C, R, D)`` layout."""
-        if self.perm is None:
-            return a.reshape(self.values.shape)
-        return np.transpose(a, self.perm).reshape(self.values.shape)
 
     def to_input_layout(self, a: np.ndarray) -> np.ndarray:
         """Map a canonical per-element array back to the input's shape (ragged: padded ``(C, Dmax)``)."""
@@ -277,7 +269,7 @@ class BlockView:
 
     def block_stats(self, row_stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per-block statistics from per-row ones: each block is ``tile[0]`` consecutive rows."""
-        return row_stats if self.tile[0] == 1 else combine_runs(row_stats, self.n_blocks)
+        return row_stats if self.tile[0] == 1 else combine_rows(row_stats, self.n_blocks)
 
     def channel_stats(self, row_stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per-channel statistics from per-row ones. Rows are ordered ``(channel block, other indices,
@@ -285,7 +277,7 @@ class BlockView:
         C = self.layout[0]
         k = self.tile[0]
         if k == 1:
-            return combine_runs(row_stats, C)
+            return combine_rows(row_stats, C)
         out = {}
         for key, v in row_stats.items():
             v = v.reshape(-(-C // k), -1, k)
@@ -333,16 +325,6 @@ class BlockView:
         grid = np.arange(n).reshape(lead, *rest, nd)
         order = np.argsort(t.perm[:-1])   # canonical non-group axes -> their input order
         return np.transpose(grid, (*order, len(t.perm) - 1)).reshape(-1)
-
-
-def combine_runs(stats: dict[str, np.ndarray], n_out: int) -> dict[str, np.ndarray]:
-    """Merge consecutive rows in equal runs: ``len(rows) = n_out * k`` rows -> ``n_out`` rows (sums;
-    ``max_abs`` takes the maximum)."""
-    out = {}
-    for k, v in stats.items():
-        v = v.reshape(n_out, -1)
-        out[k] = v.max(axis=1) if k == "max_abs" else v.sum(axis=1)
-    return out
 
 
 def block_view(t: Canonical, g: Granularity) -> BlockView:

@@ -26,11 +26,6 @@ def dtype_bits(name: str) -> int:
         raise ValueError(f"unknown metadata dtype {name!r}; expected one of {', '.join(DTYPE_BITS)}") from None
 
 
-def dtype_bytes(name: str) -> float:
-    """Bytes per value of a metadata dtype (0.5 for uint4)."""
-    return dtype_bits(name) / 8
-
-
 @dataclass(frozen=True)
 class Memory:
     n_elements: int

@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from .conventions import ROUNDINGS, get_convention
-from .elements import Element, GGUFType, element_bits, is_float_element
+from .elements import Element, GGUFType, is_float_element
 from .floatfmt import Codebook, FloatFormat
 from .formats import IntFormat
 from .granularity import GRANULARITIES, Granularity, PerBlock, PerChannel, PerGroup, PerTensor
@@ -246,7 +246,7 @@ class QuantSpec:
             t = self.element.type
             return block_memory(n_elements, n_blocks, t.type_size, t.meta_bytes, t.code_bits())
         meta = self.scale_rule.metadata_bits(n_blocks, self.scale_dtype, self.zero_point_dtype)
-        return memory_estimate(n_elements, n_blocks, element_bits(self.element), "none", "none", extra_bits=meta)
+        return memory_estimate(n_elements, n_blocks, self.element.bits, "none", "none", extra_bits=meta)
 
     # --- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict:
