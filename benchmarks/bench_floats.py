@@ -5,7 +5,7 @@ Per float preset (quantcore.presets) it prints the time of
 * ``analyze``: scales, codes and every statistic in the one fused pass (what the app and CLI run);
 * ``+ x_hat, ties``: the same plus the dequantized tensor and the boundary flags materialized (what the
   former ``quantize_float_scheme`` returned: codes, x_hat, clipped and boundary arrays);
-* ``metrics``: the metrics-only pass of the checkpoint scan (``analysis.block_statistics``: no codes kept).
+* ``metrics``: the metrics-only pass of the checkpoint scan (``analysis.total_statistics``: no codes, no per-row arrays).
 
 Prints numbers, never asserts. Run: .venv/bin/python benchmarks/bench_floats.py [--n 4096] [--repeat 3]
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 import quantcore as qc
 from quantcore import floatfmt as ff
-from quantcore.analysis import block_statistics
+from quantcore.analysis import total_statistics
 
 SCHEMES = ("fp8_e4m3", "fp8_e4m3_channel", "fp8_e4m3_g128", "fp8_e4m3_b128", "fp8_e4m3_e8m0_g32", "mxfp8",
            "mxfp8_e5m2", "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4", "fp4_e2m1_channel", "nf4", "nf4_dq")
@@ -57,7 +57,7 @@ def main() -> None:
             r = qc.analyze(x, spec)
             return r.dequantized, r.ties
         t_f = best_of(full, args.repeat)
-        t_m = best_of(lambda: block_statistics(x, spec), args.repeat)
+        t_m = best_of(lambda: total_statistics(x, spec), args.repeat)
         r = res["r"]
         print(f"{name:<20}{t_a * 1e3:>11.1f}{t_a / floor:>8.1f}{t_f * 1e3:>12.1f}{t_f / floor:>8.1f}"
               f"{t_m * 1e3:>11.1f}{t_m / floor:>8.1f}{r.memory.bits_per_weight:>8.4f}{r.metrics.rmse:>10.5f}")

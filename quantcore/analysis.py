@@ -33,8 +33,8 @@ from .conventions import Convention, get_convention
 from .elements import GGUFType
 from .export import jsonable
 from .ggml import GGMLType
-from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_minmax, block_view,
-                          canonical, check_finite)
+from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
+                          block_view, canonical, check_finite)
 from .kernel import TILE_ELEMENTS, quantize_and_measure, tiles
 from .memory import Memory
 from .quantize import FloatCodec, IntCodec, code_dtype, quantize_blocks
@@ -82,12 +82,12 @@ class Prepared:
         return FloatCodec(spec.element, bs.encode_op, self._rows(bs.encode_scale), self._rows(bs.scale),
                           min(self.work.size, TILE_ELEMENTS))
 
-    def run(self, keep_codes: bool = True, keep_raw: bool = False):
+    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False):
         """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`)."""
         bv = self.blocks
         valid = None if self.work_valid is None else bv.rows(self.work_valid)
         return quantize_and_measure(bv.rows(self.work), self.codec(), valid, keep_codes=keep_codes,
-                                    keep_raw=keep_raw, row_name=bv.row_name)
+                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals)
 
 
 def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: tuple[float, float] | None = None,
@@ -111,21 +111,24 @@ def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: 
             raise ValueError(f"tensor_range must be a finite (min, max) pair, got {tensor_range!r}")
         tensor_range = (lo, hi)
     canon, bv = _layout(x, spec, channel_axis)
-    mn, mx = block_minmax(bv.values)
-    finite = bool(np.isfinite(mn).all() and np.isfinite(mx).all())
-    if not finite and not allow_nonfinite:
-        check_finite(canon.to_input_layout(canon.values), "tensor")
-    if finite and isinstance(rule, IntScale):
-        _check_working_range(canon, mn, mx, rule.convention(spec.convention))
-    if tensor_range is not None and isinstance(bv.granularity, PerTensor):
-        mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
-    inputs = ScaleInputs(bv, canon, mn, mx, tensor_range)
+    per_tensor = tensor_range is not None and isinstance(bv.granularity, PerTensor)
     if isinstance(rule, IntScale):
-        return Prepared(spec, canon, bv, rule.block_scales(inputs, spec), bv.values, bv.valid)
+        mn, mx = block_minmax(bv.values)
+        if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
+            check_finite(canon.to_input_layout(canon.values), "tensor")
+        _check_working_range(canon, mn, mx, rule.convention(spec.convention))
+        if per_tensor:
+            mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
+        scales = rule.block_scales(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
+        return Prepared(spec, canon, bv, scales, bv.values, bv.valid)
+    amax = block_amax(bv.values)
+    if not np.isfinite(amax).all() and not allow_nonfinite:
+        check_finite(canon.to_input_layout(canon.values), "tensor")
+    if per_tensor:
+        amax = np.full(1, max(-tensor_range[0], tensor_range[1]), np.float32)
     try:  # float scales: the message names the scheme (the integer ones name the range instead)
-        scales = rule.block_scales(inputs, spec)
+        scales = rule.block_scales(ScaleInputs(bv, canon, block_amax=amax, tensor_range=tensor_range), spec)
         work, work_valid = bv.values, bv.valid
-        amax = np.maximum(-mn, mx)
         if scales.nan_blocks is not None:
             nan = scales.nan_blocks
             work = np.where(nan[:, None], np.zeros((), bv.values.dtype), bv.values)
@@ -614,14 +617,15 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names:
     return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw)
 
 
-def block_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float, float] | None = None
+def total_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float, float] | None = None
                      ) -> dict[str, np.ndarray]:
-    """Per-block statistics (:data:`quantcore.metrics.ROW_FIELDS`) of :func:`analyze` without keeping codes or
-    any per-element array: the same pass, metrics only (integer, float and codebook schemes)."""
+    """The statistics (:data:`quantcore.metrics.ROW_FIELDS`) of :func:`analyze` summed over the tensor, as
+    arrays of length 1, without codes or any per-element or per-row array: the same pass in its totals
+    mode (:func:`quantcore.kernel.quantize_and_measure`), for the checkpoint scan. Integer, float and
+    codebook schemes."""
     if spec.kind == "gguf":
-        raise ValueError("block_statistics runs integer and float schemes; GGUF types use gguf_pass")
-    p = prepare(x, spec, 0, tensor_range)
-    return p.blocks.block_stats(p.run(keep_codes=False).stats)
+        raise ValueError("total_statistics runs integer and float schemes; GGUF types use gguf_pass")
+    return prepare(x, spec, 0, tensor_range).run(keep_codes=False, totals=True).stats
 
 
 def _analyze_gguf(x: ArrayLike, spec: QuantSpec, channel_axis: int, channel_names) -> QuantResult:

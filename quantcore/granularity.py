@@ -393,7 +393,33 @@ def block_minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mn, mx
 
 
-TILE_ROWS_ELEMENTS = 1 << 16   # elements per transposed tile of block_minmax (256 KB of float32)
+TILE_ROWS_ELEMENTS = 1 << 16   # elements per transposed tile of block_minmax / block_amax (256 KB of float32)
+
+
+def block_amax(values: np.ndarray) -> np.ndarray:
+    """float32 max |x| per row of a float32 block array; NaN if the row holds a NaN, inf if an inf (and no NaN).
+
+    One reduction instead of min and max: an unsigned max of the magnitude bit patterns, which is monotone
+    in |x| for non-negative floats, with NaN patterns above inf. Short rows (< 64) are reduced on
+    transposed tiles, as in :func:`block_minmax`.
+    """
+    if values.dtype != np.float32:
+        raise ValueError(f"block_amax takes float32 blocks, got {values.dtype}")
+    nb, w = values.shape
+    u = values.view(np.uint32)
+    out = np.empty(nb, np.uint32)
+    step = max(1, TILE_ROWS_ELEMENTS // w)
+    if w >= 64 or nb < 64:
+        for r0 in range(0, nb, step):
+            np.max(np.bitwise_and(u[r0:r0 + step], np.uint32(0x7FFF_FFFF)), axis=1, out=out[r0:r0 + step])
+        return out.view(np.float32)
+    buf = np.empty((w, min(step, nb)), np.uint32)
+    for r0 in range(0, nb, step):
+        r1 = min(r0 + step, nb)
+        b = buf[:, :r1 - r0]
+        np.bitwise_and(u[r0:r1].T, np.uint32(0x7FFF_FFFF), out=b)
+        np.maximum.reduce(b, axis=0, out=out[r0:r1])
+    return out.view(np.float32)
 
 
 def count_blocks(g: Granularity, shape: tuple[int, ...]) -> int:

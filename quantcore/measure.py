@@ -7,8 +7,8 @@ an array, without keeping codes, scales or per-element arrays. Per element the a
 
 * GGUF presets: the registered GGML type (:mod:`quantcore.ggml`) on tiles of whole blocks (rows
   whose length is not a multiple of 32 fall back to ``analyze``, which pads the last group);
-* integer and float schemes: :func:`quantcore.analysis.block_statistics`, the one fused kernel of
-  ``analyze`` without codes or per-element arrays;
+* integer and float schemes: :func:`quantcore.analysis.total_statistics`, the one fused kernel of
+  ``analyze`` in its totals mode (no codes, no per-element or per-row arrays);
 * ``f16`` / ``bf16``: round to nearest even (saturating), see :mod:`quantcore.schemes`.
 
 Sums are float64. Within one call they are summed in tile order, so they equal ``analyze``'s sums up
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .analysis import analyze, block_statistics
+from .analysis import analyze, total_statistics
 from .ggml import get_ggml_type
 from .metrics import sqnr_db
 from .schemes import ScanScheme
@@ -143,7 +143,7 @@ def measure(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None, s
         return measure_reference(x, scheme, rng)
     if scheme.kind == "cast":
         return _cast_stats(x, scheme.name)
-    return _totals(block_statistics(x, scheme.spec, tensor_range=_part_range(scheme, rng)))
+    return _totals(total_statistics(x, scheme.spec, tensor_range=_part_range(scheme, rng)))
 
 
 def _preset_stats(x: np.ndarray, name: str, ssx_given: float | None = None) -> Stats:

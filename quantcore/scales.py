@@ -90,14 +90,16 @@ class BlockScales:
 
 @dataclass(frozen=True)
 class ScaleInputs:
-    """What a rule may read: the block view and its canonical tensor, the min / max per block (working
-    dtype; NaN / inf propagate) and, when the analysed array is a part of a larger tensor, that tensor's
-    min and max (a per-tensor block's min / max are then already the tensor's)."""
+    """What a rule may read: the block view and its canonical tensor, the reductions per block -- ``min`` and
+    ``max`` (working dtype; integer rules) or ``block_amax`` (float32 max |x|; float rules), NaN / inf
+    propagating -- and, when the analysed array is a part of a larger tensor, that tensor's min and max (a
+    per-tensor block's reductions are then already the tensor's)."""
 
     blocks: BlockView
     canon: Canonical
-    min: np.ndarray
-    max: np.ndarray
+    min: np.ndarray | None = None
+    max: np.ndarray | None = None
+    block_amax: np.ndarray | None = None
     tensor_range: tuple[float, float] | None = None
 
     def storage_order(self) -> np.ndarray:
@@ -106,6 +108,8 @@ class ScaleInputs:
 
     def amax(self) -> np.ndarray:
         """float32 max |x| per block (NaN if the block holds a NaN)."""
+        if self.block_amax is not None:
+            return self.block_amax
         return np.maximum(-self.min, self.max).astype(_F32, copy=False)
 
     def tensor_amax(self, amax: np.ndarray) -> np.float32:
