@@ -35,9 +35,9 @@ from .export import jsonable
 from .ggml import GGMLType
 from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
                           block_view, canonical, check_finite)
-from .kernel import TILE_ELEMENTS, quantize_and_measure, tiles
+from .kernel import quantize_and_measure
 from .memory import Memory
-from .quantize import FloatCodec, IntCodec, code_dtype, quantize_blocks
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, quantize_blocks, tiles
 from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
 from .spec import QuantSpec
 

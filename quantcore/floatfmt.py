@@ -50,6 +50,7 @@ __all__ = [
     "get_format",
     "encode",
     "decode",
+    "decode_table",
     "round_to_format",
     "encode_with_overflow",
     "encode_detailed",
@@ -290,6 +291,17 @@ def _check_codes(codes: np.ndarray, n: int, name: str) -> np.ndarray:
             raise ValueError(f"{name} code {int(c[idx])} at index {tuple(int(i) for i in idx)} is out of "
                              f"range 0..{n - 1}")
     return c.astype(np.intp, copy=False)
+
+
+def decode_table(fmt: str | Format) -> np.ndarray:
+    """The float32 value of every code of ``fmt`` (read-only): ``decode_table(f)[c] == decode(c, f)``, for callers
+    that look up codes they produced themselves (no range check)."""
+    fmt = get_format(fmt)
+    if isinstance(fmt, Codebook):
+        out = np.asarray(fmt.values, dtype=np.float32)
+        out.setflags(write=False)
+        return out
+    return _table(fmt)
 
 
 def decode(codes: np.ndarray, fmt: str | Format) -> np.ndarray:

@@ -30,11 +30,10 @@ from typing import Callable, Union
 
 import numpy as np
 
-from .quantize import FloatCodec, IntCodec
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, tiles
 
 Codec = Union[IntCodec, FloatCodec]
 
-TILE_ELEMENTS = 1 << 16
 PARTIAL = 256  # float32 partial sums run over at most this many elements, then accumulate in float64
 F32_SUM_RANGE = (2.0 ** -50, 2.0 ** 56)  # row maxima for which float32 partial sums of squares are exact enough
 
@@ -117,19 +116,6 @@ class PassResult:
     stats: dict[str, np.ndarray]   # additive per-row statistics (see metrics.ROW_FIELDS)
     q: np.ndarray | None           # integer codes, same shape as the rows array
     raw: np.ndarray | None         # unclamped codes in the working dtype (kept only when asked)
-
-
-def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
-    """``(r0, r1, c0, c1)`` rectangles covering ``(n_rows, row_len)``, each about ``tile`` elements:
-    whole rows when rows are short, column slices of one row when a row alone exceeds ``tile``."""
-    if row_len >= tile:
-        for r in range(n_rows):
-            for c in range(0, row_len, tile):
-                yield r, r + 1, c, min(c + tile, row_len)
-    else:
-        step = max(1, tile // row_len)
-        for r in range(0, n_rows, step):
-            yield r, min(r + step, n_rows), 0, row_len
 
 
 def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | None = None, keep_codes: bool = True,

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import floatfmt as ff
 from .calibration import kl_range, mse_optimal_range
-from .conventions import CONVENTIONS, Convention, get_convention, store_scale
+from .conventions import CONVENTIONS, ROUNDINGS, Convention, get_convention, store_scale
 from .elements import Element, GGUFType, is_float_element
 from .formats import IntFormat
 from .granularity import BlockView, Canonical, Granularity, PerBlock, PerChannel, PerGroup, PerTensor
@@ -113,6 +113,7 @@ class ScaleInputs:
         return np.maximum(-self.min, self.max).astype(_F32, copy=False)
 
     def tensor_amax(self, amax: np.ndarray) -> np.float32:
+        """float32 max |x| of the whole tensor: from ``tensor_range`` when given, else of the blocks' amax."""
         if self.tensor_range is not None:
             lo, hi = self.tensor_range
             return _F32(max(-lo, hi))
@@ -197,8 +198,7 @@ class IntScale(ScaleRule):
 
     conventions: ClassVar[tuple[str, ...]] = tuple(CONVENTIONS)
     scale_dtypes: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16")
-    roundings: ClassVar[tuple[str | None, ...]] = (None, "half-even", "half-away", "floor", "ceil", "trunc",
-                                                   "stochastic")
+    roundings: ClassVar[tuple[str | None, ...]] = (None, *ROUNDINGS)
 
     def __post_init__(self) -> None:
         if self.mapping not in MAPPINGS:
