@@ -26,6 +26,7 @@ import re
 import numpy as np
 import panel as pn
 import param
+from panel.reactive import ReactiveHTML
 from bokeh.models import (
     BoxAnnotation,
     ColumnDataSource,
@@ -37,6 +38,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 import quantcore as qc
+import quantcore.ggml as qc_ggml
 import quantcore.io as qc_io
 import quantcore.report as qc_report
 from quantcore.params import SYMMETRIC_SCALES
@@ -60,6 +62,8 @@ RANGE_METHODS = {
 MAX_PLOT_POINTS = 20_000     # never ship more than this many points to one plot
 MAX_CHANNEL_VALUES = 4_096   # points of one channel shown in the reconstruction plot
 SAMPLE_TABLE_LIMIT = 10_000  # per-sample table rows
+MAX_PASTE_CHARS = 4_000_000  # pasted text (a 4096 x 64 block of 15-character numbers); larger: upload a file
+DEFERRED_SAMPLES_ABOVE = 1 << 16  # elements; above this the per-sample table is filled in after the rest
 FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
 # (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
@@ -70,14 +74,6 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-_MD_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
-
-
-def md_safe(text: object) -> str:
-    """Escape text for a Markdown-rendered pane (pn.pane.Alert): HTML first, then Markdown syntax."""
-    return _MD_SPECIALS.sub(lambda m: f"&#{ord(m.group(1))};", esc(text))
-
-
 APP_CSS = """
 .qc-h { font-size: 1.15em; margin: 0.4em 0 0.2em 0; color: #1a1a1a; }
 h1.qc-title { font-size: 1.5em; margin: 0.2em 0; color: #1a1a1a; }
@@ -86,15 +82,23 @@ h1.qc-title { font-size: 1.5em; margin: 0.2em 0; color: #1a1a1a; }
 .qc-scroll { overflow-x: auto; }
 table.qc-table { border-collapse: collapse; font-size: 0.86em; width: 100%; }
 table.qc-table caption { text-align: left; color: #404040; padding-bottom: 0.2em; }
-table.qc-table th, table.qc-table td { border-bottom: 1px solid #ddd; padding: 3px 6px; text-align: right;
+table.qc-table th, table.qc-table td { border-bottom: 1px solid #ddd; padding: 3px 5px; text-align: right;
   white-space: nowrap; }
 table.qc-table th[scope=row] { text-align: left; font-weight: normal; }
 table.qc-table tr.qc-best { background: #fff4cc; font-weight: 600; }
 table.qc-table tr.qc-selected { background: #dbe9f7; }
+table.qc-table tr.qc-over { color: #777; }
+table.qc-table tr[data-channel] { cursor: pointer; }
+table.qc-table tr[data-channel]:focus { outline: 2px solid #1f5fa8; outline-offset: -2px; }
 .qc-best-tag { color: #7a4b00; }
 details.qc-docs { border: 1px solid #ccc; border-radius: 4px; padding: 0.3em 0.7em; margin: 0.4em 0; }
 details.qc-docs summary { cursor: pointer; font-weight: 600; }
 .qc-name { font-family: monospace; background: #f3f3f3; padding: 0 0.25em; }
+.qc-msg { border-left: 4px solid; padding: 0.35em 0.6em; margin: 0.2em 0; white-space: pre-wrap;
+  overflow-wrap: anywhere; }
+.qc-msg-danger { background: #fdecea; border-color: #b3261e; color: #5f1410; }
+.qc-msg-warning { background: #fff4e5; border-color: #b35c00; color: #5a2e00; }
+.qc-msg-info { background: #eaf2fb; border-color: #1f5fa8; color: #0d2f57; }
 """
 
 
@@ -144,10 +148,34 @@ def parse_number_list(text: str, what: str) -> float | list[float] | None:
 DATA_PARAMS = ("source", "example", "text", "manual_text", "upload_tensor", "syn_rows", "syn_cols",
                "syn_dist", "syn_spread", "syn_outliers", "syn_seed")
 ANALYSIS_PARAMS = ("bits", "signed", "mapping", "narrow", "reduce_range", "rounding", "convention",
-                   "symmetric_scale", "scale_dtype", "zero_point_dtype", "seed",
-                   "range_method", "pct", "lo", "hi", "axis", "group", "compare", "detail")
+                   "symmetric_scale", "scale_dtype", "zero_point_dtype", "seed", "qmin", "qmax",
+                   "range_method", "pct", "lo", "hi", "axis", "group", "compare", "detail", "budget")
 URL_PARAMS = ("example", "source", "tensor_name", "channel", "syn_rows", "syn_cols", "syn_dist",
               "syn_spread", "syn_outliers", "syn_seed") + ANALYSIS_PARAMS
+
+
+class ResultCache:
+    """Engine results of the current data, by (scheme, channel axis): a settings change recomputes only the
+    schemes it changes (a bits change leaves GGUF and float presets alone). Bounded: the oldest go first."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self.limit = limit
+        self.data_version = 0
+        self._items: dict = {}
+
+    def new_data(self) -> None:
+        self.data_version += 1
+        self._items.clear()
+
+    def get(self, key, compute):
+        if key in self._items:
+            self._items[key] = self._items.pop(key)   # most recently used last
+            return self._items[key]
+        value = compute()
+        self._items[key] = value
+        while len(self._items) > self.limit:
+            self._items.pop(next(iter(self._items)))
+        return value
 
 
 class QuantCalcSettings(param.Parameterized):
@@ -188,9 +216,14 @@ class QuantCalcSettings(param.Parameterized):
     zero_point_dtype = param.Selector(default="int32", objects=["int32", "int16", "int8", "fp16", "none"],
                                       doc="How zero-points are stored (memory accounting).")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Seed for stochastic rounding.")
+    qmin = param.Integer(default=None, allow_None=True, bounds=(-(1 << 15), (1 << 16) - 1),
+                         doc="Custom smallest code (with qmax; must include 0, as in PyTorch); empty: from the bits.")
+    qmax = param.Integer(default=None, allow_None=True, bounds=(-(1 << 15), (1 << 16) - 1),
+                         doc="Custom largest code (with qmin); empty: from the bits.")
     range_method = param.Selector(default="minmax", objects=list(RANGE_METHODS.values()),
                                   doc="How each block's [lo, hi] is chosen.")
-    pct = param.Number(default=99.9, bounds=(50.0, 100.0), doc="Percentile for the percentile range.")
+    pct = param.Number(default=99.9, bounds=(50.0, 100.0), inclusive_bounds=(False, True),
+                       doc="Percentile for the percentile range: the range is [P(100 - pct), P(pct)].")
     lo = param.String(default="", doc="Custom min: one number, or one per channel.")
     hi = param.String(default="", doc="Custom max: one number, or one per channel.")
     axis = param.Integer(default=0, bounds=(0, 7), doc="Channel axis of the tensor.")
@@ -200,10 +233,17 @@ class QuantCalcSettings(param.Parameterized):
     detail = param.Selector(default="per-channel", objects=list(SCHEMES),
                             doc="Scheme shown in the per-channel and per-sample tables and plots.")
     channel = param.Integer(default=0, bounds=(0, None), doc="Selected channel (linked across views).")
+    budget = param.Number(default=None, allow_None=True, bounds=(0.5, 64.0),
+                          doc="Bits per weight you can afford (payload + scales/zero-points); empty: no budget. "
+                              "The advice then names the most accurate scheme within it.")
 
     # --- cached results (not controls) --------------------------------------------------------
     busy = param.Boolean(default=False, precedence=-1)
     input_error = param.String(default="", precedence=-1, doc="Error about the data input.")
+    input_note = param.String(default="", precedence=-1,
+                              doc="What loading new data reset (the example's own options), said next to the input.")
+    source_info = param.String(default="", precedence=-1,
+                               doc="What was loaded: dtype in the file, shape, stored bits/weight.")
     settings_error = param.String(default="", precedence=-1, doc="Error about the engine options.")
     url_error = param.String(default="", precedence=-1)
     data = param.Parameter(default=None, precedence=-1, doc="np.ndarray or list of 1-D arrays.")
@@ -225,6 +265,9 @@ class QuantCalcSettings(param.Parameterized):
         self._names: list[str] | None = None
         self._generation = 0          # bumped by every change; work for an older one is dropped
         self._data_pending = False    # a change asked to reload the data and that has not run yet
+        self._results = ResultCache()  # per (data, scheme): only what a change touches is recomputed
+        self._name_edited = False     # the user typed a tensor name: new data does not overwrite it
+        self._frontier_key = None     # the settings the shown frontier was swept with
         self._apply_example(self.example, keep=set())
         self._load_data()
         self._analyze()
@@ -245,11 +288,40 @@ class QuantCalcSettings(param.Parameterized):
             self._applying = True
             self.source = "paste"
             self._applying = False
+            names.add("source")
+        if "source" in names or "example" in names:
+            self.input_note = ""
+        if "source" in names and self.source not in ("example", "manual") and "example" not in names:
+            self._reset_example_options(keep=names)  # what this same change (or a URL at load) sets stays
         if names == {"tensor_name"}:
+            self._name_edited = True
             self.revision += 1
             return
+        if "tensor_name" in names:
+            self._name_edited = True
         need_data = bool(names & set(DATA_PARAMS))
         self._schedule(need_data)
+
+    def _reset_example_options(self, keep: set[str]) -> None:
+        """New data (paste, upload, synthetic): the options an example chose for its own data would break it or
+        hide schemes (a custom range per channel of the example, a channel, a one-scheme comparison). Reset
+        those to the defaults and say so; ``keep`` are options the user set in the same change or the URL."""
+        defaults = {"range_method": "minmax", "lo": "", "hi": "", "compare": self.param.compare.default,
+                    "detail": self.param.detail.default, "channel": 0}
+        changed = {k: v for k, v in defaults.items() if k not in keep and getattr(self, k) != v}
+        if not changed:
+            return
+        words = {"range_method": "range → data min/max", "lo": None, "hi": None,
+                 "compare": "schemes compared → per-tensor, per-channel, per-group", "detail": None,
+                 "channel": "selected channel → 0"}
+        said = [words[k] for k in changed if words[k]]
+        self._applying = True
+        try:
+            self.param.update(**changed)
+        finally:
+            self._applying = False
+        if said:
+            self.input_note = "New data: the example's own settings were reset (" + "; ".join(said) + ")."
 
     def _kept_on_example_change(self, names: set[str]) -> set[str]:
         """Settings an example must not overwrite.
@@ -317,14 +389,27 @@ class QuantCalcSettings(param.Parameterized):
         result = self.detail_result
         if result is None or self.source == "manual":
             return
+        key = self._frontier_settings()
+        if key == self._frontier_key:
+            return  # bits, schemes compared, detail, ...: nothing the sweep depends on changed
         if result.metrics.n > FRONTIER_AUTO_LIMIT:
             self.frontier_pending = True
         elif generation is None:
             self.frontier = self._sweep_or_empty()
+            self._frontier_key = key
         else:
-            self._sweep_stepwise(generation)
+            self._sweep_stepwise(generation, key)
 
-    def _sweep_stepwise(self, generation: int) -> None:
+    def _frontier_settings(self):
+        """What the frontier depends on: the data and the sweep's base scheme (its bit width is swept)."""
+        try:
+            base = self._sweep_base()
+        except ValueError:
+            return None
+        return (self._results.data_version, base.with_(fmt=qc.IntFormat(8, base.fmt.signed, base.fmt.narrow)),
+                self.axis)
+
+    def _sweep_stepwise(self, generation: int, key) -> None:
         """The frontier one scheme per tick: a newer change (bits, mapping, ...) stops it between schemes, so
         the page stays responsive while a large tensor is swept (in the browser worker too)."""
         try:
@@ -340,6 +425,7 @@ class QuantCalcSettings(param.Parameterized):
                 rows.append(next(rows_iter))
             except StopIteration:
                 self.frontier = qc_report.mark_pareto(rows)
+                self._frontier_key = key
                 return
             except ValueError:
                 return  # the frontier is extra; the main results stand on their own
@@ -351,6 +437,8 @@ class QuantCalcSettings(param.Parameterized):
     def _apply_example(self, key: str, keep: set[str]) -> None:
         """Load an example's text, name and settings; parameters in ``keep`` keep their values."""
         ex = qc.get_example(key)
+        if "tensor_name" not in keep:
+            self._name_edited = False
         settings = dict(example_settings(ex))
         settings = {k: v for k, v in settings.items() if k not in keep and k in self.param}
         self._applying = True
@@ -372,44 +460,59 @@ class QuantCalcSettings(param.Parameterized):
                     raise ValueError(f"{filename}: none of its {len(infos)} tensor(s) has a type this app can load")
             except ValueError as exc:
                 self.input_error = str(exc)
+        leaving = self.source not in ("upload", "manual")
         self._applying = True
         try:
             self.upload_names = names
             self.upload_tensor = names[0] if names else ""
             self.source = "upload"
-            if data and not self.tensor_name.strip():
-                self.tensor_name = filename
         finally:
             self._applying = False
+        self._name_edited = False  # a new file: its tensor names the results
+        if leaving:
+            self._reset_example_options(keep=set())
         self._schedule(True)
 
     def _load_data(self) -> None:
         self.input_error = ""
-        data, labels = None, []
+        data, labels, name, info = None, [], "", ""
         try:
             if self.source in ("example", "paste"):
                 data, labels = read_pasted(self.text)
+                name = f"example {self.example}" if self.source == "example" else "pasted values"
             elif self.source == "upload":
                 if not self._upload_bytes:
                     raise ValueError("choose a file to upload (.npy, .npz, .csv, .safetensors, .gguf)")
                 loaded = qc_io.load_tensor(self._upload_bytes, name=self.upload_tensor or None,
                                            filename=self._upload_filename or None)
                 data, labels = loaded.array, list(loaded.channel_names or [])
+                name = loaded.name or self._upload_filename
+                info = stored_as(loaded)
             elif self.source == "synthetic":
                 data = qc.synthetic(rows=self.syn_rows, cols=self.syn_cols, distribution=self.syn_dist,
                                     channel_spread=self.syn_spread, outlier_channels=self.syn_outliers,
                                     seed=self.syn_seed)
                 labels = []
+                name = f"synthetic {self.syn_dist} {self.syn_rows}×{self.syn_cols} (seed {self.syn_seed})"
             elif self.source == "manual":
-                data, labels = None, []
+                data, labels, name = None, [], "manual parameters"
         except ValueError as exc:
             self.input_error = str(exc)
             data, labels = None, []
+        if name and not self._name_edited:
+            self._applying = True
+            try:
+                self.tensor_name = name
+            finally:
+                self._applying = False
+        self.source_info = info
         if data is not None and not isinstance(data, list):
             data = np.asarray(data)
             if data.ndim == 0:
                 data = data.reshape(1)
         self._names = [str(s) for s in labels] or None  # None: the engine names channels ch0, ch1, ...
+        self._results.new_data()
+        self._frontier_key = None
         self.param.update(data=data, labels=list(self._names or []))
 
     # --- analysis -------------------------------------------------------------------------------
@@ -417,7 +520,10 @@ class QuantCalcSettings(param.Parameterized):
         """The quantcore spec for one scheme name under the current options."""
         if scheme in GGUF_PRESETS or scheme in FLOAT_SCHEMES:
             return qc.preset(scheme)
-        fmt_ = qc.IntFormat(bits=self.bits, signed=self.signed, narrow=self.narrow, reduce_range=self.reduce_range)
+        if (self.qmin is None) != (self.qmax is None):
+            raise ValueError("custom code range: give both qmin and qmax (or neither)")
+        fmt_ = qc.IntFormat(bits=self.bits, signed=self.signed, narrow=self.narrow, reduce_range=self.reduce_range,
+                            custom_qmin=self.qmin, custom_qmax=self.qmax)
         ndim = self.data.ndim if isinstance(self.data, np.ndarray) else 2
         group_axis = -1 if (ndim < 2 or self.axis != ndim - 1) else 0
         gran = {"per-tensor": qc.PerTensor(), "per-channel": qc.PerChannel(axis=self.axis),
@@ -449,7 +555,9 @@ class QuantCalcSettings(param.Parameterized):
 
     def _analyze(self) -> None:
         out = dict(settings_error="", comparison=None, detail_result=None, tensor_result=None,
-                   frontier=[], frontier_pending=False, manual_rows=None)
+                   manual_rows=None)
+        if self._frontier_key != self._frontier_settings():
+            out.update(frontier=[], frontier_pending=False)
         try:
             if self.source == "manual":
                 self.input_error = ""
@@ -463,7 +571,7 @@ class QuantCalcSettings(param.Parameterized):
             elif self.data is not None:
                 schemes = self.schemes()
                 specs = [self.scheme_spec(s) for s in schemes]
-                cmp = qc.compare(self.data, specs, channel_axis=self.axis, channel_names=self._names)
+                cmp = qc_report.Comparison(tuple(self._result(spec) for spec in specs))
                 out["comparison"] = cmp
                 out["detail_result"] = cmp.results[schemes.index(self.detail)]
                 if "per-tensor" in schemes:
@@ -482,12 +590,17 @@ class QuantCalcSettings(param.Parameterized):
             self.channel = 0
         self.revision += 1
 
-    def _sweep_rows(self):
-        """Bits x granularity frontier rows with the current options, one scheme at a time (a custom range
-        becomes data min/max: one fixed range cannot serve every granularity)."""
+    def _sweep_base(self):
+        """The frontier's base scheme: the current options per channel (a custom range becomes data min/max:
+        one fixed range cannot serve every granularity)."""
         base = self.scheme_spec("per-channel")
         if isinstance(base.range, qc.CustomRange):
             base = base.with_(range=qc.MinMax())
+        return base
+
+    def _sweep_rows(self):
+        """Bits x granularity frontier rows with the current options, one scheme at a time."""
+        base = self._sweep_base()
         return qc_report.sweep_rows(self.data, base=base, bits=(2, 3, 4, 5, 6, 8),
                                     granularities=(qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32),
                                                    qc.PerGroup(128)), channel_axis=self.axis)
@@ -501,9 +614,14 @@ class QuantCalcSettings(param.Parameterized):
             spec = self.scheme_spec("per-tensor")
             if isinstance(spec.range, qc.CustomRange) and np.ndim(spec.range.lo) > 0:
                 spec = spec.with_(range=qc.MinMax())
-            return qc.analyze(self.data, spec, channel_axis=self.axis, channel_names=self._names)
+            return self._result(spec)
         except ValueError:
             return None
+
+    def _result(self, spec):
+        """``qc.analyze`` of the current data with ``spec``, computed once per (data, spec, axis)."""
+        return self._results.get((spec, self.axis), lambda: qc.analyze(self.data, spec, channel_axis=self.axis,
+                                                                          channel_names=self._names))
 
     def _sweep_or_empty(self) -> list[dict]:
         try:
@@ -514,6 +632,7 @@ class QuantCalcSettings(param.Parameterized):
     def compute_frontier(self) -> None:
         try:
             self.frontier = self._sweep()
+            self._frontier_key = self._frontier_settings()
             self.frontier_pending = False
         except ValueError as exc:
             self.settings_error = str(exc)
@@ -565,6 +684,29 @@ def none_if_default(value: str) -> str | None:
     return None if value == "default" else value
 
 
+STORED_BITS = {"float64": 64, "F64": 64, "float32": 32, "F32": 32, "float16": 16, "F16": 16, "bfloat16": 16,
+               "BF16": 16, "int8": 8, "I8": 8, "uint8": 8, "U8": 8, "int16": 16, "I16": 16, "int32": 32, "I32": 32}
+
+
+FILE_DTYPE_WORDS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I8": "int8",
+                    "U8": "uint8", "I16": "int16", "I32": "int32"}  # safetensors / GGUF names -> numpy's
+
+
+def stored_as(loaded) -> str:
+    """"float16 · 4096 × 4096 · 16 bits/weight as stored" for an uploaded tensor (GGUF types: exact bits)."""
+    arr = loaded.array
+    shape = " × ".join(str(d) for d in np.shape(arr)) if isinstance(arr, np.ndarray) else f"{len(arr)} rows"
+    dtype = FILE_DTYPE_WORDS.get(str(loaded.dtype_in_file), str(loaded.dtype_in_file))
+    bits = STORED_BITS.get(dtype)
+    if bits is None:
+        try:
+            bits = qc_ggml.get_ggml_type(dtype).bits_per_weight()
+        except ValueError:
+            bits = None
+    stored = f" · {bits:g} bits/weight as stored" if bits else ""
+    return f"{dtype} · {shape}{stored}"
+
+
 def read_pasted(text: str):
     """Parse pasted text through quantcore.io: returns (array or list of rows, channel labels)."""
     parsed = qc_io.parse_text(text, source="pasted values")
@@ -605,14 +747,85 @@ def clip_bounds(res, ch: int) -> tuple[float, float]:
 NO_SPIN = [".bk-spin-btn { display: none !important; }"]  # its +/- buttons have no accessible name (axe)
 
 
-def alert_pane() -> pn.pane.Alert:
-    return pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 5))
+def alert_pane() -> pn.pane.HTML:
+    """A message box (error, warning or note) shown next to the control it is about; hidden when empty.
+
+    Plain HTML with escaped text: a Markdown pane would render quotes in messages as ``&#x27;``."""
+    return html_pane("", visible=False, sizing_mode="stretch_width", margin=(0, 5))
 
 
-def show_error(pane: pn.pane.Alert, message: str, kind: str = "danger") -> None:
-    pane.alert_type = kind
-    pane.object = md_safe(message) if message else ""
+MESSAGE_ROLES = {"danger": "alert", "warning": "alert", "info": "status"}
+
+
+def show_error(pane: pn.pane.HTML, message: str, kind: str = "danger") -> None:
+    """Show ``message`` (untrusted text, escaped here) in ``pane``: kind danger (red), warning, info."""
+    pane.object = (f"<div class='qc-msg qc-msg-{kind}' role='{MESSAGE_ROLES[kind]}'>{esc(message)}</div>"
+                   if message else "")
     pane.visible = bool(message)
+
+
+def out_of_bounds(p: param.Parameter, value) -> str:
+    """Why ``value`` cannot be given to the numeric parameter ``p`` ("" when it can)."""
+    if value is None:
+        return "enter a number"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return f"{str(value)[:40]!r} is not a number"
+    if isinstance(p, param.Integer) and v != int(v):
+        return f"{fmt(v)} is not a whole number"
+    lo, hi = p.bounds or (None, None)
+    lo_in, hi_in = getattr(p, "inclusive_bounds", (True, True))
+    low = lo is not None and (v < lo or (v == lo and not lo_in))
+    high = hi is not None and (v > hi or (v == hi and not hi_in))
+    if not (low or high):
+        return ""
+    left = f"{'≥' if lo_in else '>'} {fmt(lo)}" if lo is not None else ""
+    right = f"{'≤' if hi_in else '<'} {fmt(hi)}" if hi is not None else ""
+    return f"{fmt(v)} is out of range (must be {' and '.join(x for x in (left, right) if x)})"
+
+
+class CheckedNumber(pn.viewable.Viewer):
+    """A number box for one parameter that says why a value is refused, right below it.
+
+    The box itself has no bounds (a browser would clamp or drop the value silently); the parameter's bounds
+    are checked here. A refused value stays in the box, the message names the allowed range, and the results
+    keep using the previous value. The box follows the parameter when an example or the URL changes it.
+    """
+
+    def __init__(self, obj: param.Parameterized, name: str, label: str, widget=pn.widgets.IntInput,
+                 help: str = "", **kw):
+        super().__init__()
+        self.obj, self.key, self.label = obj, name, label
+        p = obj.param[name]
+        self.widget = widget(name=label, value=getattr(obj, name), stylesheets=NO_SPIN,
+                             description=help or p.doc, **kw)
+        self.message = alert_pane()
+        self.widget.param.watch(self._typed, "value")
+        obj.param.watch(self._follow, name)
+
+    def _typed(self, event) -> None:
+        if event.new == getattr(self.obj, self.key):
+            show_error(self.message, "")
+            return
+        reason = self._refusal(event.new)
+        if reason:
+            show_error(self.message, f"{self.label}: {reason}; still using {getattr(self.obj, self.key)}.")
+            return
+        show_error(self.message, "")
+        setattr(self.obj, self.key, event.new)
+
+    def _refusal(self, value) -> str:
+        p = self.obj.param[self.key]
+        return "" if value is None and p.allow_None else out_of_bounds(p, value)
+
+    def _follow(self, event) -> None:
+        if self.widget.value != event.new:
+            self.widget.value = event.new
+        show_error(self.message, "")
+
+    def __panel__(self):
+        return pn.Column(self.widget, self.message, margin=0)
 
 
 class InputView(pn.viewable.Viewer):
@@ -635,8 +848,9 @@ class InputView(pn.viewable.Viewer):
                      "s3: 2×4 int4 matrix, quiet row collapses (seed 003)": "s3"},
             sizing_mode="stretch_width")
         self.paste = pn.widgets.TextAreaInput.from_param(
-            calc.param.text, name="Values (one channel per line or ';', values by ',' or spaces; "
-                                  "optional 'label:' prefix)", rows=7, sizing_mode="stretch_width")
+            calc.param.text, name="Values", rows=7, sizing_mode="stretch_width", max_length=MAX_PASTE_CHARS,
+            description="One channel per line or per ';'; values separated by ',' or spaces; an optional "
+                        "'label:' prefix names the channel. Larger tensors: upload a file.")
         self.paste_alert = alert_pane()
         self.upload = pn.widgets.FileInput(accept=UPLOAD_ACCEPT, multiple=False, sizing_mode="stretch_width",
                                            name="Upload tensor file")
@@ -645,26 +859,29 @@ class InputView(pn.viewable.Viewer):
         self.picker.param.watch(self._on_pick, "value")
         self.upload_alert = alert_pane()
         self.synthetic = pn.Column(
-            pn.Row(pn.widgets.IntInput.from_param(calc.param.syn_rows, name="Channels", width=110, stylesheets=NO_SPIN),
-                   pn.widgets.IntInput.from_param(calc.param.syn_cols, name="Values/channel", width=110, stylesheets=NO_SPIN),
-                   pn.widgets.IntInput.from_param(calc.param.syn_seed, name="Seed", width=90, stylesheets=NO_SPIN)),
+            pn.Row(CheckedNumber(calc, "syn_rows", "Channels", width=110),
+                   CheckedNumber(calc, "syn_cols", "Values/channel", width=110),
+                   CheckedNumber(calc, "syn_seed", "Seed", width=90)),
             pn.Row(pn.widgets.Select.from_param(calc.param.syn_dist, name="Distribution", width=120),
-                   pn.widgets.FloatInput.from_param(calc.param.syn_spread, name="Scale spread (decades)",
-                                                    step=0.25, width=150, stylesheets=NO_SPIN),
-                   pn.widgets.IntInput.from_param(calc.param.syn_outliers, name="Outlier channels", width=110, stylesheets=NO_SPIN)),
+                   CheckedNumber(calc, "syn_spread", "Scale spread (decades)", widget=pn.widgets.FloatInput,
+                                 step=0.25, width=150),
+                   CheckedNumber(calc, "syn_outliers", "Outlier channels", width=110)),
             sizing_mode="stretch_width")
         self.synthetic_alert = alert_pane()
         self.manual = pn.widgets.TextAreaInput.from_param(
             calc.param.manual_text, name="Manual: channel, scale, zero-point, sample (one per line)",
             rows=6, sizing_mode="stretch_width")
         self.manual_alert = alert_pane()
+        self.note = alert_pane()
+        self.stored = html_pane("", sizing_mode="stretch_width", margin=(0, 10), visible=False)
         self.groups = {
             "example": pn.Column(self.example, sizing_mode="stretch_width"),
-            "upload": pn.Column(self.upload, self.picker, self.upload_alert, sizing_mode="stretch_width"),
+            "upload": pn.Column(self.upload, self.picker, self.stored, self.upload_alert, sizing_mode="stretch_width"),
             "synthetic": pn.Column(self.synthetic, self.synthetic_alert, sizing_mode="stretch_width"),
             "manual": pn.Column(self.manual, self.manual_alert, sizing_mode="stretch_width"),
         }
-        calc.param.watch(self._refresh, ["source", "input_error", "upload_names", "upload_tensor", "revision"])
+        calc.param.watch(self._refresh, ["source", "input_error", "upload_names", "upload_tensor", "revision",
+                                         "input_note", "source_info"])
         self._refresh()
 
     def _on_upload(self, event) -> None:
@@ -689,11 +906,15 @@ class InputView(pn.viewable.Viewer):
         show_error(self.upload_alert, err if src == "upload" else "")
         show_error(self.synthetic_alert, err if src == "synthetic" else "")
         show_error(self.manual_alert, err if src == "manual" else "")
+        show_error(self.note, self.calc.input_note, kind="info")
+        info = self.calc.source_info if src == "upload" else ""
+        self.stored.object = f"<p class='qc-note'>Loaded: {esc(info)}</p>" if info else ""
+        self.stored.visible = bool(info)
 
     def __panel__(self):
         return pn.Column(
             html_pane("<h2 class='qc-h'>Input</h2>", margin=(0, 5)),
-            self.name_input, self.source, *self.groups.values(), self.paste, self.paste_alert,
+            self.name_input, self.source, self.note, *self.groups.values(), self.paste, self.paste_alert,
             sizing_mode="stretch_width")
 
 
@@ -705,7 +926,7 @@ class SettingsView(pn.viewable.Viewer):
         self.calc = calc
         w = pn.widgets
         self.alert = alert_pane()
-        self.percentile = w.FloatInput.from_param(calc.param.pct, name="Percentile", step=0.1, width=110, stylesheets=NO_SPIN)
+        self.percentile = CheckedNumber(calc, "pct", "Percentile", widget=w.FloatInput, step=0.1, width=110)
         self.custom = pn.Row(
             w.TextInput.from_param(calc.param.lo, name="Custom min (one, or one per channel)", width=190),
             w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
@@ -713,33 +934,45 @@ class SettingsView(pn.viewable.Viewer):
                                         visible=False)
         self.frontier_button.on_click(lambda e: calc.compute_frontier())
         self.widgets = pn.Column(
-            pn.Row(w.IntInput.from_param(calc.param.bits, name="Bits", width=80, stylesheets=NO_SPIN),
+            pn.Row(CheckedNumber(calc, "bits", "Bits", width=80),
                    w.Select.from_param(calc.param.signed, name="Integers",
                                        options={"signed (qint)": True, "unsigned (quint)": False}, width=130),
                    w.Select.from_param(calc.param.mapping, name="Mapping", width=130)),
-            pn.Row(w.Select.from_param(calc.param.narrow, name="Narrow range (int4 → [-7, 7])",
-                                       options={"no": False, "yes": True}, width=150),
-                   w.Select.from_param(calc.param.reduce_range, name="Reduce range (one bit less)",
-                                       options={"no": False, "yes": True}, width=170)),
+            pn.Row(w.Select.from_param(calc.param.narrow, name="Narrow range",
+                                       options={"no": False, "yes (int4 → [−7, 7])": True}, width=165),
+                   w.Select.from_param(calc.param.reduce_range, name="Reduce range",
+                                       options={"no": False, "yes (one bit less)": True}, width=165)),
             pn.Row(w.Select.from_param(calc.param.rounding, name="Rounding", width=130),
                    w.Select.from_param(calc.param.convention, name="Convention", width=130)),
             pn.Row(w.Select.from_param(calc.param.range_method, name="Range from",
                                        options=RANGE_METHODS, width=150), self.percentile),
             self.custom,
-            pn.Row(w.IntInput.from_param(calc.param.axis, name="Channel axis", width=100, stylesheets=NO_SPIN),
-                   w.IntInput.from_param(calc.param.group, name="Group size", width=100, stylesheets=NO_SPIN)),
+            pn.Row(CheckedNumber(calc, "axis", "Channel axis", width=100),
+                   CheckedNumber(calc, "group", "Group size", width=100)),
             html_pane("<b>Schemes to compare</b>", margin=(5, 10, 0, 10)),
             w.CheckBoxGroup.from_param(calc.param.compare, name="Schemes to compare", inline=True,
                                        sizing_mode="stretch_width",
                                        stylesheets=[".bk-input-group { flex-wrap: wrap; gap: 2px 10px; }"]),
             w.Select.from_param(calc.param.detail, name="Scheme shown in detail (tables, plots)", width=220),
+            CheckedNumber(calc, "budget", "Budget (bits/weight; empty: none)", widget=w.FloatInput, step=0.25,
+                          width=220, placeholder="e.g. 4.5"),
             self.frontier_button,
+            pn.Card(
+                pn.Row(w.Select.from_param(calc.param.symmetric_scale, name="Symmetric scale rule", width=165),
+                       w.IntInput.from_param(calc.param.seed, name="Stochastic rounding seed", width=165,
+                                             stylesheets=NO_SPIN)),
+                pn.Row(w.Select.from_param(calc.param.scale_dtype, name="Scales stored as", width=165),
+                       w.Select.from_param(calc.param.zero_point_dtype, name="Zero-points stored as", width=165)),
+                pn.Row(CheckedNumber(calc, "qmin", "Custom qmin (empty: from bits)", width=165),
+                       CheckedNumber(calc, "qmax", "Custom qmax (empty: from bits)", width=165)),
+                title="Advanced: scale rule, storage, custom code range, seed", collapsed=True,
+                sizing_mode="stretch_width", margin=(5, 10)),
             sizing_mode="stretch_width")
         calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending"])
         self._refresh()
 
     def _refresh(self, *events) -> None:
-        self.percentile.visible = self.calc.range_method == "percentile"
+        self.percentile.widget.visible = self.calc.range_method == "percentile"
         self.custom.visible = self.calc.range_method == "custom"
         self.frontier_button.visible = self.calc.frontier_pending
         show_error(self.alert, self.calc.settings_error)
@@ -750,7 +983,7 @@ class SettingsView(pn.viewable.Viewer):
 
 
 COMPARE_COLUMNS = [("label", "Scheme", None), ("mae", "MAE", 6), ("rmse", "RMSE", 6), ("max_abs", "Max error", 6),
-                   ("sqnr_db", "SQNR dB", 6), ("clip_rate", "Clip rate", 6), ("collapsed", "Collapsed to 0", None),
+                   ("sqnr_db", "SQNR dB", 6), ("clip_rate", "Clip rate", 4), ("collapsed", "Collapsed to 0", None),
                    ("payload_bytes", "Payload B", None), ("metadata_bytes", "Metadata B", None),
                    ("total_bytes", "Total B", None), ("bits_per_weight", "Bits/weight", 4)]
 
@@ -778,12 +1011,16 @@ class ComparisonView(pn.viewable.Viewer):
             self.table.object = ""
             return
         if cmp is None:
-            self.advice.object = "<p class='qc-advice'>No result: fix the input or the options (see the message).</p>"
+            self.advice.object = ("<p class='qc-msg qc-msg-danger'>No result: fix the input or the options "
+                                  "(see the message next to them).</p>")
             self.table.object = ""
             return
         rows = cmp.summary_rows()
-        best = cmp.best("rmse")
+        budget = c.budget
+        best = cmp.best("rmse", budget)
+        pareto = set(cmp.pareto())
         head = "".join(f"<th scope='col'>{esc(title)}</th>" for _, title, _ in COMPARE_COLUMNS)
+        head += "<th scope='col' title='No other scheme is both smaller and more accurate'>Pareto</th>"
         body = []
         for i, row in enumerate(rows):
             cells = []
@@ -795,13 +1032,18 @@ class ComparisonView(pn.viewable.Viewer):
                     cells.append(f"<th scope='row'>{text}</th>")
                 else:
                     cells.append(f"<td data-key='{key}'>{text}</td>")
-            cls = " class='qc-best'" if i == best else ""
-            body.append(f"<tr{cls} data-scheme='{esc(row.get('label'))}'>{''.join(cells)}</tr>")
-        self.advice.object = f"<p class='qc-advice'><strong>Advice:</strong> {esc(cmp.advice())}</p>"
+            cells.append(f"<td data-key='pareto'>{'✓' if i in pareto else ''}</td>")
+            over = budget is not None and row["bits_per_weight"] > budget
+            cls = " ".join(c_ for c_, on in (("qc-best", i == best), ("qc-over", over)) if on)
+            body.append(f"<tr class='{cls}' data-scheme='{esc(row.get('label'))}'>{''.join(cells)}</tr>")
+        style = "qc-advice" if best is not None else "qc-msg qc-msg-warning"
+        self.advice.object = f"<p class='{style}'><strong>Advice:</strong> {esc(cmp.advice(budget))}</p>"
+        what = f"most accurate within {budget:g} bits/weight" if budget is not None else "lowest RMSE"
+        over_note = "; greyed: over the budget" if budget is not None else ""
         self.table.object = (
             "<div class='qc-scroll' tabindex='0' role='region' aria-label='Scheme comparison table'>"
             "<table class='qc-table' id='qc-compare'>"
-            f"<caption>Scheme comparison (lowest RMSE highlighted)</caption><thead><tr>{head}</tr></thead>"
+            f"<caption>Scheme comparison (★ {esc(what)}{esc(over_note)})</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
     def __panel__(self):
@@ -813,13 +1055,13 @@ CHANNEL_COLUMNS = [("label", "Channel", "text"), ("min", "Min", "num"), ("max", 
                    ("scale", "Scale", "num"), ("zero_point", "Zero-point", "num"),
                    ("mae", "MAE", "short"), ("rmse", "RMSE", "short"), ("sqnr_db", "SQNR dB", "short"),
                    ("clip_rate", "Clip %", "pct"), ("collapsed", "Collapsed", "int"), ("ties", "Ties", "int")]
-SAMPLE_COLUMNS = [("label", "Channel", "text"), ("index", "Index", "int"), ("x", "x", "num"),
-                  ("raw_q", "Raw q", "num"), ("q", "q (clamped)", "int"), ("dequantized", "x̂", "num"),
-                  ("abs_error", "Abs error", "num"), ("pct_error", "% error", "short"),
+SAMPLE_COLUMNS = [("label", "Channel", "text"), ("index", "Index", "int"), ("x", "x", "exact"),
+                  ("raw_q", "Raw q", "num"), ("q", "q (clamped)", "int"), ("dequantized", "x̂", "exact"),
+                  ("abs_error", "Abs error", "exact"), ("pct_error", "% error", "short"),
                   ("clipped", "Clipped", "int"), ("tie", "Tie", "bool")]
-MANUAL_COLUMNS = [("label", "Channel", "text"), ("scale", "Scale", "num"), ("zero_point", "Zero-point", "int"),
-                  ("sample", "Sample", "num"), ("raw_q", "Raw q", "num"), ("q", "Quantized", "int"),
-                  ("dequantized", "Dequantized", "num"), ("abs_error", "Abs error", "num"),
+MANUAL_COLUMNS = [("label", "Channel", "text"), ("scale", "Scale", "exact"), ("zero_point", "Zero-point", "int"),
+                  ("sample", "Sample", "exact"), ("raw_q", "Raw q", "num"), ("q", "Quantized", "int"),
+                  ("dequantized", "Dequantized", "exact"), ("abs_error", "Abs error", "exact"),
                   ("pct_error", "% error", "short"), ("clipped", "Clipped", "int")]
 
 
@@ -837,7 +1079,7 @@ def cell_text(value, kind: str) -> str:
             return "–" if np.isnan(float(value)) else f"{float(value):.2%}"
         except (TypeError, ValueError):
             return esc(value)
-    return fmt(value, {"num": 10, "short": 5, "int": 12}[kind])
+    return fmt(value, {"exact": 10, "num": 8, "short": 5, "int": 12}[kind])
 
 
 def table_labels(table: dict, labels: list[str]) -> list[str]:
@@ -863,21 +1105,49 @@ def html_table(table_id: str, caption: str, columns, table: dict, labels: list[s
             else:
                 v = table[field][i] if field in table else float("nan")
                 cells.append(f"<td data-key='{field}'>{cell_text(v, kind)}</td>")
-        sel = ch.dtype.kind in "iu" and selected_channel is not None and int(ch[i]) == selected_channel
+        pickable = ch.dtype.kind in "iu" and selected_channel is not None
+        sel = pickable and int(ch[i]) == selected_channel
         cls = " class='qc-selected' aria-selected='true'" if sel else ""
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+        pick = f" data-channel='{int(ch[i])}' tabindex='0'" if pickable else ""
+        body.append(f"<tr{cls}{pick}>{''.join(cells)}</tr>")
     return (f"<div class='qc-scroll' tabindex='0' role='region' aria-label='{esc(caption)}'>"
             f"<table class='qc-table' id='{table_id}'><caption>{esc(caption)}</caption>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-class PagedTable(pn.viewable.Viewer):
-    """An HTML table with a page picker (tables may hold thousands of rows; a page shows PAGE_ROWS)."""
+class RowPickHTML(ReactiveHTML):
+    """HTML whose table rows carrying ``data-channel`` select that channel when clicked (or on Enter, for
+    keyboard users: such rows are focusable). The HTML is built and escaped in Python; the browser only
+    inserts it and reports the row picked (``picked``, -1 when none). (It travels in a dict: ReactiveHTML runs
+    every string parameter through nh3, which would strip the table's ids, classes and data attributes.)"""
 
-    def __init__(self, table_id: str, **params):
+    content = param.Dict(default={"html": ""})
+    picked = param.Integer(default=-1)
+
+    _template = """<div id="box" class="qc-pick" onclick="${script('pick')}" onkeydown="${script('key')}"></div>"""
+    _scripts = {
+        "render": "box.innerHTML = data.content.html",
+        "content": "box.innerHTML = data.content.html",
+        "pick": """
+            const row = event.target.closest('tr[data-channel]')
+            if (row) { data.picked = -1; data.picked = parseInt(row.dataset.channel) }""",
+        "key": """
+            const row = event.target.closest('tr[data-channel]')
+            if (row && event.key === 'Enter') { data.picked = -1; data.picked = parseInt(row.dataset.channel) }""",
+    }
+
+
+class PagedTable(pn.viewable.Viewer):
+    """An HTML table with a page picker (tables may hold thousands of rows; a page shows PAGE_ROWS).
+
+    ``on_pick(channel)`` (optional) is called when a row is clicked or chosen with Enter."""
+
+    def __init__(self, table_id: str, on_pick=None, **params):
         super().__init__(**params)
         self.table_id = table_id
-        self.html = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self.html = RowPickHTML(sizing_mode="stretch_width", margin=(0, 5), stylesheets=[APP_CSS])
+        if on_pick is not None:
+            self.html.param.watch(lambda e: on_pick(e.new) if e.new >= 0 else None, "picked")
         self.page = pn.widgets.IntInput(name="Page", value=1, start=1, end=1, width=90, stylesheets=NO_SPIN)
         self.of = html_pane("", margin=(22, 5, 0, 5))
         self.pager = pn.Row(self.page, self.of, visible=False)
@@ -903,8 +1173,8 @@ class PagedTable(pn.viewable.Viewer):
             return
         caption, columns, table, labels, selected = self._args
         start = (self.page.value - 1) * PAGE_ROWS
-        self.html.object = html_table(self.table_id, caption, columns, table, labels, start, start + PAGE_ROWS,
-                                      selected)
+        self.html.content = {"html": html_table(self.table_id, caption, columns, table, labels, start,
+                                                start + PAGE_ROWS, selected)}
 
     def __panel__(self):
         return pn.Column(self.pager, self.html, sizing_mode="stretch_width")
@@ -918,7 +1188,7 @@ class ChannelTableView(pn.viewable.Viewer):
         super().__init__(**params)
         self.calc = calc
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
-        self.table = PagedTable("qc-channels")
+        self.table = PagedTable("qc-channels", on_pick=self._on_row)
         self.picker = pn.widgets.Select(name="Selected channel", options={}, width=220)
         self.picker.param.watch(self._on_pick, "value")
         self._table = None
@@ -960,20 +1230,77 @@ class ChannelTableView(pn.viewable.Viewer):
         if event.new is not None and event.new != self.calc.channel:
             self.calc.channel = int(event.new)
 
+    def _on_row(self, channel: int) -> None:
+        if channel != self.calc.channel:
+            self.calc.channel = channel
+
     def __panel__(self):
         return pn.Column(self.caption, self.picker, self.table, sizing_mode="stretch_width")
 
 
+class ChannelsBySchemeView(pn.viewable.Viewer):
+    """Seed 003's table, grown: one row per channel, the MAE of every compared scheme side by side (the quiet
+    row that collapses under one shared scale stands out at once), and the scheme with the lowest MAE."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        self.table = PagedTable("qc-by-scheme", on_pick=self._on_row)
+        self.body = pn.Column(self.caption, self.table, sizing_mode="stretch_width")
+        calc.param.watch(self._refresh, ["revision", "channel"])
+        self._refresh()
+
+    def _on_row(self, channel: int) -> None:
+        if channel != self.calc.channel:
+            self.calc.channel = channel
+
+    def _refresh(self, *events) -> None:
+        cmp = self.calc.comparison
+        self.body.visible = cmp is not None and len(cmp.results) > 1
+        if not self.body.visible:
+            return
+        tables = [r.channel_table() for r in cmp.results]
+        cols = [("label", "Channel", "text")]
+        data = {"channel": tables[0]["channel"]}
+        for j, (r, t) in enumerate(zip(cmp.results, tables)):
+            data[f"mae{j}"] = t["mae"]
+            cols.append((f"mae{j}", f"MAE · {r.label}", "short"))
+        maes = np.vstack([np.where(np.isnan(t["mae"]), np.inf, t["mae"]) for t in tables])
+        data["best"] = np.array([cmp.results[i].label for i in np.argmin(maes, axis=0)], dtype=object)
+        cols.append(("best", "Lowest MAE", "text"))
+        self.caption.object = ("<h3 class='qc-h'>Per-channel error by scheme</h3><p class='qc-note'>MAE of each "
+                               "channel under every compared scheme (seed 003's table: a quiet channel that "
+                               "collapses under a shared scale shows a large MAE in one column only).</p>")
+        self.table.show("Per-channel MAE by scheme", cols, data, self.calc.labels, selected=self.calc.channel,
+                        page_of_row=self.calc.channel if events and events[0].name == "channel" else None)
+
+    def __panel__(self):
+        return self.body
+
+
 class SampleTableView(pn.viewable.Viewer):
-    """Per-sample table (the first SAMPLE_TABLE_LIMIT values, paged) or, in manual mode, seed 001's table."""
+    """Per-sample table (the first SAMPLE_TABLE_LIMIT values, paged) or, in manual mode, seed 001's table.
+
+    Its raw codes take one more pass over the tensor: on a large tensor it is filled in after the other views
+    have shown the new numbers."""
 
     def __init__(self, calc: QuantCalcSettings, **params):
         super().__init__(**params)
         self.calc = calc
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
         self.table = PagedTable("qc-samples")
-        calc.param.watch(self._refresh, ["revision"])
+        calc.param.watch(self._schedule, ["revision"])
         self._refresh()
+
+    def _schedule(self, *events) -> None:
+        res = self.calc.detail_result
+        if res is None or res.metrics.n <= DEFERRED_SAMPLES_ABOVE or pn.state.curdoc is None:
+            self._refresh()
+            return
+        revision = self.calc.revision
+        self.caption.object = "<h3 class='qc-h'>Per-sample table</h3><p class='qc-note'>Computing…</p>"
+        self.calc._later(lambda: self._refresh() if revision == self.calc.revision else None)
 
     def _refresh(self, *events) -> None:
         c = self.calc
@@ -1335,7 +1662,7 @@ class DeclinableDownload(pn.widgets.FileDownload):
             self._sync_data(fileobj)
 
 
-async def load_pdf_library(alert: pn.pane.Alert) -> bool:
+async def load_pdf_library(alert: pn.pane.HTML) -> bool:
     """Make ``import fpdf`` work; True when it had to be loaded (the browser's first PDF).
 
     Natively fpdf2 comes with the app extra. In the Pyodide worker it is loaded from the bundle on first use,
@@ -1372,123 +1699,49 @@ def channel_labels(table: dict, labels: list[str]) -> list[str]:
     return [labels[int(i)] if 0 <= int(i) < len(labels) else str(i) for i in ch]
 
 
-def _latin1(text: object) -> str:
-    """fpdf2's core fonts are Latin-1: replace what they cannot draw (names are untrusted text)."""
-    return str(text).replace("−", "-").replace("×", "x").replace("x̂", "x_hat").encode(
-        "latin-1", "replace").decode("latin-1")
-
-
 def pdf_report(calc: QuantCalcSettings) -> bytes:
-    """Settings, tables and two charts drawn with fpdf2 (imported here, only when a PDF is asked for)."""
-    from fpdf import FPDF  # lazy: only the PDF button pays for it
+    """The PDF report: settings and data source in words, the report model, drawn by ``quantcalc_ui.pdf``
+    (which imports fpdf2 only when called)."""
+    from quantcalc_ui import pdf as ui_pdf
+    from quantcalc_ui import report as ui_report
+    from quantcalc_ui import settings_words as ui_words
 
-    pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_auto_page_break(True, margin=12)
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 15)
-    pdf.cell(0, 9, _latin1(f"Quantization report: {calc.tensor_name or 'unnamed tensor'}"),
-             new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
     settings = calc.settings_dict()
-    pdf.multi_cell(0, 4.5, _latin1("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())),
-                   new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(2)
-
-    def table(title: str, header: list[str], rows: list[list[str]], widths=None) -> None:
-        pdf.set_font("Helvetica", "B", 11)
-        pdf.cell(0, 7, _latin1(title), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", "", 7)
-        with pdf.table(col_widths=widths, text_align="RIGHT", line_height=4) as t:
-            t.row([_latin1(h) for h in header])
-            for r in rows:
-                t.row([_latin1(v) for v in r])
-        pdf.ln(2)
-
+    name = calc.tensor_name.strip() or "unnamed tensor"
+    data = calc.data
+    shape = data.shape if isinstance(data, np.ndarray) else None
+    lengths = [len(r) for r in data] if isinstance(data, list) else None
+    dtype = ""
+    if calc.source == "upload" and calc._upload_bytes:
+        try:  # the dtype and shape as stored in the file (headers only)
+            infos = qc_io.list_tensors(calc._upload_bytes, filename=calc._upload_filename or None)
+            info = next((t for t in infos if t.name == calc.upload_tensor), infos[0] if len(infos) == 1 else None)
+            if info is not None:
+                dtype, shape = info.dtype, info.shape
+        except ValueError:
+            pass
+    manual_rows = calc.manual_rows
+    source = ui_words.source_words(settings, filename=calc._upload_filename, tensor=calc.upload_tensor, dtype=dtype,
+                                   shape=shape, channel_lengths=lengths,
+                                   manual_rows=len(manual_rows["channel"]) if manual_rows is not None else None)
+    title = f"Quantization report: {name}"
+    words = ui_words.settings_words(settings)
     if calc.source == "manual":
-        rows = calc.manual_rows or {}
-        keys = [k for k, _, _ in MANUAL_COLUMNS if k in rows or k == "label"]
-        n = len(rows.get("channel", []))
-        labels = [str(v) for v in rows.get("channel", [])]
-        table("Manual mode", [t for k, t, _ in MANUAL_COLUMNS if k in keys],
-              [[labels[i] if k == "label" else fmt(rows[k][i], 8) for k in keys] for i in range(n)])
-        return bytes(pdf.output())
-
-    cmp = calc.comparison
-    if cmp is not None:
-        srows = cmp.summary_rows()
-        best = cmp.best("rmse")
-        pdf.set_font("Helvetica", "", 10)
-        pdf.multi_cell(0, 5, _latin1("Advice: " + cmp.advice()), new_x="LMARGIN", new_y="NEXT")
-        table("Scheme comparison (* = lowest RMSE)", [t for _, t, _ in COMPARE_COLUMNS],
-              [[("* " if i == best else "") + str(r["label"]) if k == "label" else fmt(r.get(k), d or 6)
-                for k, _, d in COMPARE_COLUMNS] for i, r in enumerate(srows)])
-        # chart 1: RMSE per scheme as bars (drawn, not rasterized)
-        pdf.set_font("Helvetica", "B", 11)
-        pdf.cell(0, 7, "Chart: RMSE by scheme", new_x="LMARGIN", new_y="NEXT")
-        vals = [float(r["rmse"]) for r in srows]
-        top = max(vals) if vals and max(vals) > 0 else 1.0
-        x0, y0, w, h = pdf.get_x() + 45, pdf.get_y(), 120, 5
-        pdf.set_font("Helvetica", "", 7)
-        for i, (r, v) in enumerate(zip(srows, vals)):
-            y = y0 + i * (h + 1.5)
-            pdf.set_xy(pdf.l_margin, y)
-            pdf.cell(44, h, _latin1(r["label"])[:30], align="R")
-            pdf.set_fill_color(214, 39, 40) if i == best else pdf.set_fill_color(31, 119, 180)
-            pdf.rect(x0, y, max(0.3, w * v / top), h, style="F")
-            pdf.set_xy(x0 + max(0.3, w * v / top) + 1, y)
-            pdf.cell(30, h, fmt(v, 4))
-        pdf.set_xy(pdf.l_margin, y0 + len(srows) * (h + 1.5) + 3)
-    res = calc.detail_result
-    if res is not None:
-        t = res.channel_table()
-        labels = channel_labels(t, calc.labels)
-        n = len(labels)
-        keys = [k for k, _, _ in CHANNEL_COLUMNS]
-        shown = min(n, 200)
-        table(f"Per-channel table: {res.label}" + (f" (first {shown} of {n})" if shown < n else ""),
-              [tt for _, tt, _ in CHANNEL_COLUMNS],
-              [[labels[i] if k == "label" else fmt(t[k][i], 6) if k in t else "" for k in keys]
-               for i in range(shown)])
-        st = res.sample_table(limit=100)
-        slabels = channel_labels(st, calc.labels)
-        skeys = [k for k, _, _ in SAMPLE_COLUMNS]
-        table(f"Per-sample table (first {len(slabels)} of {res.metrics.n})", [tt for _, tt, _ in SAMPLE_COLUMNS],
-              [[slabels[i] if k == "label" else fmt(st[k][i], 8) if k in st else "" for k in skeys]
-               for i in range(len(slabels))])
-        # chart 2: per-channel ranges (first 64 channels), per-tensor range dashed
-        m = min(n, 64)
-        lo_all, hi_all = np.asarray(t["min"], float)[:m], np.asarray(t["max"], float)[:m]
-        if m and calc.tensor_result is not None:
-            if pdf.get_y() > 220:
-                pdf.add_page()
-            pdf.set_font("Helvetica", "B", 11)
-            pdf.cell(0, 7, _latin1(f"Chart: per-channel ranges (first {m} channels), per-tensor range dashed"),
-                     new_x="LMARGIN", new_y="NEXT")
-            tlo, thi = float(np.asarray(calc.tensor_result.lo)[0]), float(np.asarray(calc.tensor_result.hi)[0])
-            vmin, vmax = min(float(lo_all.min()), tlo), max(float(hi_all.max()), thi)
-            span = (vmax - vmin) or 1.0
-            x0, y0, w, h = pdf.l_margin + 5, pdf.get_y() + 2, 170, 50
-
-            def ypos(v: float) -> float:
-                return y0 + h - h * (v - vmin) / span
-
-            pdf.set_draw_color(150, 150, 150)
-            pdf.rect(x0, y0, w, h)
-            pdf.set_draw_color(31, 119, 180)
-            pdf.set_line_width(max(0.3, min(2.0, w / m * 0.6)))
-            for i in range(m):
-                xi = x0 + (i + 0.5) * w / m
-                pdf.line(xi, ypos(lo_all[i]), xi, ypos(hi_all[i]))
-            pdf.set_line_width(0.3)
-            pdf.set_draw_color(255, 127, 14)
-            pdf.set_dash_pattern(dash=1.5, gap=1)
-            pdf.line(x0, ypos(tlo), x0 + w, ypos(tlo))
-            pdf.line(x0, ypos(thi), x0 + w, ypos(thi))
-            pdf.set_dash_pattern()
-            pdf.set_xy(pdf.l_margin, y0 + h + 2)
-            pdf.set_font("Helvetica", "", 7)
-            pdf.cell(0, 4, _latin1(f"value axis {fmt(vmin, 4)} .. {fmt(vmax, 4)}"), new_x="LMARGIN", new_y="NEXT")
-    return bytes(pdf.output())
+        model = ui_report.manual_report_model(manual_rows, title=title, tensor_name=name, source_description=source,
+                                              settings=words)
+    elif calc.comparison is None or calc.detail_result is None:
+        raise ValueError("there is no result to report: fix the input or the options first")
+    else:
+        tres = calc.tensor_result
+        tensor_range = (float(np.asarray(tres.lo).reshape(-1)[0]), float(np.asarray(tres.hi).reshape(-1)[0])) \
+            if tres is not None and np.size(tres.lo) == 1 else None
+        pending = "The bits x granularity sweep waits for 'Compute frontier' (large tensor)." \
+            if calc.frontier_pending else ""
+        model = ui_report.report_model(
+            calc.comparison, calc.schemes().index(calc.detail), title=title, tensor_name=name,
+            source_description=source, settings=words, channel_labels=calc.labels, frontier_rows=calc.frontier,
+            tensor_range=tensor_range, frontier_note=pending)
+    return ui_pdf.render_pdf(model)
 
 
 DOCS_FORMULAS = """
@@ -1556,9 +1809,13 @@ class DocsView(pn.viewable.Viewer):
 # --------------------------------------------------------------------------------------------------
 
 
-# Responsive columns: a CSS grid that fits as many >= 400 px columns as the width allows (three on large
-# screens, two on medium, one on phones).
-GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 400px), 1fr));"
+# Responsive layout: the controls in a column of at most 400 px beside the results (one column below 900 px);
+# the results' comparison table spans their width, then tables and plots side by side when both get >= 620 px
+# (wide screens), else plots below the tables: every column of every table stays visible at 1400 px.
+MAIN_GRID_CSS = (":host { display: grid !important; grid-template-columns: minmax(0, 1fr); column-gap: 16px;"
+                 " align-items: start; } @media (min-width: 900px) { :host { grid-template-columns:"
+                 " minmax(300px, 400px) minmax(0, 1fr); } }")
+GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 620px), 1fr));"
             " column-gap: 16px; align-items: start; }")
 COLUMN_STYLE = {"min-width": "0"}
 
@@ -1568,6 +1825,7 @@ def build_app() -> pn.viewable.Viewable:
     calc = QuantCalcSettings()
     inputs, settings = InputView(calc), SettingsView(calc)
     comparison, channels, samples = ComparisonView(calc), ChannelTableView(calc), SampleTableView(calc)
+    by_scheme = ChannelsBySchemeView(calc)
     exports, plots = ExportView(calc), PlotsView(calc)
     spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
                                            align="center")
@@ -1582,19 +1840,24 @@ def build_app() -> pn.viewable.Viewable:
                      "scheme — and which one to ship.</p>", sizing_mode="stretch_width"),
         spinner, sizing_mode="stretch_width")
     left = pn.Column(inputs, settings, styles=COLUMN_STYLE, sizing_mode="stretch_width")
-    middle = pn.Column(comparison, channels, samples, exports, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    tables = pn.Column(channels, by_scheme, samples, exports, styles=COLUMN_STYLE, sizing_mode="stretch_width")
     # Bokeh titles do not wrap: a long one must not widen the page.
-    right = pn.Column(plots, styles={**COLUMN_STYLE, "overflow-x": "hidden"}, sizing_mode="stretch_width")
-    body = pn.Column(left, middle, right, sizing_mode="stretch_width", stylesheets=[GRID_CSS])
+    charts = pn.Column(plots, styles={**COLUMN_STYLE, "overflow-x": "hidden"}, sizing_mode="stretch_width")
+    results = pn.Column(comparison, pn.Column(tables, charts, sizing_mode="stretch_width", stylesheets=[GRID_CSS]),
+                        styles=COLUMN_STYLE, sizing_mode="stretch_width")
+    body = pn.Column(left, results, sizing_mode="stretch_width", stylesheets=[MAIN_GRID_CSS])
     if pn.state.location is not None:
         def url_error(bad: dict) -> None:
             failed = []
             for key, value in bad.items():
                 try:
                     calc.param.update(**{key: value})
-                except Exception:
-                    failed.append(key)
-            calc.url_error = ("Ignored URL settings: " + ", ".join(failed)) if failed else ""
+                except Exception as exc:  # param's own message names the parameter and the rule broken
+                    p = calc.param[key] if key in calc.param else None
+                    why = out_of_bounds(p, value) if isinstance(p, param.Number) else ""
+                    failed.append(f"{key}={str(value)[:40]}: {why or str(exc).split(': ')[-1][:120]}")
+            calc.url_error = ("URL settings not applied (the page uses the defaults instead): "
+                              + "; ".join(failed)) if failed else ""
 
         def sync_url() -> None:
             pn.state.location.sync(calc, {k: k for k in URL_PARAMS}, on_error=url_error)
@@ -1602,7 +1865,7 @@ def build_app() -> pn.viewable.Viewable:
         # once the page is up: the URL then overrides the opening example's settings
         pn.state.onload(sync_url)
     url_alert = alert_pane()
-    calc.param.watch(lambda e: show_error(url_alert, e.new), "url_error")
+    calc.param.watch(lambda e: show_error(url_alert, e.new, kind="warning"), "url_error")
     page = pn.Column(header, url_alert, body, DocsView(), sizing_mode="stretch_width",
                      styles={"padding": "0 8px"})
     page.calc = calc  # for tests and debugging

@@ -253,6 +253,9 @@ def pip_download(spec: str, cache: Path) -> Path:
     return hit
 
 
+WHEEL_PACKAGES = ("quantcore", "quantcalc_ui")   # pyproject's package list: one wheel, one lock entry
+
+
 def build_quantcore_wheel(cache: Path) -> Path:
     """`pip wheel --no-deps` of a copy of the project (setuptools would write build/lib into build/)."""
     out = cache / "quantcore-wheel"
@@ -260,8 +263,8 @@ def build_quantcore_wheel(cache: Path) -> Path:
     for d in (out, src):
         shutil.rmtree(d, ignore_errors=True)
     src.mkdir(parents=True)
-    shutil.copytree(REPO / "quantcore", src / "quantcore",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in WHEEL_PACKAGES:
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
             shutil.copyfile(REPO / name, src / name)
@@ -461,10 +464,15 @@ def precompile(core: Path, site_pyodide: Path, pkgs: list[Package]) -> dict:
 
 def check_app_imports(app: Path, pkgs: list[Package]) -> None:
     """Fail early if app.py imports (at module level) something the bundle does not install at startup."""
-    tree = ast.parse(app.read_text(encoding="utf-8"), filename=str(app))
+    text = app.read_text(encoding="utf-8")
+    tree = ast.parse(text, filename=str(app))
+    problems = []
+    if "&#36;{" in text:
+        line = text[:text.index("&#36;{")].count("\n") + 1
+        problems.append(f"{app.name}:{line}: the text '&#36;{{' cannot be used: panel convert writes '${{' so, and "
+                        "the worker turns it back into '${{'")
     provided_start = {imp: p for p in pkgs if not p.on_demand for imp in p.imports}
     provided_later = {imp: p for p in pkgs if p.on_demand for imp in p.imports}
-    problems = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "__future__":
             problems.append(f"{app.name}:{node.lineno}: from __future__ import ... cannot be used: panel convert "

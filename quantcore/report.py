@@ -41,33 +41,66 @@ class Comparison:
     def summary_rows(self) -> list[dict]:
         return [summary_row(r) for r in self.results]
 
-    def best(self, metric: str = "rmse") -> int:
-        """Index of the best scheme by ``metric`` (lowest; highest for sqnr_db); ties: the smaller total size."""
+    def best(self, metric: str = "rmse", budget_bits: float | None = None) -> int | None:
+        """Index of the best scheme by ``metric`` (lowest; highest for sqnr_db); ties: the smaller total size.
+
+        With ``budget_bits``, only schemes of at most that many bits per weight (payload + metadata) compete;
+        None when none fits.
+        """
         rows = self.summary_rows()
         sign = -1.0 if metric == "sqnr_db" else 1.0
-        return min(range(len(rows)), key=lambda i: (sign * rows[i][metric], rows[i]["total_bytes"]))
+        fits = [i for i, r in enumerate(rows) if budget_bits is None or r["bits_per_weight"] <= budget_bits]
+        if not fits:
+            return None
+        return min(fits, key=lambda i: (sign * rows[i][metric], rows[i]["total_bytes"]))
 
-    def advice(self) -> str:
-        """One plain sentence: what the most accurate scheme buys over the first (baseline) one, at what cost."""
+    def pareto(self) -> list[int]:
+        """Indices of the schemes no other is at least as small and as accurate as (total bytes vs RMSE),
+        smallest first."""
         rows = self.summary_rows()
-        base, bi = rows[0], self.best("rmse")
-        best = rows[bi]
-        if bi == 0 or base["rmse"] == best["rmse"]:
-            return f"{base['label']} is already the most accurate of these schemes (RMSE {base['rmse']:.4g})."
-        cut = 100.0 * (base["rmse"] - best["rmse"]) / base["rmse"] if base["rmse"] > 0 else 0.0
-        extra = best["total_bytes"] - base["total_bytes"]
-        rel = 100.0 * extra / base["total_bytes"]
-        cost = f"{'+' if extra >= 0 else '-'}{abs(extra):,} B ({'+' if extra >= 0 else '-'}{abs(rel):.1f} %)"
-        sentence = f"{best['label']} cuts RMSE {cut:.0f} % vs {base['label']} for {cost} of total size"
-        cheaper = [r for r in rows if r["total_bytes"] < best["total_bytes"] and r["rmse"] <= 1.1 * best["rmse"]]
-        if cheaper:
-            c = min(cheaper, key=lambda r: r["total_bytes"])
-            sentence += f"; {c['label']} comes within 10 % of that RMSE in {c['total_bytes']:,} B"
-        return sentence + "."
+        mask = pareto_mask([r["total_bytes"] for r in rows], [r["rmse"] for r in rows])
+        return sorted(np.flatnonzero(mask).tolist(), key=lambda i: rows[i]["total_bytes"])
 
-    def to_dict(self) -> dict:
+    def advice(self, budget_bits: float | None = None) -> str:
+        """Plain sentences: the most accurate scheme (within ``budget_bits`` bits/weight when given), what it buys
+        over the first (baseline) scheme at what cost in size, and the Pareto set (size vs RMSE)."""
+        rows = self.summary_rows()
+        base = rows[0]
+        bi = self.best("rmse", budget_bits)
+        budget = f" within {budget_bits:g} bits/weight" if budget_bits is not None else ""
+        if bi is None:
+            small = min(rows, key=lambda r: r["bits_per_weight"])
+            return (f"No compared scheme fits {budget_bits:g} bits/weight; the smallest is {small['label']} at "
+                    f"{small['bits_per_weight']:.4g} bits/weight (RMSE {small['rmse']:.4g}).")
+        best = rows[bi]
+        size = f"{best['bits_per_weight']:.4g} bits/weight"
+        if bi == 0 or base["rmse"] == best["rmse"]:
+            sentence = (f"{best['label']} is the most accurate of these schemes{budget} "
+                        f"(RMSE {best['rmse']:.4g}, {size}).")
+        else:
+            cut = 100.0 * (base["rmse"] - best["rmse"]) / base["rmse"] if base["rmse"] > 0 else 0.0
+            extra = best["total_bytes"] - base["total_bytes"]
+            rel = 100.0 * extra / base["total_bytes"]
+            cost = f"{'+' if extra >= 0 else '-'}{abs(extra):,} B ({'+' if extra >= 0 else '-'}{abs(rel):.1f} %)"
+            sentence = (f"Most accurate{budget}: {best['label']} ({size}), cutting RMSE {cut:.0f} % vs "
+                        f"{base['label']} for {cost} of total size")
+            cheaper = [r for r in rows if r["total_bytes"] < best["total_bytes"] and r["rmse"] <= 1.1 * best["rmse"]]
+            if cheaper:
+                c = min(cheaper, key=lambda r: r["total_bytes"])
+                sentence += f"; {c['label']} comes within 10 % of that RMSE in {c['total_bytes']:,} B"
+            sentence += "."
+        front = self.pareto()
+        if len(front) > 1:
+            sentence += " Pareto set (smaller or more accurate than every other): " + ", ".join(
+                f"{rows[i]['label']} ({rows[i]['bits_per_weight']:.4g} b/w, RMSE {rows[i]['rmse']:.3g})"
+                for i in front) + "."
+        return sentence
+
+    def to_dict(self, budget_bits: float | None = None) -> dict:
         return jsonable({"schemes": [r.to_dict() for r in self.results], "summary": self.summary_rows(),
-                         "best_rmse": self.best("rmse"), "advice": self.advice()})
+                         "best_rmse": self.best("rmse"), "budget_bits": budget_bits,
+                         "best_within_budget": self.best("rmse", budget_bits), "pareto": self.pareto(),
+                         "advice": self.advice(budget_bits)})
 
 
 def compare(x: ArrayLike, specs: Sequence[QuantSpec], channel_axis: int = 0,

@@ -2,10 +2,31 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from sitebuild import APP, REPO, real_runtime_skip_reason, run_build, serve_folder, tree_digest
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Other hosts do not resolve: the static page must not need them (tests observe requests, they do not route
+# them: Playwright's interception together with a service worker's Cache Storage crashes Chromium's renderer).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright, one for the whole session (tests/app and tests/build)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 def _build(tmp_path_factory, label: str, *extra: str) -> dict:

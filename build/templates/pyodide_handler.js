@@ -204,7 +204,12 @@ function prerendered(timeout_ms = 15000) {
 // Messages are handled one at a time, in order (a render must finish before the patches that follow it).
 let chain = Promise.resolve()
 function handle(event) {
-  chain = chain.then(() => onWorkerMessage(event)).catch((e) => console.warn('quantcalc:', e))
+  chain = chain.then(() => onWorkerMessage(event)).catch((e) => {
+    // A page that cannot draw the worker's document says so (and the log's error stage ends a test at once).
+    console.error('quantcalc:', e)
+    logEntry({type: 'error', stage: 'render-failed', msg: String(e)})
+    quantcalcShowError(`The page could not show the calculator: ${e}`)
+  })
 }
 
 function attach() {

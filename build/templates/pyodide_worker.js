@@ -221,7 +221,9 @@ async function startApplication() {
   status("Packages installed", {stage: "installed"});
 
   // The converted app: panel convert's prologue, app.py, and `await write_doc()` (serialises the document).
-  const code = `{{ code }}`;
+  // panel convert writes app.py's `${` as `&#36;{` so the template literal does not interpolate it; it is
+  // Python's text again here (ReactiveHTML templates use `${script('name')}`; left escaped, BokehJS fails).
+  const code = `{{ code }}`.replaceAll("&#36;{", "$" + "{");
   const writeDoc = "await write_doc()";
   try {
     if (!code.trimEnd().endsWith(writeDoc)) {

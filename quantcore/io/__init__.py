@@ -50,7 +50,7 @@ __all__ = [
     "read_metadata", "detect_kind_of",
 ]
 
-SourceLike = bytes | bytearray | memoryview | str | os.PathLike
+SourceLike = bytes | bytearray | memoryview | str | os.PathLike | Source
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def detect_kind_of(source: SourceLike, *, filename: str | None = None) -> str:
 
 
 def _open(source: SourceLike, filename: str | None) -> tuple[Source, str]:
-    src = Source(source, filename)
+    src = source if isinstance(source, Source) else Source(source, filename)
     return src, detect_kind(src)
 
 

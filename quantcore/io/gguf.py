@@ -92,11 +92,20 @@ class Gguf:
     by_name: dict[str, GgufTensor] = field(default_factory=dict)
 
 
+HEADER_FIRST_READ = 1 << 20  # the header is read in growing prefixes (x4), so a 70 GB model reads MBs, not the cap
+
+
+class _Grow(Exception):
+    """The header continues past the prefix read so far (and the file and the cap allow more)."""
+
+
 class _Reader:
     def __init__(self, buf: bytes, total: int, cap: int, name: str | None):
         self.buf, self.total, self.cap, self.name, self.pos = buf, total, cap, name, 0
 
     def need(self, n: int, what: str) -> None:
+        if n >= 0 and self.pos + n > len(self.buf) and len(self.buf) < min(self.total, self.cap):
+            raise _Grow()
         if n < 0 or self.pos + n > len(self.buf):
             if self.pos + n > self.total or n < 0:
                 raise InputError(f"file is truncated: {what} needs {n:,} bytes at offset "
@@ -156,9 +165,23 @@ class _Reader:
 
 
 def parse(src: Source, limits: Limits) -> Gguf:
-    """Parse and validate the header and tensor table (no tensor data is read)."""
+    """Parse and validate the header and tensor table (no tensor data is read).
+
+    The header is read as a prefix of the file, 1 MiB first and 4x larger while the parse runs past it (up
+    to ``Limits.max_header_bytes``): only the header's own bytes (rounded up) are read, which matters when
+    they come over the network or from a browser's File by range (:mod:`quantcore.io.ranges`).
+    """
+    limit = min(src.size, limits.max_header_bytes)
+    size = min(limit, HEADER_FIRST_READ)
+    while True:
+        try:
+            return _parse(src, src.read(0, size, "header"), limits)
+        except _Grow:
+            size = min(limit, size * 4)
+
+
+def _parse(src: Source, buf: bytes, limits: Limits) -> Gguf:
     name = src.name
-    buf = src.read(0, min(src.size, limits.max_header_bytes), "header")
     r = _Reader(buf, src.size, limits.max_header_bytes, name)
     r.need(4, "magic")
     magic = buf[:4]

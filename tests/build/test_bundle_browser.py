@@ -9,31 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from sitebuild import wait_for_stage, worker_log
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        # Belt and braces next to context.route: requests a service worker makes may bypass routing.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def new_context(browser, root: str):
@@ -99,7 +82,7 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     server.log.clear()
     t0 = time.monotonic()
     page.goto(page_url(http_root, computing_site, "?example=s0"))
-    log = wait_for_stage(page, {"ready"})
+    wait_for_stage(page, {"ready"})
     first_visit_s = time.monotonic() - t0
     assert page.locator(".qc-name").inner_text() == "example s0"   # the worker's document, from the URL
     # the service worker keeps every file of the site: the ones already downloaded come from the HTTP cache
@@ -133,7 +116,7 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     offline_s = time.monotonic() - t1
     assert page.locator(".qc-name").inner_text() == "example s0"
     before = page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text()
-    bits = page.get_by_label("Bits")
+    bits = page.get_by_label("Bits", exact=True)
     bits.fill("4")
     bits.press("Enter")
     deadline = time.monotonic() + 30

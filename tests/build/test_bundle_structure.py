@@ -363,3 +363,12 @@ def test_app_import_check_names_the_line(build_mod, tmp_path):
     app.write_text("from __future__ import annotations\nimport numpy\n")
     with pytest.raises(SystemExit, match="bad_app.py:1: from __future__ import ... cannot be used"):
         build_mod.check_app_imports(app, pkgs)
+
+
+def test_app_text_that_the_worker_would_unescape_is_refused(build_mod, tmp_path):
+    # The worker turns panel convert's '&#36;{' back into '${' (ReactiveHTML templates need it), so a literal
+    # '&#36;{' in app.py would change meaning in the browser.
+    app = tmp_path / "dollar_app.py"
+    app.write_text("import numpy\n\nHTML = '&#36;{not_a_script}'\n")
+    with pytest.raises(SystemExit, match=r"dollar_app.py:3: the text '&#36;\{' cannot be used"):
+        build_mod.check_app_imports(app, [build_mod.Package("numpy", "2", "x.whl", "0", ["numpy"])])

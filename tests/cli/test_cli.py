@@ -46,7 +46,7 @@ def test_compare_prints_three_schemes_and_advice(tmp_path):
     lines = out.strip().splitlines()
     assert [ln.split("  ")[0].strip() for ln in lines[1:4]] == [
         "int4 symmetric per-tensor", "int4 symmetric per-channel", "int4 symmetric per-group 32"]
-    assert "cuts RMSE" in lines[-1]
+    assert "cutting RMSE" in lines[-1] and "Pareto set" in lines[-1]
 
 
 def test_save_writes_the_arrays(tmp_path):
