@@ -218,8 +218,11 @@ def test_upload_npy(page, app_url, tmp_path):
         assert [num(r["Min"]) for r in rows] == pytest.approx(arr.min(axis=1).tolist(), rel=1e-6)
         assert [num(r["Max"]) for r in rows] == pytest.approx(arr.max(axis=1).tolist(), rel=1e-6)
     poll(loaded)
-    spec = qc.get_example("s3").spec   # the settings of the example the page opened on stay
-    cmp = qc.compare(arr, [spec, spec.with_(granularity=qc.PerChannel(0))])
+    # The example's format settings stay; new data resets its comparison to the default trio (app.py
+    # _reset_example_options: per-tensor, per-channel, per-group of the default 32 along the last axis).
+    spec = qc.get_example("s3").spec
+    cmp = qc.compare(arr, [spec, spec.with_(granularity=qc.PerChannel(0)),
+                           spec.with_(granularity=qc.PerGroup(32, -1))])
     poll(lambda: assert_compare_matches(page, cmp))
 
 
