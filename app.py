@@ -1590,35 +1590,33 @@ class ExportView(pn.viewable.Viewer):
     def _text(self, text: str) -> _bytes_io.BytesIO:
         return _bytes_io.BytesIO(text.encode("utf-8"))
 
+    def _labels(self, res) -> list[str] | None:
+        """The user's channel labels when they name this result's channels, else None (the result's own)."""
+        labels = self.calc.labels
+        return labels if labels and len(labels) == res.canon.n_channels else None
+
     def _csv_summary(self):
         c = self.calc
         if c.source == "manual":
             return self._csv_samples()
-        rows = c.comparison.summary_rows() if c.comparison is not None else []
-        name = c.tensor_name or ""
-        return self._text(qc_report.to_csv([{"tensor": name, **r} for r in rows]))
+        if c.comparison is None:
+            return self._text("")
+        return self._text(qc_report.summary_csv(c.comparison, c.tensor_name or ""))
 
     def _csv_channels(self):
-        c = self.calc
-        res = c.detail_result
+        res = self.calc.detail_result
         if res is None:
             return self._text("")
-        table = dict(res.channel_table())
-        table = {"tensor": [c.tensor_name] * len(table["channel"]), "label": channel_labels(table, c.labels),
-                 "scheme": [res.label] * len(table["channel"]), **table}
-        return self._text(qc_report.to_csv(table))
+        return self._text(qc_report.channels_csv(res, self._labels(res), self.calc.tensor_name or ""))
 
     def _csv_samples(self):
         c = self.calc
         if c.source == "manual":
-            rows = c.manual_rows or {}
-            return self._text(qc_report.to_csv(dict(rows)) if rows else "")
+            return self._text(qc_report.manual_csv(c.manual_rows) if c.manual_rows else "")
         res = c.detail_result
         if res is None:
             return self._text("")
-        table = dict(res.sample_table(limit=SAMPLE_TABLE_LIMIT))
-        table = {"label": channel_labels(table, c.labels), **table}
-        return self._text(qc_report.to_csv(table))
+        return self._text(qc_report.samples_csv(res, self._labels(res), SAMPLE_TABLE_LIMIT, c.tensor_name or ""))
 
     def _json(self):
         c = self.calc

@@ -4,6 +4,11 @@
 INPUT is a .npy/.npz/.safetensors/.gguf/.csv file or a text file in the seeds' paste format (one
 channel per line or per semicolon; values separated by commas and/or spaces), or ``--example s0..s3``.
 Exit status 0 on success, 2 on bad input or options with a one-line message and no traceback.
+
+Tensor names, channel labels and file names are untrusted: every text output (tables, the result header,
+error messages) prints them through :func:`quantcore.io.printable`, so control characters, ANSI escape
+sequences and bidi controls appear as visible ``\\u001b``-style escapes; ``--json`` prints JSON (every
+non-ASCII character escaped by ``json.dumps``), which keeps the exact names.
 """
 from __future__ import annotations
 
@@ -20,14 +25,16 @@ from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
-from .io import list_tensors, load_input  # the io layer parses every file kind
+from .io import list_tensors, load_input, printable  # the io layer parses every file kind
 from .memory import DTYPE_BITS
 from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .presets import preset, preset_names
 from .scancli import add_scan_commands, run_scan_command
+from .schemes import parse_schemes
 from .spec import QuantSpec
 
 MAX_PRINTED_CHANNELS = 20
+NO_VALUE = "–"  # a table cell with no single value (a scale per block, a scheme without zero-point)
 
 
 class UsageError(Exception):
@@ -78,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--format", dest="float_format", choices=preset_names("float"), metavar="FORMAT",
                    help="a float scheme (the float entries of --preset): " + " ".join(preset_names("float")))
     a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
+    a.add_argument("--with", dest="with_schemes", metavar="SCHEMES",
+                   help="comma-separated schemes added to the comparison (implies --compare): GGUF types "
+                        "(q4_0, q4_k, mxfp4, ...), float formats (fp8_e4m3, mxfp4_e2m1, nvfp4, nf4, ...) and "
+                        "int<bits>[-sym|-asym][-g<size>|-channel|-tensor][-fp16|-bf16|-fp32], e.g. "
+                        "--with q4_0,nvfp4,q4_k,int4-g128 (names as in `scan --schemes`)")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
     lst = sub.add_parser("list", help="list the tensors in a file")
@@ -140,6 +152,35 @@ def spec_from_args(args, base: QuantSpec | None) -> QuantSpec:
                       scale_dtype=args.scale_dtype, zero_point_dtype=args.zero_point_dtype)
 
 
+def extra_schemes(text: str | None) -> list[QuantSpec]:
+    """The specs of ``--with`` (quantcore.schemes names; compact integer schemes keep their name as label)."""
+    if text is None:
+        return []
+    if not text.strip(" ,"):
+        raise UsageError("--with needs at least one scheme name (e.g. --with q4_0,nvfp4)")
+    out = []
+    for s in parse_schemes(text):
+        if s.spec is None:
+            raise UsageError(f"--with {s.name}: {s.name} is plain float storage, not a quantization scheme to "
+                             f"compare here (the scan and plan commands take it)")
+        out.append(s.spec.with_(name=s.name) if s.kind == "int" else s.spec)
+    return out
+
+
+def scale_count(r: QuantResult) -> tuple[int, str]:
+    """How many scales a result has and what each covers: (n, "sub-block" | "block" | "channel")."""
+    sub = r.sub_block_table()
+    if sub is not None and len(sub["scale"]) > r.blocks.n_blocks:
+        return len(sub["scale"]), "sub-block"
+    return r.blocks.n_blocks, "channel" if isinstance(r.spec.granularity, PerChannel) else "block"
+
+
+def scale_cell(r: QuantResult) -> str:
+    """The scale of a scheme as one table cell: the value when there is one, else how many there are."""
+    n, unit = scale_count(r)
+    return _fmt(float(np.asarray(r.scale, np.float64)[0])) if n == 1 else f"per {unit} ({n:,})"
+
+
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
@@ -147,7 +188,8 @@ def _fmt(v) -> str:
 
 
 def _table(rows: list[dict], cols: Sequence[str]) -> str:
-    cells = [[c for c in cols]] + [[_fmt(r[c]) for c in cols] for r in rows]
+    """Aligned plain-text table; every cell goes through printable() (names and labels are untrusted)."""
+    cells = [[printable(c) for c in cols]] + [[printable(_fmt(r[c])) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(s.ljust(w) for s, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -159,7 +201,7 @@ def render_result(r: QuantResult, name: str) -> str:
                f"scales ({r.spec.scale_dtype}), convention {r.spec.convention}, round to nearest even, saturating")
     else:
         how = f"rounding {r.spec.effective_rounding}, convention {r.spec.convention}, codes [{r.qmin}, {r.qmax}]"
-    out = [f"{name}: {r.label}  ({how})"]
+    out = [f"{printable(name)}: {printable(r.label)}  ({how})"]
     sub = r.sub_block_table()
     if sub is not None:  # GGUF presets: x_hat = scale * value(code) - min per sub-block
         n = len(sub["scale"])
@@ -179,16 +221,29 @@ def render_result(r: QuantResult, name: str) -> str:
     n = len(t["channel"])
     rows = [{k: t[k][i] for k in ("name", "min", "max", "scale", "zero_point", "mae", "rmse", "sqnr_db", "clip_count",
                                   "collapsed", "ties")} for i in range(min(n, MAX_PRINTED_CHANNELS))]
+    no_scale, no_zp = bool(np.isnan(t["scale"]).any()), bool(np.isnan(t["zero_point"]).any())
+    for row in rows:  # NaN here means "no single value for this channel", never a failed computation
+        for k in ("scale", "zero_point"):
+            if np.isnan(row[k]):
+                row[k] = NO_VALUE
     out.append(_table(rows, list(rows[0])))
     if n > MAX_PRINTED_CHANNELS:
         out.append(f"... {n - MAX_PRINTED_CHANNELS} more channels (use --json for all)")
+    if no_scale:
+        k, unit = scale_count(r)
+        out.append(f"{NO_VALUE} scale, zero_point: per block, not per channel: {printable(r.label)} has {k:,} "
+                   f"{unit} scales for {n:,} channel{'s' if n != 1 else ''} (the scale line above lists the first "
+                   f"8; --json has all)")
+    elif no_zp:
+        out.append(f"{NO_VALUE} zero_point: {printable(r.label)} has no zero-point")
     return "\n".join(out)
 
 
 def cmd_analyze(args, stdout) -> int:
     data, names, example_spec, name = _load(args)
     spec = spec_from_args(args, example_spec)
-    if args.compare:
+    extra = extra_schemes(args.with_schemes)
+    if args.compare or extra:
         group = [args.group_size]
         if spec.kind != "int" or spec.name:
             # Compare a fixed format with the integer schemes of the same bit width.
@@ -199,11 +254,15 @@ def cmd_analyze(args, stdout) -> int:
             specs = report.standard_schemes(spec, group, channel_axis=args.channel_axis)
         if spec.kind == "int" and isinstance(spec.range, CustomRange) and np.ndim(spec.range.lo) > 0:
             specs = specs[1:]  # a per-channel custom range has no per-tensor meaning
+        specs += [s for s in extra if s not in specs]
         cmp = report.compare(data, specs, args.channel_axis, names)
         if args.json:
             stdout.write(report.to_json(cmp) + "\n")
         else:
-            stdout.write(_table(cmp.summary_rows(), report.SUMMARY_FIELDS) + "\n" + cmp.advice() + "\n")
+            rows = [{"label": row["label"], "scale": scale_cell(r), **row}
+                    for row, r in zip(cmp.summary_rows(), cmp.results)]
+            stdout.write(_table(rows, ("label", "scale") + report.SUMMARY_FIELDS[1:]) + "\n" +
+                         printable(cmp.advice()) + "\n")
         results = list(cmp.results)
     else:
         r = analyze(data, spec, args.channel_axis, names)
@@ -232,7 +291,7 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
             return run_scan_command(args, stdout, stderr)
         return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
     except (UsageError, ValueError, OSError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = " ".join(printable(e).split()) or type(e).__name__
         stderr.write(f"quantcore: error: {msg}\n")
         return 2
     except MemoryError:

@@ -1,12 +1,11 @@
 """JSON and CSV text for results, comparisons and tables (a leaf module: analysis and report both use it).
 
 Non-finite floats become the strings "inf", "-inf", "nan" in JSON (which has no such numbers) and the
-same words in CSV; floats keep full precision (``repr``).
+same words in CSV; floats keep full precision (``repr``). CSV fields are quoted as ``csv.QUOTE_MINIMAL``
+does and also when they hold ``#``, so an optional first ``# note`` line can be skipped as a comment.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 
@@ -48,18 +47,32 @@ def _cell(v) -> str:
     return str(v)
 
 
-def to_csv(rows: list[dict] | dict[str, np.ndarray]) -> str:
-    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision)."""
+def _csv_field(s: str) -> str:
+    """A CSV field, quoted as csv.QUOTE_MINIMAL does (delimiter, quote, line breaks) and also when it holds
+    '#', so readers that skip '#' comments (pandas ``comment="#"``) keep labels such as ``#3``."""
+    if any(c in s for c in ',"\r\n#'):
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def to_csv(rows: list[dict] | dict[str, np.ndarray], note: str | None = None) -> str:
+    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision).
+
+    ``note`` (one line; line breaks become spaces) is written first as a comment line ``# note``, before the
+    header. Readers skip it with ``pandas.read_csv(f, comment="#")`` (cells holding '#' are quoted, so that is
+    safe), or ``csv.DictReader(line for line in f if not line.startswith("#"))``; a file without a note is a
+    plain CSV.
+    """
     if isinstance(rows, dict):
         cols = list(rows)
         n = len(next(iter(rows.values()))) if rows else 0
         rows = [{c: rows[c][i] for c in cols} for i in range(n)]
     if not rows:
         return ""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     cols = list(rows[0])
-    w.writerow(cols)
+    lines = [f"# {' '.join(str(note).split())}"] if note else []
+    lines.append(",".join(_csv_field(str(c)) for c in cols))
     for r in rows:
-        w.writerow([_cell(r.get(c, "")) for c in cols])
-    return buf.getvalue()
+        cells = [_csv_field(_cell(r.get(c, ""))) for c in cols]
+        lines.append(",".join(cells) if cells != [""] else '""')  # a lone empty cell is not a blank line
+    return "\n".join(lines) + "\n"

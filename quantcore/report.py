@@ -1,7 +1,10 @@
 """Comparing schemes on one tensor, the bits x granularity sweep, manual mode, and exports.
 
 Everything the app and the CLI render comes from here: summary rows, the one-sentence advice,
-CSV and JSON text (:mod:`quantcore.export`, re-exported).
+CSV and JSON text (:mod:`quantcore.export`, re-exported). The three CSV downloads are :func:`summary_csv`,
+:func:`channels_csv` and :func:`samples_csv` (:func:`manual_csv` in manual mode); they share column names
+(``tensor``, ``scheme``, ``channel``, ``channel_label``), and a per-sample file cut at its row limit says so in a
+first ``#`` line.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ from .metrics import pct_error
 from .quantize import dequantize_blocks, quantize_blocks
 from .spec import QuantSpec
 
-__all__ = ["Comparison", "SUMMARY_FIELDS", "compare", "jsonable", "manual", "mark_pareto", "pareto_mask", "standard_schemes",
-           "summary_row", "sweep", "sweep_rows", "to_csv", "to_json"]
+__all__ = ["Comparison", "SAMPLE_CSV_LIMIT", "SUMMARY_FIELDS", "channels_csv", "compare", "jsonable", "manual",
+           "manual_csv", "mark_pareto", "pareto_mask", "samples_csv", "standard_schemes", "summary_csv", "summary_row",
+           "sweep", "sweep_rows", "to_csv", "to_json"]
 
 SUMMARY_FIELDS = ("label", "mae", "rmse", "max_abs", "sqnr_db", "clip_rate", "collapsed", "payload_bytes",
                   "metadata_bytes", "total_bytes", "bits_per_weight")
@@ -239,3 +243,55 @@ def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample
             "sample": x, "raw_q": raw.astype(np.float64), "q": q.astype(np.int64), "dequantized": xhat,
             "abs_error": abs_err, "pct_error": pct_error(x, abs_err),
             "clipped": np.sign(raw - q).astype(np.int64)}
+
+
+# --- the three CSV downloads (app) and their shared column names ---------------------------------
+#  tensor         the tensor's name                      scheme   the scheme's label (QuantResult.label)
+#  channel        0-based channel index                  channel_label   that channel's label (untrusted text)
+SAMPLE_CSV_LIMIT = 10_000
+
+
+def summary_csv(comparison: Comparison, tensor_name: str) -> str:
+    """The scheme comparison: one row per scheme, columns ``tensor, scheme`` and SUMMARY_FIELDS' metrics."""
+    rows = [{"tensor": tensor_name, "scheme": row["label"], **{k: v for k, v in row.items() if k != "label"}}
+            for row in comparison.summary_rows()]
+    return to_csv(rows)
+
+
+def _channel_label_array(result: QuantResult, labels: Sequence[str] | None) -> np.ndarray:
+    names = result.channel_names if labels is None else list(labels)
+    if len(names) != result.canon.n_channels:
+        raise ValueError(f"{len(names)} channel labels for {result.canon.n_channels} channels")
+    return np.asarray(names, dtype=object)
+
+
+def channels_csv(result: QuantResult, labels: Sequence[str] | None, tensor_name: str) -> str:
+    """One row per channel: ``tensor, scheme, channel, channel_label`` then the columns of
+    :meth:`QuantResult.channel_table` (scale/zero_point are ``nan`` where a channel has several blocks).
+    ``labels`` default to the result's channel names."""
+    t = result.channel_table()
+    n = len(t["channel"])
+    cols = {"tensor": [tensor_name] * n, "scheme": [result.label] * n, "channel": t["channel"],
+            "channel_label": _channel_label_array(result, labels)[t["channel"]]}
+    cols.update((k, v) for k, v in t.items() if k not in ("channel", "name"))
+    return to_csv(cols)
+
+
+def samples_csv(result: QuantResult, labels: Sequence[str] | None = None, limit: int = SAMPLE_CSV_LIMIT,
+                tensor_name: str = "") -> str:
+    """One row per element in channel order, at most ``limit`` rows: ``tensor, scheme, channel, channel_label``
+    then :meth:`QuantResult.sample_table`'s columns. When the tensor has more elements the file starts with the
+    note line ``# first <limit> of <n> samples in channel order: ...`` (see :func:`to_csv`)."""
+    t = result.sample_table(limit=limit)
+    k, n_total = len(t["x"]), result.memory.n_elements
+    cols = {"tensor": [tensor_name] * k, "scheme": [result.label] * k, "channel": t["channel"],
+            "channel_label": _channel_label_array(result, labels)[t["channel"]]}
+    cols.update((c, v) for c, v in t.items() if c != "channel")
+    note = (f"first {k:,} of {n_total:,} samples in channel order: this export stops at {limit:,} rows"
+            if k < n_total else None)
+    return to_csv(cols, note=note)
+
+
+def manual_csv(rows: dict[str, np.ndarray]) -> str:
+    """Seed 001's manual mode table (:func:`manual`) with the channel name as ``channel_label``."""
+    return to_csv({"channel_label": rows["channel"], **{k: v for k, v in rows.items() if k != "channel"}})

@@ -17,6 +17,10 @@ plan SCAN_OUT_DIR (--bpw 4.8 | --size 3.9GiB) [--objective rel|sse] [--schemes .
 
 Exit status: 0; 1 when --keep-going skipped failing tensors; 2 on bad input (one line naming the file
 and tensor; rows already written stay).
+
+Tensor and file names are untrusted: text output prints them through :func:`quantcore.io.printable`
+(controls, ANSI sequences and bidi controls as visible ``\\u202e``-style escapes); --out files and --json
+keep the exact names.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ import os
 import re
 import sys
 import time
+
+from .io._common import printable
 
 PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
@@ -152,7 +158,7 @@ def _run(ckpt, schemes, args, references, stdout, stderr):
                 worker_peak = max(worker_peak, rep.worker_peak_rss_mib)
                 if rep.error:
                     failures.append(rep.error)
-                    stderr.write(f"quantcore: skipped: {rep.error}\n")
+                    stderr.write(f"quantcore: skipped: {printable(rep.error)}\n")
                     continue
                 rows.extend(rep.rows)
                 if store:
@@ -194,9 +200,10 @@ def cmd_scan(args, stdout, stderr) -> int:
     if store:
         store.finalize(rows, summary)
         store.close()
-    stdout.write((to_json(summary) if args.json else render_summary(summary, args.top)) + "\n")
+    stdout.write((to_json(summary) if args.json else _printable_lines(render_summary(summary, args.top))) + "\n")
     if store:  # after JSON on stderr, so stdout stays one JSON document
-        (stderr if args.json else stdout).write(f"results: {os.path.join(args.out, 'results.csv')} ({len(rows)} rows)\n")
+        (stderr if args.json else stdout).write(f"results: {printable(os.path.join(args.out, 'results.csv'))} "
+                                                f"({len(rows)} rows)\n")
     return 1 if failures else 0
 
 
@@ -233,7 +240,7 @@ def cmd_diff(args, stdout, stderr) -> int:
         x, y = ta.get(n), tb.get(n)
         mark = "" if (x and y and x.dtype == y.dtype) else "*"
         changed += bool(mark)
-        row = [n, x.dtype if x else "-", f"{x.stored_bits_per_weight:.3f}" if x else "-",
+        row = [printable(n), x.dtype if x else "-", f"{x.stored_bits_per_weight:.3f}" if x else "-",
                y.dtype if y else "-", f"{y.stored_bits_per_weight:.3f}" if y else "-", mark]
         if args.original:
             row[5:5] = [f"{err[(la, n)]:.4g}" if (la, n) in err else "",
@@ -243,9 +250,9 @@ def cmd_diff(args, stdout, stderr) -> int:
     size_b = sum(t.nbytes for t in b.tensors)
     na = sum(t.n_elements for t in a.tensors) or 1
     nb = sum(t.n_elements for t in b.tensors) or 1
-    stdout.write(f"A = {la}: {size_a / 2**20:,.1f} MiB, {8 * size_a / na:.3f} bits/weight\n"
-                 f"B = {lb}: {size_b / 2**20:,.1f} MiB, {8 * size_b / nb:.3f} bits/weight\n"
-                 f"{changed} of {len(names)} tensors differ in type (*)\n\n{_table(table)}\n")
+    stdout.write(_printable_lines(f"A = {la}: {size_a / 2**20:,.1f} MiB, {8 * size_a / na:.3f} bits/weight\n"
+                                  f"B = {lb}: {size_b / 2**20:,.1f} MiB, {8 * size_b / nb:.3f} bits/weight\n"
+                                  f"{changed} of {len(names)} tensors differ in type (*)\n\n{_table(table)}\n"))
     return 0
 
 
@@ -265,7 +272,7 @@ def cmd_plan(args, stdout, stderr) -> int:
     schemes = [s.strip() for s in args.schemes.split(",")] if args.schemes else None
     plan = solve_plan(list(latest.values()), budget_bytes=parse_size(args.size) if args.size else None,
                       bits_per_weight=args.bpw, objective=args.objective, schemes=schemes)
-    stdout.write(render_plan(plan) + "\n")
+    stdout.write(_printable_lines(render_plan(plan)) + "\n")
     base, lines, problems = llama_quantize_overrides(plan)
     d = plan.to_dict()
     if not problems and base:
@@ -276,16 +283,22 @@ def cmd_plan(args, stdout, stderr) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(d, f, indent=1, allow_nan=False)
             f.write("\n")
-        stdout.write(f"plan: {args.json}\n")
+        stdout.write(f"plan: {printable(args.json)}\n")
     if args.llama_types:
         if problems:
             raise ValueError(f"no llama-quantize file: {problems[0]}" + (f" (+{len(problems) - 1} more)"
                                                                           if len(problems) > 1 else ""))
         with open(args.llama_types, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in lines))
-        stdout.write(f"llama-quantize --pure --tensor-type-file {args.llama_types} IN-F16.gguf OUT.gguf "
+        stdout.write(f"llama-quantize --pure --tensor-type-file {printable(args.llama_types)} IN-F16.gguf OUT.gguf "
                      f"{base.upper()}   ({len(lines)} overrides)\n")
     return 0
+
+
+def _printable_lines(text: str) -> str:
+    """printable() line by line (line breaks kept). For text rendered elsewhere (quantcore.scanresults,
+    quantcore.plan): a row holding an escaped name is as much wider as its escapes."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def run_scan_command(args, stdout=None, stderr=None) -> int:

@@ -24,10 +24,11 @@ binary tensors ``"drop"`` is refused when non-finite values exist (removing elem
 the tensor's shape); a tensor without them loads under either policy.
 
 SECURITY: names coming from files -- tensor names, channel labels, CSV headers, GGUF metadata -- are
-untrusted text returned as plain ``str``.  They may contain HTML, JavaScript, control characters or
-right-to-left marks.  Every renderer (HTML, Bokeh/Panel widgets that render HTML, PDF, CSV export,
-terminal) must escape them.  InputError messages quote such text with ``repr()`` (one line), but
-they are untrusted too and must be escaped when shown in HTML.
+untrusted text returned as plain ``str``.  They may contain HTML, JavaScript, right-to-left marks and
+(in binary formats) control characters; text inputs refuse C0/C1 controls.  Every renderer (HTML,
+Bokeh/Panel widgets that render HTML, PDF, CSV export, terminal) must escape them; :func:`printable`
+does it for terminal and plain-text output.  InputError messages quote such text with ``repr()`` (one
+line), but they are untrusted too and must be escaped when shown in HTML or printed.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ import numpy as np
 from . import gguf as _gguf
 from . import npy as _npy
 from . import safetensors as _st
-from ._common import InputError, Limits, check_policy, nonfinite_in_tensor, quote
+from ._common import InputError, Limits, check_policy, nonfinite_in_tensor, printable, quote
 from ._source import Source, detect_kind
 from .text import ManualRows, ParsedText, decode_utf8, parse_manual, parse_text, read_csv
 
 __all__ = [
     "InputError", "Limits", "ParsedText", "ManualRows", "TensorInfo", "LoadedTensor", "LoadedInput",
     "parse_text", "parse_manual", "read_csv", "list_tensors", "load_tensor", "load_input",
-    "read_metadata", "detect_kind_of",
+    "read_metadata", "detect_kind_of", "printable",
 ]
 
 SourceLike = bytes | bytearray | memoryview | str | os.PathLike | Source

@@ -10,6 +10,7 @@ break the one-line rule -- but it is still untrusted: renderers must HTML-escape
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,6 +84,25 @@ def quote(s: object, limit: int = 40) -> str:
     if len(s) > limit:
         return repr(s[:limit]) + f"... ({len(s)} chars)"
     return repr(s)
+
+
+def printable(text: object) -> str:
+    """Untrusted text made safe to print on a terminal or in a plain-text report.
+
+    Every character that ``str.isprintable()`` rejects, except spaces (Unicode category Zs), becomes a
+    visible escape ``\\uXXXX`` (``\\UXXXXXXXX`` above U+FFFF): C0/C1 controls (ESC starts ANSI sequences,
+    CR rewrites the line) and DEL; bidi embeddings, overrides, isolates and marks (U+202A..U+202E,
+    U+2066..U+2069, U+200E/U+200F, U+061C) and every other format character (category Cf: zero-width
+    spaces and joiners, soft hyphen, BOM); line/paragraph separators; surrogates, private-use and
+    unassigned code points.  Letters, digits, marks, punctuation, symbols and spaces of every script are
+    kept as they are.  A backslash is kept too, so a name that spells ``\\u202e`` prints like an escaped
+    one: the output is safe, not reversible (JSON output is the exact form).
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else
+                   (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}") for c in s)
 
 
 @dataclass(frozen=True)

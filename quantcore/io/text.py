@@ -30,14 +30,41 @@ zero_point, sample`` (or ``scale, zero_point, sample`` -> channel ``ch<i>``), se
 scale must be finite and > 0, zero_point an integer in [-2**31, 2**31-1] (``11`` or ``11.0``),
 sample finite.  Channel names may repeat (each line is an independent sample).
 
+Control characters (every reader here): C0 controls other than tab, line feed, vertical tab, form
+feed and carriage return (U+0000..U+0008, U+000E..U+001F), DEL (U+007F) and the C1 controls
+(U+0080..U+009F) are refused wherever they occur -- in values, labels and headers -- with line,
+column and the UTF-8 byte offset (counted from the start of the text, after a BOM).  They are never
+part of a number, a label or a separator; a NUL usually means a binary or UTF-16 file.
+
 CSV (:func:`read_csv`): delimiter is tab if the first non-blank line has a tab, else ``;`` if it
-has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``.  Header: ``True``, ``False`` or ``None``
-(auto: the first row is a header iff a cell after the first is not a number, or it is a single
-non-numeric cell; a non-numeric first cell alone is a row label).  ``channels_as="rows"``:
-each data row is a channel (rows may differ in length) and a first column whose cells are all
-non-numeric gives the channel names; ``channels_as="columns"``: each column is a channel, names
-from the header, every row must have the same number of cells.  Data cells are unquoted numbers;
-empty cells are errors (a single trailing delimiter is ignored).
+has a ``;`` (then a comma is the decimal separator, e.g. ``0,5;1,25``), else ``,``; a first line of one
+cell leaves the choice to the whole text, in the same order.  Under a tab delimiter a row's leading
+tab ends an empty first cell (an error, as a leading ``,`` is).  Cells are split
+with the csv module's quoting rules (``"a,b"`` is one cell); a *field* is one cell of a row.
+
+* Numbers follow the syntax above: plain decimals, ``.`` as the decimal point (``,`` under ``;``),
+  no digit grouping.  A cell that is not a number but looks like one -- digits with a grouping or
+  decimal comma (``1,000``, ``0,5``), with a space of any kind inside (``1 000``, U+2009 THIN SPACE,
+  U+00A0), with ``'`` or ``_`` grouping, several ``.``, a ``%``, or non-ASCII digits -- is
+  *number-like*.  A number-like cell is never taken silently as a label or a header: it is an
+  InputError naming its line and column and why it is not a number.
+* Data cells are unquoted numbers; empty cells are errors (a single trailing delimiter is
+  ignored).  A quoted data cell (``1,"2",3``) is an error naming the cell.  Under a tab delimiter
+  a ``,`` inside a data cell is an error (``.`` is the decimal point there).
+* Header: ``True``, ``False`` or ``None`` (auto: the first row is a header iff a cell after the
+  first is a word -- non-empty, neither a number nor number-like -- or it is a single word).
+* ``channels_as="rows"``: each data row is a channel.  Its first column holds channel labels
+  (a) when the header says so: its first cell is empty (pandas/R index columns) or one of
+  ``channel``, ``channel_name``, ``channel_label``, ``name``, ``label``, ``ch`` (any case); then
+  every first cell is a label, whatever it looks like; or (b) without such a header, when the first
+  data row's first cell is a word.  In case (b) every later first cell must be a word too (or empty:
+  default name): a number there is an error naming both lines, a number-like cell an error as above.
+  Otherwise the first column is data and a word in it is "not a number".
+* ``channels_as="columns"``: each column is a channel, names from the header.
+* Field counts: under a header every row has exactly as many fields as the header has cells
+  (label cell included; trailing empty header cells do not count), else an InputError names the
+  line and both counts.  Without a header, ``channels_as="columns"`` rows must all have the first
+  row's count; ``channels_as="rows"`` rows may differ in length (a ragged tensor).
 
 Limits: text length <= Limits.max_bytes characters, values <= Limits.max_elements, channels <=
 Limits.max_channels (CSV rows-mode rows too), CSV data rows <= Limits.max_rows, labels <=
@@ -52,6 +79,7 @@ from __future__ import annotations
 
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -82,6 +110,17 @@ for _c in b" \t\n\r\x0b\x0c":
     _SPACE[_c] = True
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[48:58] = True
+
+# C0 controls except \t \n \v \f \r, DEL, C1 controls: never a number, a label or a separator
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x1B: "ESC", 0x7F: "DEL"}
+# fast screen on UTF-8 bytes: deleting every byte but C0/DEL leaves nothing, and no C1 (\xc2\x80-\xc2\x9f)
+_NOT_C0_DEL = bytes(c for c in range(256) if not (c < 9 or 14 <= c < 32 or c == 127))
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+# "number-like": digits with grouping / decimal commas, inner spaces of any kind, ' or _ grouping, several
+# dots, a percent sign or non-ASCII digits (\d is Unicode); see the module docstring
+_NUMBER_LIKE = re.compile(r"[+\-\u2212]?[\d.]*\d[\d\s.,'_]*(?:[eE][+\-\u2212]?\d+)?\s*%?")
+_LABEL_HEADERS = frozenset({"", "channel", "channel_name", "channel_label", "name", "label", "ch"})
 
 
 @dataclass(frozen=True)
@@ -155,6 +194,57 @@ class _Loc:
 
     def where(self, pos: int) -> str:
         return f"line {self.line}, column {pos - self.line_start + 1}"
+
+
+def _line_at(text: str, pos: int) -> tuple[int, int]:
+    """(1-based line, start offset of that line) of text position ``pos``; breaks are \\n, \\r\\n, \\r."""
+    line = 1 + text.count("\n", 0, pos) + text.count("\r", 0, pos) - text.count("\r\n", 0, pos)
+    return line, max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos)) + 1
+
+
+def refuse_control_characters(text: str, source: str | None = None) -> None:
+    """InputError at the first C0/C1 control character of ``text`` other than tab and line breaks
+    (see the module docstring), with line, column and UTF-8 byte offset."""
+    step = 1 << 22  # screen 4 Mi characters at a time (~10x faster than the regex; bounded memory)
+    for a in range(0, len(text), step):
+        b = text[a:a + step].encode("utf-8", "surrogatepass")
+        if b.translate(None, _NOT_C0_DEL) or (not b.isascii() and _C1_UTF8.search(b)):
+            break
+    else:
+        return
+    m = _CONTROL.search(text)
+    pos, code = m.start(), ord(m.group())
+    line, line_start = _line_at(text, pos)
+    name = f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else ""
+    byte = len(text[:pos].encode("utf-8", "surrogatepass"))
+    hint = " (a NUL usually means a binary file or UTF-16 text; save it as UTF-8 text)" if code == 0 else ""
+    raise InputError(f"control character U+{code:04X}{name} at byte offset {byte}: text input may hold "
+                     f"printable characters, tabs and line breaks only{hint}",
+                     line=line, column=pos - line_start + 1, offset=pos, source=source)
+
+
+def _why_number_like(cell: str) -> str:
+    """Why a number-like cell (see _NUMBER_LIKE) is not a number, in a few words."""
+    if any(c.isdigit() and not c.isascii() for c in cell):
+        return "non-ASCII digits: use 0-9"
+    space = re.search(r"\s", cell.strip())
+    if space:
+        ch = space.group()
+        what = "a space" if ch == " " else f"U+{ord(ch):04X} {unicodedata.name(ch, 'SPACE')}"
+        return f"{what} inside the number: digit-group separators are not accepted"
+    if re.fullmatch(r"[+\-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?", cell.strip()):
+        return "',' as a digit-group separator: write the digits without it"
+    if "," in cell:
+        return "a decimal comma: '.' is the decimal point, except with ';' as the delimiter"
+    if "'" in cell or "_" in cell:
+        return "digit-group separators (' or _) are not accepted"
+    if "%" in cell:
+        return "a percent sign: give the plain number"
+    return "'.' as a digit-group separator, or several decimal points"
+
+
+def _is_number_like(cell: str) -> bool:
+    return _NUMBER_LIKE.fullmatch(cell.strip()) is not None
 
 
 class _LineWalker:
@@ -266,7 +356,7 @@ def _slow_chunk(chunk: str, base: int, loc: _Loc, csv_strict: bool, other_sep: b
                           base + m.start())
     vals: list[float] = []
     pos_list: list[int] = []
-    prev = "start"
+    prev, prev_end = "start", 0
     for m in _ITEM.finditer(chunk):
         item, p = m.group(0), base + m.start()
         if item == ",":
@@ -277,7 +367,11 @@ def _slow_chunk(chunk: str, base: int, loc: _Loc, csv_strict: bool, other_sep: b
             prev = "comma"
             continue
         if csv_strict and prev == "token":
-            raise loc.err(f"{quote(item)} follows the previous value without a {delim_name}", p)
+            odd = [c for c in chunk[prev_end:m.start()] if c not in " \t"]
+            why = (f" (separated by U+{ord(odd[0]):04X} {unicodedata.name(odd[0], 'SPACE')}: a space inside a "
+                   f"cell; digit-group separators are not accepted)") if odd else ""
+            raise loc.err(f"{quote(item)} follows the previous value without a {delim_name}{why}", p)
+        prev_end = m.end()
         if not _NUM.fullmatch(item):
             raise loc.err(_not_a_number(item), p)
         vals.append(float(item))
@@ -392,6 +486,7 @@ def parse_text(text: str | bytes, *, limits: Limits = Limits(), nonfinite: str =
     if len(text) > limits.max_bytes:
         raise InputError(f"text is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
                          f"(Limits.max_bytes)", source=source)
+    refuse_control_characters(text, source)
     text = text.replace("\u2212", "-")
     names: list[str | None] = []
     rows: list[np.ndarray] = []
@@ -466,6 +561,7 @@ def parse_manual(text: str | bytes, *, limits: Limits = Limits(),
     if len(text) > limits.max_bytes:
         raise InputError(f"text is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
                          f"(Limits.max_bytes)", source=source)
+    refuse_control_characters(text, source)
     text = text.replace("\u2212", "-")
     names: list[str] = []
     scale: list[float] = []
@@ -560,7 +656,7 @@ def _manual_int(tok: str, loc: _Loc, pos: int) -> int:
 def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "rows",
              header: bool | None = None, limits: Limits = Limits(), nonfinite: str = "error",
              source: str | None = None) -> ParsedText:
-    """Read CSV into channels (see module docstring: delimiter, header, names, strictness)."""
+    """Read CSV into channels (see module docstring: delimiter, header, label column, field counts)."""
     check_policy(nonfinite)
     if channels_as not in ("rows", "columns"):
         raise ValueError(f"channels_as must be 'rows' or 'columns', got {channels_as!r}")
@@ -573,23 +669,23 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
     if len(text) > limits.max_bytes:
         raise InputError(f"CSV is {len(text):,} characters, over the cap of {limits.max_bytes:,} "
                          f"(Limits.max_bytes)", source=source)
+    refuse_control_characters(text, source)
     text = text.replace("\u2212", "-")
     walker = _LineWalker(text, _LINE, _SKIP_LINES)
     it = iter(walker)
     first = next(it, None)
     if first is None:
         raise InputError("CSV has no rows (empty or blank)", source=source)
+    first_loc = _Loc(walker.line, walker.line_start, source)
     first_line = text[first[0]:first[1]]
-    delim = "\t" if "\t" in first_line else ";" if ";" in first_line else ","
+    delim = _sniff_delimiter(text[walker.line_start:first[1]]) or _sniff_delimiter(text) or ","
+    if delim == "\t":
+        # The walker skips leading blanks, but a leading tab ends an empty first cell: rows start at their line.
+        first = (walker.line_start, first[1])
+        first_line = text[first[0]:first[1]]
     delim_name = {",": "','", "\t": "tab", ";": "';'"}[delim]
 
-    def cells_of(s: str) -> list[str]:
-        try:
-            return next(csv.reader([s], delimiter=delim))
-        except csv.Error as e:
-            raise InputError(f"cannot split the CSV header: {e}", line=1, source=source) from None
-
-    head_cells = cells_of(first_line)
+    head_cells = _split_cells(first_line, delim, first_loc, first[0])
     is_header = header if header is not None else _looks_like_header(head_cells, delim)
     col_names: list[str] | None = None
     lines: list[tuple[int, int, _Loc]] = []
@@ -597,48 +693,48 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
         col_names = [c.strip() for c in head_cells]
         while col_names and not col_names[-1]:
             col_names.pop()
+        if not col_names:
+            raise first_loc.err("the header row has only empty cells", first[0])
         for c in col_names:
             if len(c) > limits.max_name_chars:
-                raise InputError(f"header cell is {len(c):,} characters, over the cap of "
-                                 f"{limits.max_name_chars} (Limits.max_name_chars)", line=1,
-                                 source=source)
+                raise first_loc.err(f"header cell is {len(c):,} characters, over the cap of "
+                                    f"{limits.max_name_chars} (Limits.max_name_chars)", first[0])
     else:
-        lines.append((first[0], first[1], _Loc(walker.line, walker.line_start, source)))
+        lines.append((first[0], first[1], first_loc))
+    labels = _LabelColumn(delim, declared=channels_as == "rows" and col_names is not None
+                          and col_names[0].lower() in _LABEL_HEADERS)
+    if col_names is not None:
+        want_fields: int | None = len(col_names)
+        want_from = f"the header (line {first_loc.line}) has {want_fields}"
+    else:
+        want_fields, want_from = None, ""
 
     names: list[str | None] = []
     rows: list[np.ndarray] = []
     total = 0
     nf = _Nonfinite(text)
-    label_col: bool | None = None
 
     def handle(start: int, end: int, loc: _Loc) -> None:
-        nonlocal total, label_col
+        nonlocal total, want_fields, want_from
         if channels_as == "rows" and len(rows) >= limits.max_channels:
             raise loc.err(f"more than {limits.max_channels:,} rows, over the cap "
                           f"(Limits.max_channels)", start)
         if len(rows) >= limits.max_rows:
             raise loc.err(f"more than {limits.max_rows:,} data rows, over the cap "
                           f"(Limits.max_rows)", start)
-        name = None
+        row_start, name, fields = start, None, 0
         seg = text[start:end]
         if channels_as == "rows":
-            if label_col is None:
-                first_cell = seg.split(delim, 1)[0].strip()
-                label_col = bool(first_cell) and not _NUM.fullmatch(_to_comma(first_cell, delim))
-            if label_col:
-                if seg.lstrip().startswith('"'):
-                    cells = cells_of(seg)
-                    name = cells[0].strip()
-                    rest_at = _after_quoted_cell(seg, delim)
-                else:
-                    cut = seg.find(delim)
-                    name = seg[:cut if cut >= 0 else len(seg)].strip()
-                    rest_at = cut + 1 if cut >= 0 else len(seg)
+            cell, lead, rest_at = _first_cell(seg, delim, loc, start)
+            if labels.is_label(cell, loc, start + lead):
+                name = cell.strip()
                 if len(name) > limits.max_name_chars:
                     raise loc.err(f"channel name is {len(name):,} characters, over the cap of "
                                   f"{limits.max_name_chars} (Limits.max_name_chars)", start)
+                fields = 1
                 start += rest_at
                 seg = text[start:end]
+        _refuse_odd_data_cells(seg, delim, loc, start)
         body = _to_comma(seg, delim)
         if not body.strip():
             raise loc.err("row has no values", start)
@@ -646,25 +742,28 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
         v = parse_values(body, 0, _Loc(loc.line, loc.line_start, source, shift=start), csv_strict=True,
                          delim_name=delim_name, cap=limits.max_elements, used=total)
         v.locate = (lambda f, s0: (lambda k: f(k) + s0))(v.locate, start)
+        fields += v.values.size
+        if want_fields is None and channels_as == "columns":
+            want_fields, want_from = fields, f"line {loc.line} (the first row) has {fields}"
+        if want_fields is not None and fields != want_fields:
+            hint = (" (channels_as='columns' needs a rectangular table)" if channels_as == "columns" else
+                    " (under a header every row has one field per header cell; without a header, "
+                    "rows may differ in length)")
+            raise loc.err(f"row has {fields} field{'' if fields == 1 else 's'} but {want_from}{hint}", row_start)
         total += v.values.size
         bad = nf.add(v, loc)
         vals = v.values
-        if channels_as == "columns":
-            want = len(col_names) if col_names else (rows[0].size if rows else vals.size)
-            if vals.size != want:
-                raise loc.err(f"row has {vals.size} values but {want} columns are expected "
-                              f"(channels_as='columns' needs a rectangular table)", start)
-        elif nonfinite == "drop" and bad.any():
+        if channels_as == "rows" and nonfinite == "drop" and bad.any():
             vals = vals[~bad]
             if vals.size == 0:
-                raise loc.err("row has no finite values left after nonfinite='drop'", start)
+                raise loc.err("row has no finite values left after nonfinite='drop'", row_start)
         rows.append(vals)
         names.append(name)
 
     for s, e, loc in lines:
         handle(s, e, loc)
     for s, e in it:
-        handle(s, e, _Loc(walker.line, walker.line_start, source))
+        handle(walker.line_start if delim == "\t" else s, e, _Loc(walker.line, walker.line_start, source))
     if not rows:
         raise InputError("CSV has a header but no data rows", source=source)
 
@@ -694,11 +793,92 @@ def read_csv(data: bytes | str, *, channels_as: Literal["rows", "columns"] = "ro
     return ParsedText(names=tuple(nm), rows=tuple(rows))
 
 
+def _cell_kind(cell: str, delim: str) -> str:
+    """'empty', 'number' (the number syntax; ',' is the decimal point under ';'), 'number-like' (see the
+    module docstring) or 'word'."""
+    c = cell.strip()
+    if not c:
+        return "empty"
+    if _NUM.fullmatch(_to_comma(c, delim).strip()):
+        return "number"
+    return "number-like" if _is_number_like(c) else "word"
+
+
+class _LabelColumn:
+    """The rows-mode rule "is the first column channel labels?" (module docstring), applied row by row.
+
+    ``declared``: the header's first cell says so, and every first cell is a label.  Otherwise the first data
+    row decides -- a word starts a label column, a number a data column, a number-like cell is an error --
+    and later rows must agree.
+    """
+
+    def __init__(self, delim: str, declared: bool):
+        self.delim, self.declared = delim, declared
+        self.first: tuple[int, str] | None = None  # (line, cell) of the row that made it a label column
+        self.decided = declared
+
+    def is_label(self, cell: str, loc: _Loc, pos: int) -> bool:
+        if self.declared:
+            return True
+        if self.decided and self.first is None:
+            return False  # a data column: the number parser reports what is wrong with the cell
+        kind = _cell_kind(cell, self.delim)
+        if kind == "number-like":
+            raise loc.err(f"{quote(cell.strip())} is not a number ({_why_number_like(cell)}); numbers are plain, "
+                          f"like 1000, -1.5 or 2.5e-3; if the first column holds channel labels, start the file "
+                          f"with a header row whose first cell is 'channel'", pos)
+        if not self.decided:
+            self.decided = True
+            if kind == "word":
+                self.first = (loc.line, cell.strip())
+        if self.first is None:
+            return False
+        if kind == "number":
+            raise loc.err(f"{quote(cell.strip())} is a number, but the first column holds channel labels "
+                          f"(line {self.first[0]}: {quote(self.first[1])}); give every row a label (an empty "
+                          f"first cell takes the default name) or none", pos)
+        return True
+
+
+def _split_cells(line: str, delim: str, loc: _Loc, pos: int) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delim))
+    except csv.Error as e:
+        raise loc.err(f"cannot split the row into cells: {e}", pos) from None
+
+
+def _first_cell(seg: str, delim: str, loc: _Loc, pos: int) -> tuple[str, int, int]:
+    """A row's first cell: (its text, unquoted; offset of its first non-blank character; offset just past
+    the delimiter that ends it, or len(seg))."""
+    lead = len(seg) - len(seg.lstrip())
+    if seg.startswith('"', lead):
+        return _split_cells(seg[lead:], delim, loc, pos + lead)[0], lead, _after_quoted_cell(seg, delim)
+    cut = seg.find(delim)
+    return (seg, lead, len(seg)) if cut < 0 else (seg[:cut], lead, cut + 1)
+
+
+def _refuse_odd_data_cells(seg: str, delim: str, loc: _Loc, pos: int) -> None:
+    """Quoted data cells, and ',' inside a tab-separated data cell, are errors naming the cell."""
+    q = seg.find('"')
+    if q >= 0:
+        cell_at = seg.rfind(delim, 0, q) + 1
+        cell = _split_cells(seg[cell_at:], delim, loc, pos + cell_at)[0]
+        kind = _cell_kind(cell, delim)
+        why = ("; write it without quotes" if kind == "number" else
+               f"; {quote(cell)} is not a number either: {_why_number_like(cell)}" if kind == "number-like" else "")
+        raise loc.err(f"quoted cell {quote(cell)}: data cells are unquoted numbers{why}", pos + q)
+    if delim == "\t":
+        c = seg.find(",")
+        if c >= 0:
+            raise loc.err("',' inside a tab-separated cell: '.' is the decimal point (a decimal comma needs "
+                          "';' as the delimiter)", pos + c)
+
+
 def _looks_like_header(cells: list[str], delim: str) -> bool:
-    """Auto header rule: some cell after the first is not a number (a non-numeric FIRST cell alone
-    is a row label), or the row is a single non-numeric cell."""
-    bad = [bool(c.strip()) and not _NUM.fullmatch(_to_comma(c.strip(), delim).strip()) for c in cells]
-    return any(bad[1:]) or (len(bad) == 1 and bad[0])
+    """Auto header rule: some cell after the first is a word (a word FIRST cell alone is a row label),
+    or the row is a single word.  Number-like cells are not words: they never make a header."""
+    kinds = [_cell_kind(c, delim) for c in cells]
+    return "word" in kinds[1:] or kinds == ["word"]
 
 
 def _check_unique(names: list[str], source: str | None) -> None:
@@ -707,6 +887,12 @@ def _check_unique(names: list[str], source: str | None) -> None:
         if n in seen:
             raise InputError(f"duplicate channel name {quote(n)}", source=source)
         seen.add(n)
+
+
+def _sniff_delimiter(s: str) -> str | None:
+    """The CSV delimiter: tab, else ';', else ',' if ``s`` holds one (the first line decides; a first line of
+    one cell leaves it to the rest of the text), None if it holds none."""
+    return next((d for d in "\t;," if d in s), None)
 
 
 def _to_comma(s: str, delim: str) -> str:

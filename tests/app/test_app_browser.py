@@ -218,12 +218,14 @@ def test_upload_npy(page, app_url, tmp_path):
         assert [num(r["Min"]) for r in rows] == pytest.approx(arr.min(axis=1).tolist(), rel=1e-6)
         assert [num(r["Max"]) for r in rows] == pytest.approx(arr.max(axis=1).tolist(), rel=1e-6)
     poll(loaded)
-    # The example's format settings stay; new data resets its comparison to the default trio (app.py
-    # _reset_example_options: per-tensor, per-channel, per-group of the default 32 along the last axis).
+    # The example's format (int4 narrow symmetric) stays; its one-scheme comparison is reset to the default
+    # three granularities for the new data, and the page says so.
     spec = qc.get_example("s3").spec
     cmp = qc.compare(arr, [spec, spec.with_(granularity=qc.PerChannel(0)),
-                           spec.with_(granularity=qc.PerGroup(32, -1))])
+                           spec.with_(granularity=qc.PerGroup(32, axis=-1))])
     poll(lambda: assert_compare_matches(page, cmp))
+    notes = page.locator(".qc-msg-info")
+    poll(lambda: _assert_in("the example's own settings were reset", " ".join(notes.all_inner_texts())))
 
 
 def test_upload_safetensors_with_tensor_picker(page, app_url, tmp_path):
@@ -260,13 +262,16 @@ def test_csv_json_pdf_downloads(page, app_url):
     open_app(page, app_url, "example=s1")
     wait_example(page, "s1")
     channels = list(csv.DictReader(io.StringIO(_download(page, "CSV: per-channel").decode())))
-    assert [r["label"] for r in channels] == ["filter_0", "filter_1", "filter_2", "filter_3"]
+    # the three CSVs share their column names (quantcore.report: tensor, scheme, channel, channel_label)
+    assert [r["channel_label"] for r in channels] == ["filter_0", "filter_1", "filter_2", "filter_3"]
+    assert {r["scheme"] for r in channels} == {"int8 affine per-channel"}
     assert float(channels[0]["scale"]) == pytest.approx(0.00862745, abs=6e-9)   # seed 001
     assert float(channels[0]["zero_point"]) == 11
     samples = list(csv.DictReader(io.StringIO(_download(page, "CSV: per-sample").decode())))
     assert [int(float(r["q"])) for r in samples] == [96, -40, 80, 25]                # seed 001
+    assert [r["channel_label"] for r in samples] == ["filter_0", "filter_1", "filter_2", "filter_3"]
     summary = list(csv.DictReader(io.StringIO(_download(page, "CSV: summary").decode())))
-    assert summary[0]["label"] == "int8 affine per-channel" and summary[0]["tensor"] == "example s1"
+    assert summary[0]["scheme"] == "int8 affine per-channel" and summary[0]["tensor"] == "example s1"
     doc = json.loads(_download(page, "JSON"))
     assert doc["tensor"] == "example s1" and doc["settings"]["example"] == "s1"
     assert doc["comparison"]["summary"][0]["label"] == "int8 affine per-channel"

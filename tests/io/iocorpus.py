@@ -87,7 +87,10 @@ def text_cases() -> list[Case]:
         T("infinity-symbol", "1 \u221e", r"is not a number \(non-ASCII"),
         T("fullwidth-digits", "\uff11\uff12 3", r"column 1: '１２' is not a number \(non-ASCII"),
         T("arabic-digits", "\u0661\u0662", r"is not a number \(non-ASCII"),
-        T("nul-byte", "1\x002", r"is not a number"),
+        T("nul-byte", "1\x002", r"line 1, column 2: control character U\+0000 \(NUL\) at byte offset 1"),
+        T("nul-in-label", "a\x00b: 1 2", r"line 1, column 2: control character U\+0000 \(NUL\)"),
+        T("esc-in-label", "ok: 1\n\x1b[2J: 3", r"line 2, column 1: control character U\+001B \(ESC\) at byte offset 6"),
+        T("c1-in-value", "1 2\u0085 3", r"line 1, column 4: control character U\+0085 at byte offset 3"),
         T("percent", "50%", r"'50%' is not a number"),
         T("paren", "(1)", r"'\(1\)' is not a number"),
         T("quoted", '"1", "2"', r"'\"1\"' is not a number"),
@@ -119,7 +122,7 @@ def text_cases() -> list[Case]:
         T("too-many-values-2ch", " ".join(["1"] * 600) + "\n" + " ".join(["2"] * 600),
           r"line 2: more than 1,000 values in total", limits=SMALL),
         T("text-over-bytes", "1 " * 40000, r"text file is 80,000 bytes, over the cap of 65,536", limits=SMALL),
-        T("csv-ragged-columns", "a,b\n1,2\n3\n", r"line 3, column 1: row has 1 values but 2 columns",
+        T("csv-ragged-columns", "a,b\n1,2\n3\n", r"line 3, column 1: row has 1 field but the header \(line 1\) has 2",
           filename="x.csv", channels_as="columns"),
         T("csv-empty-cell", "1,,2\n", r"line 1, column 3: empty value", filename="x.csv"),
         T("csv-space-sep", "4,5,6\n1 2,3", r"line 2, column 3: '2' follows the previous value without a ','",
@@ -191,6 +194,73 @@ def text_cases() -> list[Case]:
         Case("text-1e7-blank-lines", b"\n" * 10**7 + b"7", "blank.txt", check=_ok(np.array([[7.0]])), big=True),
     ]
     return c + ok + big
+
+
+# ------------------------------------------------------------------------------------- CSV shapes
+
+def csv_cases() -> list[Case]:
+    """CSV inputs that used to load silently wrong (issue 12, item 9): a number-like first cell taken as a
+    channel label, control characters, rows whose field count differs from the header's."""
+    C = lambda i, s, err=None, check=None, **kw: Case(  # noqa: E731
+        f"csv-{i}", s.encode("utf-8") if isinstance(s, str) else s, kw.pop("filename", "x.csv"), err, check, **kw)
+    return [
+        # a number-like first cell is never silently a label
+        C("quoted-thousands-first-cell", 'a,b,c\n"1,000",2,3\n4,5,6\n',
+          r"line 2, column 1: '1,000' is not a number.*',' as a digit-group separator.*header row whose first "
+          r"cell is 'channel'"),
+        C("quoted-thousands-only-row", '"1,000",2,3\n', r"line 1, column 1: '1,000' is not a number"),
+        C("quoted-decimal-comma-first-cell", '"0,5",2,3\n', r"line 1, column 1: '0,5' is not a number.*decimal comma"),
+        C("quoted-thousands-value", 'a,b,c\n1,"2,000",3\n', r"line 2, column 3: quoted cell '2,000': data cells "
+          r"are unquoted numbers.*digit-group separator"),
+        C("quoted-number-value", '1,"2",3\n', r"line 1, column 3: quoted cell '2': data cells are unquoted numbers"),
+        C("unquoted-thousands-under-header", "a,b,c\n1,000,2,3\n", r"line 2, column 1: row has 4 fields but the "
+          r"header \(line 1\) has 3"),
+        C("thin-space-first-cell", "a,b,c\n1\u20092,2,3\n4,5,6\n",
+          r"line 2, column 1: '1\\u20092' is not a number.*U\+2009 THIN SPACE"),
+        C("nbsp-first-cell", "1\u00a0000;2;3\n", r"line 1, column 1: '1\\xa0000' is not a number.*U\+00A0"),
+        C("thin-space-value", "1,2\u20093,4\n", r"line 1, column 5: '3' follows the previous value without a ',' "
+          r"\(separated by U\+2009 THIN SPACE"),
+        C("fullwidth-first-cell", "\uff11,2,3\n", r"line 1, column 1: '１' is not a number.*non-ASCII digit"),
+        C("tab-decimal-comma-first-row", "1,5\t2,5\t3\n4\t5\t6\n", r"line 1, column 1: '1,5' is not a number "
+          r"\(a decimal comma", filename="x.tsv"),
+        C("tab-decimal-comma-value", "w0\t1\t2,5\n", r"line 1, column 7: ',' inside a tab-separated cell",
+          filename="x.tsv"),
+        # control characters anywhere: refused with line, column and byte offset
+        C("nul-first-cell", "a,b,c\n1\x00,2,3\n4,5,6\n",
+          r"line 2, column 2: control character U\+0000 \(NUL\) at byte offset 7"),
+        C("nul-header", "a\x00,b\n1,2\n", r"line 1, column 2: control character U\+0000 \(NUL\) at byte offset 1"),
+        C("esc-label", "w0,1,2\nw\x1b[31m,3,4\n", r"line 2, column 2: control character U\+001B \(ESC\) at byte "
+          r"offset 8"),
+        C("c1-after-multibyte", "\u00e9\u009b,1\n", r"line 1, column 2: control character U\+009B at byte offset 2"),
+        C("del-in-value", "1,2\x7f,3\n", r"line 1, column 4: control character U\+007F \(DEL\)"),
+        C("utf16-csv", "a,b\n1,2\n".encode("utf-16-le"), r"line 1, column 2: control character U\+0000 \(NUL\).*"
+          r"UTF-16"),
+        # ragged rows under a header, in both layouts
+        C("ragged-short-under-header", "a,b,c\n1,2\n4,5,6\n", r"line 2, column 1: row has 2 fields but the header "
+          r"\(line 1\) has 3"),
+        C("ragged-long-under-header", "a,b,c\n1,2,3\n4,5,6,7\n", r"line 3, column 1: row has 4 fields but the "
+          r"header \(line 1\) has 3"),
+        C("ragged-labels-under-header", ",x0,x1\nw0,1,2\nw1,3\n", r"line 3, column 1: row has 2 fields but the "
+          r"header \(line 1\) has 3"),
+        C("ragged-columns-no-header", "1,2\n3\n", r"line 2, column 1: row has 1 field but line 1 \(the first row\) "
+          r"has 2", channels_as="columns"),
+        # a first column is labels or numbers, never both
+        C("label-then-number", "w0,1,2\n5,3,4\n", r"line 2, column 1: '5' is a number, but the first column holds "
+          r"channel labels \(line 1: 'w0'\)"),
+        C("number-then-label", "1,2,3\nw1,4,5\n", r"line 2, column 1: 'w1' is not a number"),
+        # accepted: the header declares the label column, or no first cell is number-like
+        C("header-declares-labels", "channel,x0,x1\n0,1,2\n1,3,4\n",
+          check=_names("0", "1", then=_ok(np.array([[1.0, 2.0], [3.0, 4.0]])))),
+        C("header-declares-number-like-label", 'name,x\n"1,000",2\n', check=_names("1,000", then=_ok(np.array([[2.0]])))),
+        C("pandas-index-header", ",x0,x1\nw0,1,2\nw1,3,4\n",
+          check=_names("w0", "w1", then=_ok(np.array([[1.0, 2.0], [3.0, 4.0]])))),
+        C("header-words-auto-labels", "id,a,b\nw0,1,2\nw1,3,4\n", check=_names("w0", "w1")),
+        C("header-no-labels", "a,b,c\n1,2,3\n4,5,6\n",
+          check=_names("ch0", "ch1", then=_ok(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])))),
+        C("labels-that-are-words-with-digits", "layer.0,1,2\n2024-01,3,4\nv1.2.3a,5,6\n",
+          check=_names("layer.0", "2024-01", "v1.2.3a")),
+        C("ragged-without-header-ok", "w0,1,2\nw1,3\n", check=_names("w0", "w1", then=_ok([[1, 2], [3]]))),
+    ]
 
 
 # ------------------------------------------------------------------------------------- npy / npz
@@ -518,7 +588,7 @@ def gguf_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    cases = text_cases() + npy_cases() + st_cases() + gguf_cases()
+    cases = text_cases() + csv_cases() + npy_cases() + st_cases() + gguf_cases()
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return cases

@@ -8,6 +8,7 @@ max_examples below add up to 11,500 per run; deadline=None; runtime ~30-50 s on 
 
 from __future__ import annotations
 
+import csv
 import json
 import struct
 
@@ -134,6 +135,35 @@ def test_fuzz_read_csv(rows, delim, mode, header):
     assert len(r.names) == len(r.rows) > 0 and len(set(r.names)) == len(r.names)
     if mode == "columns":
         assert len({x.size for x in r.rows}) == 1
+
+
+HOSTILE_CELL = st.sampled_from(["1", "2.5", "w0", "x", "", '"1,000"', '"0,5"', "1\u20092", "1\u00a0000", "\uff11",
+                                '"a,b"', "1'000", "1_0", "5%", "1.2.3", "channel", "name", "\x00", "\x1b[1m", "nan"])
+
+
+@settings(max_examples=1500, **FUZZ)
+@given(st.lists(st.lists(HOSTILE_CELL, min_size=1, max_size=4), min_size=1, max_size=5), st.sampled_from([",", ";", "\t"]),
+       st.sampled_from([None, True, False]))
+def test_fuzz_csv_labels_and_field_counts(rows, delim, header):
+    """Rows mode: a channel label is never a number or number-like unless the header declares a label column;
+    under a header every data row has the header's field count; control characters never load."""
+    s = "\n".join(delim.join(r) for r in rows)
+    try:
+        r = read_csv(s, header=header, limits=LIM)
+    except InputError as e:
+        _one_line(e)
+        return
+    assert "\x00" not in s and "\x1b" not in s
+    lines = [ln for ln in s.split("\n") if ln.strip()]
+    cells = [next(csv.reader([ln], delimiter=delim)) for ln in lines]
+    has_header = T._looks_like_header(cells[0], delim) if header is None else header
+    declared = has_header and cells[0][0].strip().lower() in T._LABEL_HEADERS
+    if not declared:
+        assert all(T._cell_kind(n, delim) == "word" for n in r.names), (s, r.names)
+    if has_header:
+        n_head = len(cells[0]) - next((i for i, c in enumerate(reversed(cells[0])) if c.strip()), 0)
+        for c in cells[1:]:
+            assert len(c) - (len(c) > 1 and c[-1] == "") == n_head, (s, c)
 
 
 # ------------------------------------------------------------------------------ binary mutation

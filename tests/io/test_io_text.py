@@ -116,3 +116,15 @@ def test_csv_modes_and_header_rules():
     assert eu.rows[0].tolist() == [0.5] and eu.rows[1].tolist() == [1.25]
     with pytest.raises(ValueError, match="channels_as must be"):
         read_csv("1", channels_as="diag")
+
+
+def test_csv_leading_tab_is_an_empty_cell_and_a_one_cell_first_line_does_not_choose_the_delimiter():
+    # Found by test_io_fuzz: "1\n\t1" under a header read its second row as one field, the leading empty
+    # tab-separated cell dropped as if it were blank space.
+    for text in ("1\n\t1", "a\n\t1", "a\tb\n\t1\t2"):
+        with pytest.raises(InputError, match=r"line 2, column 1: empty value: the list starts with tab"):
+            read_csv(text, header=True)
+    r = read_csv("1\n2\t3", header=False)   # the delimiter is the tab the second line shows
+    assert [row.tolist() for row in r.rows] == [[1.0], [2.0, 3.0]]
+    r = read_csv("x\ty\n1\t2\n  3\t4", header=None)   # leading spaces before a number are still blank
+    assert [row.tolist() for row in r.rows] == [[1.0, 2.0], [3.0, 4.0]]

@@ -1,0 +1,52 @@
+"""Server-side probe of benchmarks/bench_load.py, loaded with ``panel serve --setup`` (one copy per process).
+
+Appends one JSON line to $QC_BENCH_SERVER_LOG for every document message that carries the comparison table or the
+tensor name, at the moment the server hands it to the websocket (after the callbacks ran and the patch was
+serialized): ``{"t": time.perf_counter(), "session": id, "rmse": {scheme: text}, "name": text}``.
+``time.perf_counter`` is CLOCK_MONOTONIC on Linux, so the bench compares it with its own clock. The app is not
+changed; the probe only reads the outgoing messages.
+"""
+import html
+import json
+import os
+import re
+import time
+
+from bokeh.server.views.ws import WSHandler
+
+_ROW = re.compile(r"<tr[^>]*data-scheme='([^']*)'>(.*?)</tr>")
+_RMSE = re.compile(r"<td data-key='rmse'>([^<]*)</td>")
+_NAME = re.compile(r"<span class='qc-name'>([^<]*)</span>")
+_LOG = open(os.environ["QC_BENCH_SERVER_LOG"], "a", buffering=1)
+_send = WSHandler.send_message
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+async def send_message(self, message):
+    t = time.perf_counter()
+    if message.msgtype in ("PATCH-DOC", "PULL-DOC-REPLY"):
+        text = message.content_json   # serialized once and cached: sending reuses it
+        if "qc-compare" in text or "qc-name" in text:
+            entry = {"t": t, "type": message.msgtype, "session": self.connection.session.id if self.connection else None}
+            for s in _strings(json.loads(text)):
+                if "qc-compare" in s:
+                    h = html.unescape(s)
+                    entry["rmse"] = {html.unescape(lab): (m.group(1) if (m := _RMSE.search(cells)) else "")
+                                     for lab, cells in _ROW.findall(h)}
+                elif "qc-name" in s and (m := _NAME.search(html.unescape(s))):
+                    entry["name"] = html.unescape(m.group(1))
+            _LOG.write(json.dumps(entry) + "\n")
+    await _send(self, message)
+
+
+WSHandler.send_message = send_message
