@@ -52,9 +52,8 @@ pn.extension(notifications=False)
 # 1. constants and helpers
 # --------------------------------------------------------------------------------------------------
 
-GGUF_PRESETS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs",
-                "tq1_0", "tq2_0", "mxfp4")
-FLOAT_SCHEMES = tuple(qc.FLOAT_SCHEMES)   # element float formats (fp8, mxfp4, nf4, ...)
+GGUF_PRESETS = tuple(qc.preset_names("gguf"))     # every GGUF block type (quantcore.presets)
+FLOAT_SCHEMES = tuple(qc.preset_names("float"))   # float / codebook schemes (fp8, mxfp6, mxfp4_e2m1, nvfp4, nf4, ...)
 SCHEMES = ("per-tensor", "per-channel", "per-group") + GGUF_PRESETS + FLOAT_SCHEMES
 RANGE_METHODS = {
     "data min/max": "minmax",
@@ -666,10 +665,8 @@ class QuantCalcSettings(param.Parameterized):
     # --- analysis -------------------------------------------------------------------------------
     def scheme_spec(self, scheme: str):
         """The quantcore spec for one scheme name under the current options."""
-        if scheme in GGUF_PRESETS:
+        if scheme in GGUF_PRESETS or scheme in FLOAT_SCHEMES:
             return qc.preset(scheme)
-        if scheme in FLOAT_SCHEMES:
-            return qc.float_spec(scheme)
         if (self.qmin is None) != (self.qmax is None):
             raise ValueError("custom code range: give both qmin and qmax (or neither)")
         fmt_ = qc.IntFormat(bits=self.bits, signed=self.signed, narrow=self.narrow, reduce_range=self.reduce_range,
@@ -692,9 +689,9 @@ class QuantCalcSettings(param.Parameterized):
             if lo is None or hi is None:
                 raise ValueError("custom range: enter a min and a max (one number, or one per channel)")
             rng = qc.CustomRange(lo=lo, hi=hi)
-        return qc.QuantSpec(fmt=fmt_, mapping=self.mapping, granularity=gran, range=rng,
-                            rounding=none_if_default(self.rounding), convention=self.convention,
-                            symmetric_scale=none_if_default(self.symmetric_scale), seed=self.seed,
+        rule = qc.IntScale(self.mapping, rng, none_if_default(self.symmetric_scale))
+        return qc.QuantSpec(element=fmt_, granularity=gran, scale_rule=rule, convention=self.convention,
+                            rounding=none_if_default(self.rounding), seed=self.seed,
                             scale_dtype=self.scale_dtype, zero_point_dtype=self.zero_point_dtype)
 
     def schemes(self) -> list[str]:

@@ -1,5 +1,12 @@
 """Time each float scheme on a 4096 x 4096 float32 tensor, as a ratio to np.copyto (the memory floor).
 
+Per float preset (quantcore.presets) it prints the time of
+
+* ``analyze``: scales, codes and every statistic in the one fused pass (what the app and CLI run);
+* ``+ x_hat, ties``: the same plus the dequantized tensor and the boundary flags materialized (what the
+  former ``quantize_float_scheme`` returned: codes, x_hat, clipped and boundary arrays);
+* ``metrics``: the metrics-only pass of the checkpoint scan (``analysis.total_statistics``: no codes, no per-row arrays).
+
 Prints numbers, never asserts. Run: .venv/bin/python benchmarks/bench_floats.py [--n 4096] [--repeat 3]
 """
 
@@ -10,19 +17,12 @@ import time
 
 import numpy as np
 
+import quantcore as qc
 from quantcore import floatfmt as ff
-from quantcore.microscaling import FloatScheme, quantize_float_scheme
+from quantcore.analysis import total_statistics
 
-SCHEMES = [
-    FloatScheme("fp8_tensor"),
-    FloatScheme("fp8_channel"),
-    FloatScheme("mxfp8_e4m3"),
-    FloatScheme("mxfp8_e5m2"),
-    FloatScheme("mxfp4"),
-    FloatScheme("nvfp4"),
-    FloatScheme("nf4"),
-    FloatScheme("nf4", double_quant=True),
-]
+SCHEMES = ("fp8_e4m3", "fp8_e4m3_channel", "fp8_e4m3_g128", "fp8_e4m3_b128", "fp8_e4m3_e8m0_g32", "mxfp8",
+           "mxfp8_e5m2", "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4", "fp4_e2m1_channel", "nf4", "nf4_dq")
 
 
 def best_of(fn, repeat: int) -> float:
@@ -43,16 +43,24 @@ def main() -> None:
     dst = np.empty_like(x)
     floor = best_of(lambda: np.copyto(dst, x), max(args.repeat, 5))
     print(f"tensor {args.n}x{args.n} float32 ({x.nbytes / 2**20:.0f} MiB); np.copyto {floor * 1e3:.1f} ms")
-    print(f"{'scheme':<22}{'ms':>10}{'x copyto':>10}{'bits/w':>10}{'rmse':>12}")
+    print(f"{'scheme':<20}{'analyze ms':>11}{'x copy':>8}{'+x_hat,ties':>12}{'x copy':>8}{'metrics ms':>11}"
+          f"{'x copy':>8}{'bits/w':>8}{'rmse':>10}")
     for fmt in (ff.E4M3FN, ff.E2M1):
         t = best_of(lambda: ff.encode(x, fmt), args.repeat)
-        print(f"{'encode ' + fmt.name:<22}{t * 1e3:>10.1f}{t / floor:>10.1f}{fmt.bits:>10}{'':>12}")
-    for s in SCHEMES:
+        print(f"{'encode ' + fmt.name:<20}{t * 1e3:>11.1f}{t / floor:>8.1f}")
+    for name in SCHEMES:
+        spec = qc.preset(name)
         res = {}
-        t = best_of(lambda: res.setdefault("r", quantize_float_scheme(x, s)), args.repeat)
+        t_a = best_of(lambda: res.__setitem__("r", qc.analyze(x, spec)), args.repeat)
+
+        def full():
+            r = qc.analyze(x, spec)
+            return r.dequantized, r.ties
+        t_f = best_of(full, args.repeat)
+        t_m = best_of(lambda: total_statistics(x, spec), args.repeat)
         r = res["r"]
-        rmse = float(np.sqrt(np.mean(r.error ** 2)))
-        print(f"{s.label:<22}{t * 1e3:>10.1f}{t / floor:>10.1f}{r.bits_per_weight:>10.4f}{rmse:>12.5f}")
+        print(f"{name:<20}{t_a * 1e3:>11.1f}{t_a / floor:>8.1f}{t_f * 1e3:>12.1f}{t_f / floor:>8.1f}"
+              f"{t_m * 1e3:>11.1f}{t_m / floor:>8.1f}{r.memory.bits_per_weight:>8.4f}{r.metrics.rmse:>10.5f}")
 
 
 if __name__ == "__main__":

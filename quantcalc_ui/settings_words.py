@@ -72,18 +72,21 @@ def compared_schemes(settings: Mapping[str, object]) -> list[str]:
 
 
 def scheme_words(name: str, settings: Mapping[str, object]) -> str:
-    """One scheme name as a reviewer reads it: ``per-group 128``, ``Q4_0 (GGUF)``, ``nvfp4 (float)``."""
+    """One scheme name as a reviewer reads it: ``per-group 128``, ``Q4_0 (GGUF)``, ``nvfp4 (float)``
+    (the kind read from :data:`quantcore.presets.PRESETS`)."""
     if name == "per-group":
         return f"per-group {settings.get('group', '?')}"
     if name in INTEGER_GRANULARITIES:
         return name
-    from quantcore.ggml import BLOCK_FORMATS
-    from quantcore.spec import FLOAT_SCHEMES
-    if name in BLOCK_FORMATS:       # the app resolves a GGUF name first (mxfp4 is both)
-        return f"{name.upper()} (GGUF)"
-    if name in FLOAT_SCHEMES:
+    from quantcore.presets import PRESETS
+    spec = PRESETS.get(name.lower())   # one table of named schemes (mxfp4 is the GGUF type)
+    if spec is None:
+        return name
+    if spec.kind == "gguf":
+        return f"{spec.label} (GGUF)"
+    if spec.kind == "float":
         return f"{name} (float)"
-    return name
+    return spec.label                  # integer runtime schemes carry a display name (MatMulNBits ...)
 
 
 def _number_list(text: object) -> str:

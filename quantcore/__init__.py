@@ -1,26 +1,33 @@
 """quantcore: an exact, vectorized quantization engine (numpy only; runs unchanged in Pyodide).
 
-See :mod:`quantcore.analysis` for the entry point :func:`analyze`, :mod:`quantcore.report` for
-comparisons, sweeps and exports, and each module's docstring for the formulas it implements.
+A scheme is a value, :class:`QuantSpec` = element x granularity x scale rule x convention
+(:mod:`quantcore.spec`); named schemes are one table, :data:`PRESETS` (:mod:`quantcore.presets`).
+:func:`analyze` runs any scheme on a tensor and returns a :class:`QuantResult`; :mod:`quantcore.report`
+compares, sweeps and exports. Each module's docstring states the formulas it implements.
 """
 from . import report
 from .analysis import QuantResult, analyze
-from .ggml import BLOCK_FORMATS
 from .conventions import CONVENTIONS, ROUNDINGS
+from .elements import GGUFType
 from .examples import EXAMPLES, get_example, synthetic
+from .floatfmt import E2M1, E2M3, E3M2, E4M3FN, E5M2, E8M0, NF4, Codebook, FloatFormat
 from .formats import IntFormat
-from .granularity import PerChannel, PerGroup, PerTensor
+from .ggml import BLOCK_FORMATS
+from .granularity import PerBlock, PerChannel, PerGroup, PerTensor
 from .memory import Memory, memory_estimate
 from .metrics import Metrics
 from .params import MAPPINGS, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
+from .presets import PRESETS, preset, preset_names
 from .report import Comparison, compare, manual, standard_schemes, sweep
-from .microscaling import FloatScheme
-from .spec import FLOAT_SCHEMES, SCHEME_PRESETS, QuantSpec, float_spec, preset, preset_names
+from .scales import AbsMax, GGUFScales, IntScale, PowerOfTwo, StdScale, TwoLevel
+from .spec import QuantSpec
 
 __all__ = [
-    "BLOCK_FORMATS", "CONVENTIONS", "FLOAT_SCHEMES", "FloatScheme", "float_spec", "Comparison", "CustomRange", "EXAMPLES", "IntFormat", "KLDivergence",
-    "MAPPINGS", "MSEOptimal", "Memory", "Metrics", "MinMax", "PerChannel", "PerGroup", "PerTensor", "Percentile",
-    "QuantResult", "QuantSpec", "ROUNDINGS", "analyze", "compare", "get_example", "manual", "memory_estimate",
-    "preset", "preset_names", "report", "SCHEME_PRESETS", "standard_schemes", "sweep", "synthetic",
+    "AbsMax", "BLOCK_FORMATS", "CONVENTIONS", "Codebook", "Comparison", "CustomRange", "E2M1", "E2M3", "E3M2",
+    "E4M3FN", "E5M2", "E8M0", "EXAMPLES", "FloatFormat", "GGUFScales", "GGUFType", "IntFormat", "IntScale",
+    "KLDivergence", "MAPPINGS", "MSEOptimal", "Memory", "Metrics", "MinMax", "NF4", "PRESETS", "PerBlock",
+    "PerChannel", "PerGroup", "PerTensor", "Percentile", "PowerOfTwo", "QuantResult", "QuantSpec", "ROUNDINGS",
+    "StdScale", "TwoLevel", "analyze", "compare", "get_example", "manual", "memory_estimate", "preset",
+    "preset_names", "report", "standard_schemes", "sweep", "synthetic",
 ]
 __version__ = "0.1.0"

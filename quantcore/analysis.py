@@ -1,52 +1,222 @@
-"""Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory.
+"""Analyze one scheme on one tensor: parameters, per-element codes, metrics, memory -- one path for all.
 
-Dtype discipline: arithmetic runs in the convention's working dtype (float64 for ``float64``,
-float32 for every other convention); a float32/float64 input is not copied but cast tile by
-tile inside the fused kernel (:mod:`quantcore.kernel`); codes are stored in the smallest integer dtype;
-metric sums are accumulated in float64. Raw codes and dequantized values are recomputed on demand.
+Every scheme runs the same steps (see the README's engine map):
 
-GGUF presets (:func:`preset_pass`) run the registered GGML type (:mod:`quantcore.ggml`) on float32
-blocks: the bytes llama.cpp would write, then their codes, per-sub-block scales and dequantized values;
-their statistics are computed in float64 (a float32 error or square overflows near the float32 limit).
+1. :func:`quantcore.granularity.canonical` and :func:`~quantcore.granularity.block_view`: the tensor as one
+   ``(n_blocks, block_len)`` view; :func:`~quantcore.granularity.block_minmax`: its reductions;
+2. ``spec.scale_rule.block_scales``: each block's scale (:mod:`quantcore.scales`);
+3. :func:`quantcore.kernel.quantize_and_measure`: the fused, tiled element encoder (integer rounding or the
+   float / codebook encoder) and the statistics rows, in one pass;
+4. :class:`QuantResult`: tables, memory, exports; per-element arrays recomputed on demand.
+
+GGUF types replace steps 2-3 by their registered :mod:`quantcore.ggml` class (:func:`gguf_pass`): the bytes
+llama.cpp would write, then their codes, per-sub-block scales and dequantized values; their statistics are
+computed from that reconstruction in float64 (:func:`quantcore.metrics.row_stats`).
+
+Dtype discipline: integer elements compute in the convention's working dtype (float64 for ``float64``,
+float32 for every other convention); a float32/float64 input is not copied but cast tile by tile inside
+the kernel. Float and codebook elements model a float32 weight: the input is converted to float32 once
+(exact for float16/float32; a float64 input is rounded to float32 here, like loading it into a runtime)
+and every scale and element step is float32. Codes are stored in the smallest integer dtype; metric sums
+are accumulated in float64.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
 
 import numpy as np
 
 from . import metrics as M
-from .ggml import GGMLType, get_ggml_type
-from .calibration import kl_range, mse_optimal_range
-from .conventions import get_convention, store_scale
-from .granularity import BlockView, Canonical, PerChannel, PerGroup, PerTensor, block_view, canonical, check_finite
-from .kernel import TILE_ELEMENTS, code_dtype, quantize_and_measure
-from .memory import Memory, block_memory, memory_estimate
-from .params import CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile, block_minmax, choose_qparams, custom_range, percentile_range
-from .quantize import dequantize_blocks, quantize_blocks
+from .conventions import Convention, get_convention
+from .elements import GGUFType
+from .export import jsonable
+from .ggml import GGMLType
+from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
+                          block_view, canonical, check_finite)
+from .kernel import quantize_and_measure
+from .memory import Memory
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, quantize_blocks, tiles
+from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
 from .spec import QuantSpec
 
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 TIE_CONVENTIONS = ("float64", "torch", "torch-fake")  # compared for tie flags (same rounding rule)
 
 
-class QuantResult:
-    """Everything one scheme does to one tensor. Arrays are computed once; tables on demand."""
+@dataclass(frozen=True)
+class Prepared:
+    """Steps 1-2 of the module docstring for one (tensor, spec): everything the kernel needs.
 
-    def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, lo: np.ndarray, hi: np.ndarray,
-                 scale: np.ndarray, zero_point: np.ndarray, q_rows: np.ndarray, stats: dict[str, np.ndarray],
-                 clip_ratio: np.ndarray | None, channel_names: Sequence[str] | None,
-                 raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
+    ``work`` / ``work_valid`` are what the kernel quantizes and measures: the block view itself, except
+    for MX blocks whose scale is NaN (non-finite input allowed), which are zeroed and left out of the
+    statistics.
+    """
+
+    spec: QuantSpec
+    canon: Canonical
+    blocks: BlockView
+    scales: BlockScales
+    work: np.ndarray
+    work_valid: np.ndarray | None
+
+    @property
+    def conv(self) -> Convention | None:
+        rule = self.spec.scale_rule
+        return rule.convention(self.spec.convention) if isinstance(rule, IntScale) else None
+
+    def _rows(self, a: np.ndarray | None) -> np.ndarray | None:
+        """A per-block array repeated for every statistics row of its block."""
+        return None if a is None else np.repeat(np.asarray(a), self.blocks.tile[0])
+
+    def codec(self) -> IntCodec | FloatCodec:
+        """A fresh element encoder over the statistics rows (fresh: stochastic rounding restarts its stream)."""
+        spec, bs = self.spec, self.scales
+        if isinstance(spec.scale_rule, IntScale):
+            conv = self.conv
+            qmin, qmax = conv.code_range(spec.element)
+            rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+            return IntCodec(self._rows(bs.scale), self._rows(bs.zero_point), qmin, qmax, conv,
+                            spec.effective_rounding, rng, uses_fma(conv, self.blocks))
+        return FloatCodec(spec.element, bs.encode_op, self._rows(bs.encode_scale), self._rows(bs.scale),
+                          min(self.work.size, TILE_ELEMENTS))
+
+    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False):
+        """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`)."""
+        bv = self.blocks
+        valid = None if self.work_valid is None else bv.rows(self.work_valid)
+        return quantize_and_measure(bv.rows(self.work), self.codec(), valid, keep_codes=keep_codes,
+                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals)
+
+
+def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: tuple[float, float] | None = None,
+            allow_nonfinite: bool = False) -> Prepared:
+    """Canonical layout, block view, reductions and block scales of ``x`` under ``spec`` (not for GGUF types).
+
+    ``tensor_range``: ``(min, max)`` of the whole tensor when ``x`` is a part of it (a run of axis-0 slices):
+    per-tensor scales and NVFP4's tensor scale then come from it. ``allow_nonfinite``: E8M0 (MX) scales only,
+    OCP MX 6.3 -- a block holding NaN or inf gets the NaN scale and decodes to NaN; it is left out of every
+    metric. Raises ValueError naming what is wrong and where.
+    """
+    if not isinstance(spec, QuantSpec):
+        raise ValueError(f"spec must be a QuantSpec, got {type(spec).__name__}")
+    rule = spec.scale_rule
+    if allow_nonfinite and not isinstance(rule, PowerOfTwo):
+        raise ValueError(f"{spec.label}: allow_nonfinite applies to MX schemes only (E8M0 scales: the OCP MX 6.3 "
+                         f"NaN scale)")
+    if tensor_range is not None:
+        lo, hi = (float(v) for v in tensor_range)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+            raise ValueError(f"tensor_range must be a finite (min, max) pair, got {tensor_range!r}")
+        tensor_range = (lo, hi)
+    canon, bv = _layout(x, spec, channel_axis)
+    per_tensor = tensor_range is not None and isinstance(bv.granularity, PerTensor)
+    if isinstance(rule, IntScale):
+        mn, mx = block_minmax(bv.values)
+        if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
+            check_finite(canon.to_input_layout(canon.values), "tensor")
+        _check_working_range(canon, mn, mx, rule.convention(spec.convention))
+        if per_tensor:
+            mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
+        scales = rule.block_scales(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
+        return Prepared(spec, canon, bv, scales, bv.values, bv.valid)
+    amax = block_amax(bv.values)
+    if not np.isfinite(amax).all() and not allow_nonfinite:
+        check_finite(canon.to_input_layout(canon.values), "tensor")
+    if per_tensor:
+        amax = np.full(1, max(-tensor_range[0], tensor_range[1]), np.float32)
+    try:  # float scales: the message names the scheme (the integer ones name the range instead)
+        scales = rule.block_scales(ScaleInputs(bv, canon, block_amax=amax, tensor_range=tensor_range), spec)
+        work, work_valid = bv.values, bv.valid
+        if scales.nan_blocks is not None:
+            nan = scales.nan_blocks
+            work = np.where(nan[:, None], np.zeros((), bv.values.dtype), bv.values)
+            base = np.ones(bv.values.shape, bool) if bv.valid is None else bv.valid
+            work_valid = base & ~nan[:, None]
+            amax = np.where(nan, 0, amax)
+        check_encoder_scale(scales, amax, bv, rule.label, spec.scale_dtype)
+    except ValueError as e:
+        raise ValueError(f"{spec.label}: {e}") from None
+    return Prepared(spec, canon, bv, scales, work, work_valid)
+
+
+def _layout(x: ArrayLike, spec: QuantSpec, channel_axis: int) -> tuple[Canonical, BlockView]:
+    """Canonical tensor and block view: channels along ``channel_axis`` (per-channel: its own axis; per-block:
+    the tile's row axis), groups / tile columns last."""
+    g = spec.granularity
+    group_axis = None
+    if isinstance(g, PerChannel):
+        channel_axis = g.axis
+    elif isinstance(g, PerGroup):
+        group_axis = g.axis
+        if isinstance(x, np.ndarray) and x.ndim >= 2:
+            nd = x.ndim
+            if -nd <= group_axis < nd and -nd <= channel_axis < nd and group_axis % nd == channel_axis % nd:
+                channel_axis = 0 if group_axis % nd != 0 else 1
+    elif isinstance(g, PerBlock):
+        if isinstance(x, np.ndarray) and x.ndim < 2:
+            raise ValueError(f"{g.label} tiles need a tensor with at least 2 dimensions, got shape {x.shape}")
+        channel_axis, group_axis = g.axes
+    if spec.kind == "float":
+        x = _as_float32(x)
+        dtype = np.float32
+    elif spec.kind == "gguf":
+        dtype = get_convention("gguf").dtype
+    else:
+        dtype = spec.scale_rule.convention(spec.convention).dtype
+    canon = canonical(x, dtype, channel_axis, group_axis)
+    return canon, block_view(canon, g)
+
+
+def _as_float32(x: ArrayLike) -> np.ndarray:
+    """The float32 copy a float element format quantizes (no copy for float32 input). Ragged rows are
+    refused; a finite value beyond float32 is refused naming its index."""
+    if not isinstance(x, np.ndarray):
+        rows = list(x)
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError("float formats need channels of equal length (a rectangular tensor)")
+        x = np.asarray([np.asarray(r, dtype=np.float64) for r in rows])
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"tensor dtype {x.dtype} is not numeric (expected a real numeric array)")
+    if x.dtype == np.float32:
+        return x
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = np.asarray(x, dtype=np.float32)
+    if x.dtype.kind == "f" and x.size:
+        beyond = np.isinf(x32) & np.isfinite(x)
+        if beyond.any():
+            i = tuple(int(k) for k in np.argwhere(beyond)[0])
+            raise ValueError(f"tensor value {float(x[i]):.3g} at index {i} is beyond the float32 range that float "
+                             f"element formats quantize from")
+    return x32
+
+
+def _check_working_range(canon: Canonical, mn: np.ndarray, mx: np.ndarray, conv: Convention) -> None:
+    work_max = float(np.finfo(conv.dtype).max)
+    if max(float(np.max(-mn)), float(np.max(mx))) > work_max:
+        x_in = canon.to_input_layout(canon.values)
+        first = tuple(int(i) for i in np.argwhere(np.abs(x_in) > work_max)[0])
+        raise ValueError(f"tensor value {float(x_in[first]):.3g} at index {first} is beyond the "
+                         f"{np.dtype(conv.dtype).name} range of the {conv.name!r} convention; use the float64 "
+                         f"convention")
+
+
+class QuantResult:
+    """Everything one scheme does to one tensor (every kind of scheme). Arrays are computed once; tables on
+    demand. ``scales`` is the scale rule's :class:`quantcore.scales.BlockScales`."""
+
+    def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, scales: BlockScales,
+                 q_rows: np.ndarray, stats: dict[str, np.ndarray], channel_names: Sequence[str] | None,
+                 prepared: Prepared | None = None, raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
                  sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None) -> None:
         self.spec = spec
         self.label = spec.label
         self.canon = canon
         self.blocks = blocks
-        self.lo, self.hi, self.scale, self.zero_point = lo, hi, scale, zero_point
-        self.clip_ratio = clip_ratio
-        self.sub_scale, self.sub_min = sub_scale, sub_min   # GGUF presets: (n_blocks, n_sub) float32
+        self.scales = scales
+        self._prep = prepared
+        self.sub_scale, self.sub_min = sub_scale, sub_min   # GGUF types: (n_blocks, n_sub) float32
         self._q_rows = q_rows
         n_ch = canon.n_channels
         self.channel_names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(n_ch)]
@@ -56,16 +226,56 @@ class QuantResult:
             self.__dict__["_raw_b"] = raw
         if xhat is not None:
             self.__dict__["_xhat_b"] = xhat
-        self._set_stats(stats)
+        self._block_stats = blocks.block_stats(stats)
+        self._channel_stats = blocks.channel_stats(stats)
+        self.metrics = M.overall(self._block_stats)
 
-    # --- format facts -------------------------------------------------------------------------
+    # --- per-block parameters -------------------------------------------------------------------
+    @property
+    def scale(self) -> np.ndarray:
+        """Per block, the dequantization scale (float elements: block scale times tensor scale)."""
+        return self.scales.scale
+
+    @property
+    def zero_point(self) -> np.ndarray:
+        """Per block (0 for float elements, which store none; NaN for non-linear GGUF types)."""
+        return self.scales.zero_point
+
+    @property
+    def lo(self) -> np.ndarray:
+        return self.scales.lo
+
+    @property
+    def hi(self) -> np.ndarray:
+        return self.scales.hi
+
+    @property
+    def clip_ratio(self) -> np.ndarray | None:
+        return self.scales.clip_ratio
+
+    @property
+    def scale_codes(self) -> np.ndarray | None:
+        """Stored scale codes per block (E8M0 / E4M3 bytes, int8 double-quantized scales), or None."""
+        return self.scales.codes
+
+    @property
+    def block_scale(self) -> np.ndarray:
+        """The stored per-block scale decoded, before any tensor scale (NVFP4's E4M3 ``s_b``)."""
+        return self.scales.scale if self.scales.block_scale is None else self.scales.block_scale
+
+    @property
+    def tensor_scale(self) -> float | None:
+        return self.scales.tensor_scale
+
+    # --- format facts ---------------------------------------------------------------------------
     @property
     def ggml_type(self) -> type[GGMLType] | None:
-        return get_ggml_type(self.spec.preset) if self.spec.preset else None
+        return self.spec.element.type if isinstance(self.spec.element, GGUFType) else None
 
     @property
     def qmin(self) -> int:
-        """Smallest code: the format's qmin, or its storage type's for conventions that saturate there."""
+        """Smallest code: the integer format's qmin (or its storage type's, for conventions that saturate
+        there), a GGUF type's, 0 for float elements (codes 0 .. 2**bits - 1)."""
         return self._code_range[0]
 
     @property
@@ -74,25 +284,16 @@ class QuantResult:
 
     @cached_property
     def _code_range(self) -> tuple[int, int]:
-        if self.spec.preset:
+        spec = self.spec
+        if spec.kind == "gguf":
             return self.ggml_type.qmin, self.ggml_type.qmax
-        return _convention(self.spec).code_range(self.spec.fmt)
+        if spec.kind == "float":
+            return 0, spec.element.n_codes - 1
+        return self._prep.conv.code_range(spec.element)
 
     @property
     def levels(self) -> int:
         return self.qmax - self.qmin + 1
-
-    # --- statistics ---------------------------------------------------------------------------
-    def _set_stats(self, stats: dict[str, np.ndarray]) -> None:
-        """``stats`` are per stat row: channels for per-tensor, blocks otherwise (see _stat_rows)."""
-        C = self.canon.n_channels
-        g = self.spec.granularity
-        if isinstance(g, PerTensor):
-            self._channel_stats, self._block_stats = stats, M.combine_rows(stats, 1)
-        else:
-            self._block_stats = stats
-            self._channel_stats = stats if isinstance(g, PerChannel) else M.combine_rows(stats, C)
-        self.metrics = M.overall(self._block_stats)
 
     # --- per-element arrays in block layout, recomputed on demand ------------------------------
     @property
@@ -100,32 +301,52 @@ class QuantResult:
         return self._q_rows.reshape(self.blocks.values.shape)
 
     @cached_property
+    def _codec(self):
+        return self._prep.codec()
+
+    @cached_property
     def _xhat_b(self) -> np.ndarray:
-        if self.spec.preset:
-            return preset_pass(self.blocks, self.ggml_type, keep=True)["dequantized"]
-        conv = _convention(self.spec)
-        return dequantize_blocks(self._q_b.astype(conv.dtype), self.scale, self.zero_point, conv)
+        if self.spec.kind == "gguf":
+            return gguf_pass(self.blocks, self.ggml_type, keep=True)["dequantized"]
+        return self._codec.dequantize(self._q_rows).reshape(self.blocks.values.shape)
 
     @cached_property
     def _raw_b(self) -> np.ndarray:
-        """Unclamped codes: the quantization pass run again, same arithmetic and random stream."""
-        spec = self.spec
-        if spec.preset:
-            return preset_pass(self.blocks, self.ggml_type, keep=True)["raw"]
-        conv = _convention(spec)
-        rows, row_scale, row_zp, valid = _stat_rows(self.blocks, spec, self.scale, self.zero_point)
-        res = quantize_and_measure(rows, row_scale, row_zp, self.qmin, self.qmax, conv, spec.effective_rounding,
-                                   _rng(spec), _uses_fma(conv, spec), valid, keep_codes=False, keep_raw=True)
-        return res.raw.reshape(self.blocks.values.shape)
+        """Unclamped codes (integers: the quantization pass run again, same arithmetic and random stream;
+        GGUF: :meth:`GGMLType.raw_codes`); float elements: the scaled value fed to the element encoder."""
+        if self.spec.kind == "gguf":
+            return gguf_pass(self.blocks, self.ggml_type, keep=True)["raw"]
+        if self.spec.kind == "float":
+            p, bs = self._prep, self.scales
+            op = np.divide if bs.encode_op == "divide" else np.multiply
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                return op(p.work, np.asarray(bs.encode_scale, np.float32)[:, None]).astype(np.float32)
+        return self._prep.run(keep_codes=False, keep_raw=True).raw.reshape(self.blocks.values.shape)
+
+    @cached_property
+    def _float_flags(self) -> tuple[np.ndarray, np.ndarray]:
+        """Float elements: (boundary, clipped) per element in block layout, one tiled encoder pass."""
+        p = self._prep
+        codec = p.codec()
+        rows = p.blocks.rows(p.work)
+        boundary, clipped = np.empty(rows.shape, bool), np.empty(rows.shape, bool)
+        for r0, r1, c0, c1 in tiles(*rows.shape):
+            boundary[r0:r1, c0:c1], clipped[r0:r1, c0:c1] = codec.flags(rows[r0:r1, c0:c1], r0, r1)
+        shape = self.blocks.values.shape
+        return boundary.reshape(shape), clipped.reshape(shape)
+
+    @cached_property
+    def _clip_sign_b(self) -> np.ndarray:
+        """-1 / +1 where an element was clipped below / above, 0 elsewhere (block layout)."""
+        if self.spec.kind == "float":
+            x = self._prep.work
+            return np.where(self._float_flags[1], np.sign(x), 0).astype(np.int64)
+        raw = self._raw_b
+        return np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64)
 
     @cached_property
     def memory(self) -> Memory:
-        spec = self.spec
-        n = self.canon.n_valid
-        if spec.preset:
-            t = self.ggml_type
-            return block_memory(n, self.blocks.n_data_blocks, t.type_size, t.meta_bytes, t.code_bits())
-        return memory_estimate(n, self.blocks.n_data_blocks, spec.fmt.bits, spec.scale_dtype, spec.zero_point_dtype)
+        return self.spec.memory(self.canon.n_valid, self.blocks.n_data_blocks)
 
     @cached_property
     def utilization(self) -> float:
@@ -166,33 +387,49 @@ class QuantResult:
     def error(self) -> np.ndarray:
         return self.dequantized - self.x
 
+    @property
+    def clipped(self) -> np.ndarray:
+        """Per element: -1 / +1 where the value was clipped (saturated) below / above, else 0."""
+        return self._input(self._clip_sign_b)
+
+    @property
+    def block_index(self) -> np.ndarray:
+        """Per element (input layout), the index of its block: ``r.scale[r.block_index]`` is its scale."""
+        ids = np.broadcast_to(np.arange(self.blocks.n_blocks)[:, None], self.blocks.values.shape)
+        return self._input(np.ascontiguousarray(ids))
+
     @cached_property
     def ties_blocks(self) -> np.ndarray:
-        """Elements whose integer code differs under another named convention's arithmetic.
+        """Elements whose code depends on the last bit of the arithmetic.
 
-        Same scale and zero-point, same rounding rule; only the arithmetic changes (float32 vs
-        float64, reciprocal vs division, zero-point added before or after rounding): for example
-        ``torch`` vs ``torch-fake`` on seed 001's filter_1. For GGUF presets (whose scale searches have
-        no float64 twin) a tie is an element within 2^-20 (relative) of the rounding boundary between
-        two neighbouring grid values of its sub-block (:meth:`GGMLType.near_boundary`). Always False
-        for stochastic rounding.
+        Integers: the code differs under another named convention's arithmetic (same scale and
+        zero-point, same rounding rule; only float32 vs float64, reciprocal vs division, zero-point before
+        or after rounding change): for example ``torch`` vs ``torch-fake`` on seed 001's filter_1. Float
+        elements: the scaled value lies within one float32 ulp of a rounding boundary of the element grid
+        (a one-ulp move changes the code; :class:`quantcore.floatfmt.Encoded`). GGUF types (whose scale
+        searches have no float64 twin): within 2^-20 (relative) of the rounding boundary between two
+        neighbouring grid values of its sub-block (:meth:`GGMLType.near_boundary`). Always False for
+        stochastic rounding.
         """
         spec = self.spec
-        if spec.effective_rounding == "stochastic":
-            return np.zeros(self._q_b.shape, dtype=bool)
-        if spec.preset:
+        if spec.kind == "gguf":
             t = self.ggml_type
             return t.near_boundary(t.position(self.blocks.values, self.sub_scale, self.sub_min))
+        if spec.kind == "float":
+            return self._float_flags[0]
+        if spec.effective_rounding == "stochastic":
+            return np.zeros(self._q_b.shape, dtype=bool)
         ties = np.zeros(self._q_b.shape, dtype=bool)
         data_max = float(np.max(np.abs(self.blocks.values)))
+        rule = spec.scale_rule
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
                 continue
-            conv = _convention(spec, name)
+            conv = rule.convention(name)
             if data_max > float(np.finfo(conv.dtype).max):
                 continue  # this convention cannot hold the data (values beyond float32): no comparison
             _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
-                                       conv, spec.effective_rounding, fma=_uses_fma(conv, spec))
+                                       conv, spec.effective_rounding, fma=uses_fma(conv, self.blocks))
             ties |= other != self._q_b
         return ties
 
@@ -209,7 +446,8 @@ class QuantResult:
         owners = self.blocks.channel_of_block
         if owners.size == 1 and owners[0] < 0:
             return 0
-        return int(np.flatnonzero(owners == channel)[0])
+        k = self.blocks.tile[0]
+        return int(np.flatnonzero((owners <= channel) & (channel < owners + k))[0])
 
     def channel_values(self, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """``(x, x_hat)`` of one channel as float64, in canonical order, padding removed."""
@@ -228,10 +466,10 @@ class QuantResult:
         None when the format has more than ``max_levels`` codes or for float formats (their grid is
         not uniform; see :mod:`quantcore.floatfmt`).
         """
-        if self.spec.float_scheme is not None or self.levels > max_levels:
+        if self.spec.kind == "float" or self.levels > max_levels:
             return None
         codes = np.arange(self.qmin, self.qmax + 1, dtype=np.float64)
-        if self.spec.preset:
+        if self.spec.kind == "gguf":
             t = self.ggml_type
             if self.sub_scale.shape[1] != 1:
                 return None  # one grid per sub-block: see sub_block_table()
@@ -239,9 +477,8 @@ class QuantResult:
             if self.sub_min is not None:
                 levels = levels - self.sub_min[block, 0]
             return codes.astype(np.int64), levels.astype(np.float64)
-        conv = _convention(self.spec)
-        levels = dequantize_blocks(codes[None, :].astype(conv.dtype), np.asarray(self.scale)[block:block + 1],
-                                   np.asarray(self.zero_point)[block:block + 1], conv)[0]
+        row = block * self.blocks.tile[0]
+        levels = self._codec.dequantize(codes[None, :], slice(row, row + 1))[0]
         return codes.astype(np.int64), levels.astype(np.float64)
 
     def histogram(self, bins: int = 80) -> dict[str, np.ndarray]:
@@ -252,7 +489,7 @@ class QuantResult:
         return {"left": edges[:-1], "right": edges[1:], "count": count}
 
     def sub_block_table(self) -> dict[str, np.ndarray] | None:
-        """GGUF presets: one row per sub-block with its effective ``scale`` and ``min`` as the
+        """GGUF types: one row per sub-block with its effective ``scale`` and ``min`` as the
         dequantizer computes them (``x_hat = scale * value(code) - min``); None for other schemes."""
         if self.sub_scale is None:
             return None
@@ -266,10 +503,12 @@ class QuantResult:
     def block_table(self) -> dict[str, np.ndarray]:
         m = M.metrics_from_stats(self._block_stats)
         t = {"block": np.arange(self.blocks.n_blocks), "channel": self.blocks.channel_of_block,
-             "lo": self.lo.astype(np.float64), "hi": self.hi.astype(np.float64),
+             "lo": np.asarray(self.lo, np.float64), "hi": np.asarray(self.hi, np.float64),
              "scale": np.asarray(self.scale, np.float64), "zero_point": np.asarray(self.zero_point, np.float64)}
         if self.clip_ratio is not None:
             t["clip_ratio"] = np.asarray(self.clip_ratio, np.float64)
+        if self.scale_codes is not None:
+            t["scale_code"] = np.asarray(self.scale_codes, np.int64)
         t.update(m)
         return t
 
@@ -287,8 +526,9 @@ class QuantResult:
             scale, zp, lo, hi = (np.full(C, a[0]) for a in per_block)
         else:
             scale, zp, lo, hi = (np.full(C, np.nan) for _ in per_block)
-        ties = M.combine_rows({"t": np.count_nonzero(self._ties_rows(), axis=1)}, C)["t"] \
-            if not isinstance(g, PerTensor) else np.count_nonzero(self._ties_rows(), axis=1)
+        if self.spec.kind == "float":
+            zp = np.full(C, np.nan)   # float elements have no zero-point
+        ties = self.blocks.channel_stats({"t": np.count_nonzero(self._ties_rows(), axis=1)})["t"]
         with np.errstate(over="ignore"):  # a span beyond float64 (e.g. +-1.7e308) is reported as inf
             span = cmax - cmin
         t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
@@ -301,12 +541,11 @@ class QuantResult:
         t = self.ties_blocks
         if self.blocks.valid is not None:
             t = t & self.blocks.valid
-        if isinstance(self.spec.granularity, PerTensor):
-            return t.reshape(self.canon.n_channels, -1)
-        return t
+        return self.blocks.rows(t)
 
     def sample_table(self, limit: int = 10_000) -> dict[str, np.ndarray]:
-        """Per element, flattened in channel order (real elements only), at most ``limit`` rows."""
+        """Per element, flattened in channel order (real elements only), at most ``limit`` rows. ``raw_q`` is
+        the unclamped code (integers), the scaled value fed to the element encoder (float elements)."""
         C = self.canon.n_channels
         def rows(a: np.ndarray) -> np.ndarray:
             return self._canon(a).reshape(C, -1)
@@ -321,20 +560,39 @@ class QuantResult:
         abs_err = np.abs(xh - xs)
         return {"channel": channel.ravel()[sel], "index": index.ravel()[sel], "x": xs, "raw_q": raw.astype(np.float64),
                 "q": q.astype(np.int64), "dequantized": xh, "abs_error": abs_err, "pct_error": M.pct_error(xs, abs_err),
-                "clipped": np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64),
+                "clipped": rows(self._clip_sign_b).ravel()[sel],
                 "tie": rows(self.ties_blocks).ravel()[sel]}
 
+    def scheme_facts(self) -> dict:
+        """The scheme as run, in readable form: element, granularity, scale rule, storage dtypes, convention."""
+        spec, e, rule = self.spec, self.spec.element, self.spec.scale_rule
+        facts = {"label": self.label, "kind": spec.kind, "element": e.label, "bits": float(e.bits),
+                 "granularity": spec.granularity.label, "scale_rule": rule.label, "convention": spec.convention,
+                 "rounding": spec.effective_rounding, "scale_dtype": spec.scale_dtype,
+                 "zero_point_dtype": spec.zero_point_dtype, "qmin": self.qmin, "qmax": self.qmax}
+        if spec.kind == "int":
+            facts.update(signed=e.signed, mapping=rule.mapping, range=rule.range.label,
+                         symmetric_scale=rule.effective_symmetric_scale(spec.convention) if rule.mapping == "symmetric"
+                         else None)
+        elif spec.kind == "float":
+            facts.update(signed=bool(getattr(e, "signed", True)), element_max=e.max_finite,
+                         saturating=True, tensor_scale_dtype="fp32" if isinstance(rule, TwoLevel) else None)
+            facts.pop("qmin"), facts.pop("qmax")
+        else:
+            facts["gguf_type"] = self.ggml_type.name
+        return facts
+
     def to_dict(self, max_blocks: int = 100_000) -> dict:
-        from .report import jsonable
-        spec = self.spec
+        """The JSON export: ``scheme`` (readable facts), ``spec`` (:meth:`QuantSpec.to_dict`, exact), per-block
+        scales (and stored scale codes), metrics, memory and the per-channel table."""
         return jsonable({
             "label": self.label,
-            "scheme": {"bits": spec.fmt.bits, "signed": spec.fmt.signed, "qmin": self.qmin, "qmax": self.qmax,
-                       "mapping": spec.mapping, "granularity": spec.granularity.label, "range": spec.range.label,
-                       "rounding": spec.effective_rounding, "convention": spec.convention, "preset": spec.preset,
-                       "scale_dtype": spec.scale_dtype, "zero_point_dtype": spec.zero_point_dtype},
+            "scheme": self.scheme_facts(),
+            "spec": self.spec.to_dict(),
             "scale": np.asarray(self.scale, np.float64)[:max_blocks],
             "zero_point": np.asarray(self.zero_point, np.float64)[:max_blocks],
+            "scale_codes": None if self.scale_codes is None else np.asarray(self.scale_codes)[:max_blocks],
+            "tensor_scale": self.tensor_scale,
             "clip_ratio": None if self.clip_ratio is None else np.asarray(self.clip_ratio)[:max_blocks],
             "metrics": {**self.metrics.to_dict(), "utilization": self.utilization},
             "memory": self.memory.to_dict(),
@@ -342,101 +600,47 @@ class QuantResult:
         })
 
 
-def _convention(spec: QuantSpec, name: str | None = None):
-    """The named convention (default: the spec's), adjusted to the mapping.
-
-    ``affine_float`` has a float offset as zero-point (``x_hat = lo + scale * (q - qmin)``): it must be
-    added before rounding (``q = round(x / scale + zp)``, as GGUF Q4_1 and torch's float-qparams
-    kernels do), whatever the convention; added after rounding, the codes would not be integers.
-    """
-    conv = get_convention(name or spec.convention)
-    if spec.mapping == "affine_float" and not conv.zp_before_round:
-        conv = replace(conv, zp_before_round=True)
-    return conv
-
-
-def _uses_fma(conv, spec: QuantSpec) -> bool:
-    """torch's per-tensor kernel fuses x*inv + zp (fbgemm AVX2); its per-channel kernel does not."""
-    return conv.fma_per_tensor and isinstance(spec.granularity, PerTensor)
-
-
-def _select_range(bv: BlockView, spec: QuantSpec, conv, mn: np.ndarray, mx: np.ndarray):
-    r = spec.range
-    dt = conv.qparams_dtype
-    if isinstance(r, MinMax):
-        return mn.astype(dt), mx.astype(dt), None
-    if isinstance(r, CustomRange):
-        lo, hi = custom_range(bv, r, dt)
-        return lo, hi, None
-    if isinstance(r, Percentile):
-        lo, hi = percentile_range(bv, float(r.pct), conv.dtype)
-        return lo.astype(dt), hi.astype(dt), None
-    if isinstance(r, MSEOptimal):
-        return mse_optimal_range(bv, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
-                                 spec.effective_rounding, int(r.steps), isinstance(spec.granularity, PerGroup),
-                                 _uses_fma(conv, spec))
-    if isinstance(r, KLDivergence):
-        lo, hi, ratio = kl_range(bv, spec.fmt, int(r.bins))
-        return lo.astype(dt), hi.astype(dt), ratio
-    raise ValueError(f"unknown range method {r!r}")
-
-
-def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
-            channel_names: Sequence[str] | None = None) -> QuantResult:
+def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names: Sequence[str] | None = None, *,
+            tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False) -> QuantResult:
     """Quantize ``x`` with ``spec`` and measure it.
 
-    ``x`` is an array of any shape (1-D: one channel) or a list of 1-D arrays (ragged channels).
-    ``channel_axis`` picks the channels reported in the per-channel table; a per-channel scheme uses
-    its own axis. Raises ValueError naming what is wrong and where.
+    ``x`` is an array of any shape (1-D: one channel) or a list of 1-D arrays (ragged channels; integer and
+    GGUF schemes). ``channel_axis`` picks the channels reported in the per-channel table; a per-channel
+    scheme uses its own axis, a per-block scheme its tile's row axis. ``tensor_range`` / ``allow_nonfinite``:
+    see :func:`prepare`. Raises ValueError naming what is wrong and where.
     """
-    if spec.float_scheme is not None:
-        from .floatanalysis import analyze_float
-        return analyze_float(x, spec, channel_axis, channel_names)
-    conv = _convention(spec)
-    g = spec.granularity
-    if isinstance(g, PerChannel):
-        channel_axis = g.axis
-    group_axis = g.axis if isinstance(g, PerGroup) else None
-    if isinstance(x, np.ndarray) and x.ndim >= 2 and group_axis is not None:
-        nd = x.ndim
-        if -nd <= group_axis < nd and -nd <= channel_axis < nd and group_axis % nd == channel_axis % nd:
-            channel_axis = 0 if group_axis % nd != 0 else 1
-    canon = canonical(x, conv.dtype, channel_axis, group_axis)
-    bv = block_view(canon, g)
-    mn, mx = block_minmax(bv)
+    if spec.kind == "gguf":
+        return _analyze_gguf(x, spec, channel_axis, channel_names)
+    p = prepare(x, spec, channel_axis, tensor_range, allow_nonfinite)
+    res = p.run(keep_raw=spec.effective_rounding == "stochastic")
+    raw = None if res.raw is None else res.raw.reshape(p.blocks.values.shape)
+    return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw)
+
+
+def total_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float, float] | None = None
+                     ) -> dict[str, np.ndarray]:
+    """The statistics (:data:`quantcore.metrics.ROW_FIELDS`) of :func:`analyze` summed over the tensor, as
+    arrays of length 1, without codes or any per-element or per-row array: the same pass in its totals
+    mode (:func:`quantcore.kernel.quantize_and_measure`), for the checkpoint scan. Integer, float and
+    codebook schemes."""
+    if spec.kind == "gguf":
+        raise ValueError("total_statistics runs integer and float schemes; GGUF types use gguf_pass")
+    return prepare(x, spec, 0, tensor_range).run(keep_codes=False, totals=True).stats
+
+
+def _analyze_gguf(x: ArrayLike, spec: QuantSpec, channel_axis: int, channel_names) -> QuantResult:
+    canon, bv = _layout(x, spec, channel_axis)
+    mn, mx = block_minmax(bv.values)
     if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
         check_finite(canon.to_input_layout(canon.values), "tensor")
-    work_max = float(np.finfo(conv.dtype).max)
-    if max(float(np.max(-mn)), float(np.max(mx))) > work_max:
-        x_in = canon.to_input_layout(canon.values)
-        first = tuple(int(i) for i in np.argwhere(np.abs(x_in) > work_max)[0])
-        raise ValueError(f"tensor value {float(x_in[first]):.3g} at index {first} is beyond the "
-                         f"{np.dtype(conv.dtype).name} range of the {conv.name!r} convention; use the float64 "
-                         f"convention")
-    if spec.preset:
-        p = preset_pass(bv, get_ggml_type(spec.preset))
-        return QuantResult(spec, canon, bv, mn, mx, p["scale"], p["zero_point"], p["q"], p["stats"], None,
-                           channel_names, sub_scale=p["sub_scale"], sub_min=p["sub_min"])
-    lo, hi, ratio = _select_range(bv, spec, conv, mn, mx)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
-        scale, zp = choose_qparams(lo, hi, spec.fmt, spec.mapping, spec.effective_symmetric_scale, conv,
-                                   isinstance(g, PerGroup))
-        scale = store_scale(scale, spec.scale_dtype)
-    if not np.isfinite(scale).all():
-        i = int(np.flatnonzero(~np.isfinite(scale))[0])
-        where = "the tensor" if isinstance(g, PerTensor) else _row_namer(spec, bv)(i)
-        raise ValueError(f"{where}: range [{float(lo[i]):.3g}, {float(hi[i]):.3g}] is too wide: its scale overflows "
-                         f"{np.dtype(np.asarray(scale).dtype).name}")
-    rows, row_scale, row_zp, valid = _stat_rows(bv, spec, scale, zp)
-    qmin, qmax = conv.code_range(spec.fmt)
-    res = quantize_and_measure(rows, row_scale, row_zp, qmin, qmax, conv, spec.effective_rounding,
-                               _rng(spec), _uses_fma(conv, spec), valid,
-                               keep_raw=spec.effective_rounding == "stochastic", row_name=_row_namer(spec, bv))
-    raw = None if res.raw is None else res.raw.reshape(bv.values.shape)
-    return QuantResult(spec, canon, bv, lo, hi, scale, zp, res.q, res.stats, ratio, channel_names, raw=raw)
+    _check_working_range(canon, mn, mx, get_convention("gguf"))
+    p = gguf_pass(bv, spec.element.type)
+    scales = BlockScales(p["scale"], p["zero_point"], mn, mx)
+    return QuantResult(spec, canon, bv, scales, p["q"], p["stats"], channel_names, sub_scale=p["sub_scale"],
+                       sub_min=p["sub_min"])
 
 
-def preset_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
+def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
     """Run GGML type ``t`` over the block view (blocks of ``t.block_size``) in cache-sized tiles.
 
     Per tile: float32 blocks -> GGUF bytes (``t.quantize``) -> codes, per-sub-block scale/min and
@@ -501,28 +705,3 @@ def _check_representable(bv: BlockView, t: type[GGMLType], b0: int, tile: np.nda
         where = f"block {b}" + (f" (channel {ch})" if ch >= 0 else "")
         raise ValueError(f"{where}: {t.name} cannot hold values of magnitude up to "
                          f"{float(np.abs(tile[i]).max()):.3g}: its fp16 scale overflows (largest fp16 is 65504)")
-
-
-def _rng(spec: QuantSpec) -> np.random.Generator | None:
-    return np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
-
-
-def _row_namer(spec: QuantSpec, bv: BlockView):
-    """Names a statistics row (see _stat_rows) in messages: a channel, or a block and its channel."""
-    if isinstance(spec.granularity, PerGroup):
-        return lambda r: f"block {r} (channel {int(bv.channel_of_block[r])})"
-    return lambda r: f"channel {r}"
-
-
-def _stat_rows(bv: BlockView, spec: QuantSpec, scale: np.ndarray, zp: np.ndarray):
-    """The 2-D rows statistics are kept for, with a scale and zero-point per row.
-
-    Per-tensor: one row per channel (the single block viewed as ``(C, -1)``), so per-channel errors of
-    the per-tensor scheme come from the same pass. Otherwise: one row per block.
-    """
-    if isinstance(spec.granularity, PerTensor):
-        C = bv.layout[0]
-        rows = bv.values.reshape(C, -1)
-        valid = None if bv.valid is None else bv.valid.reshape(C, -1)
-        return rows, np.repeat(np.asarray(scale), C), np.repeat(np.asarray(zp), C), valid
-    return bv.values, scale, zp, bv.valid

@@ -10,15 +10,16 @@ import numpy as np
 from .conventions import Convention
 from .formats import IntFormat
 from .granularity import BlockView
-from .params import block_minmax, choose_qparams
 from .kernel import quantize_and_measure
+from .params import choose_qparams
+from .quantize import IntCodec
 
 KL_MAX_CANDIDATES = 64
 KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bins (stated in the result)
 
 
-def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric_scale: str, conv: Convention,
-                      rounding: str, steps: int, per_group: bool = False,
+def mse_optimal_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat, mapping: str,
+                      symmetric_scale: str, conv: Convention, rounding: str, steps: int, per_group: bool = False,
                       fma: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block, the ratio ``a`` in ``{k/steps}`` minimizing ``sum((x_hat - x)^2)`` over ``[a*min, a*max]``.
 
@@ -27,7 +28,6 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
     whose scale or dequantized values overflow counts as infinitely wrong (if every candidate of a block
     does, the ratio stays 1 and the analysis refuses that block).
     """
-    lo0, hi0 = block_minmax(blocks)
     dt = conv.qparams_dtype
     search_rounding = "half-even" if rounding == "stochastic" else rounding
     best_err = np.full(blocks.n_blocks, np.inf)
@@ -41,8 +41,9 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
         finite = np.isfinite(scale)
         if not finite.all():
             scale, zp = np.where(finite, scale, 1), np.where(finite, zp, 0)
-        err = quantize_and_measure(blocks.values, scale, zp, qmin, qmax, conv, search_rounding, fma=fma,
-                                   valid=blocks.valid, keep_codes=False, refuse_overflow=False).stats["sse"]
+        codec = IntCodec(scale, zp, qmin, qmax, conv, search_rounding, fma=fma)
+        err = quantize_and_measure(blocks.values, codec, valid=blocks.valid, keep_codes=False,
+                                   refuse_overflow=False).stats["sse"]
         err = np.where(finite, err, np.inf)
         better = err < best_err
         best_err = np.where(better, err, best_err)
@@ -50,16 +51,16 @@ def mse_optimal_range(blocks: BlockView, fmt: IntFormat, mapping: str, symmetric
     return (lo0 * best_ratio).astype(dt), (hi0 * best_ratio).astype(dt), best_ratio
 
 
-def kl_range(blocks: BlockView, fmt: IntFormat, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat,
+             bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TensorRT-style entropy calibration of a symmetric threshold ``T`` per block.
 
     Histogram ``|x|`` over ``[0, amax]``; for each candidate ``i`` (bins kept), the reference ``P`` is
     the first ``i`` bins with everything beyond folded into bin ``i-1``; ``Q`` merges those ``i`` bins
     into ``n_q = levels // 2`` chunks and spreads each chunk's mass evenly over its non-empty bins.
     ``T = (i + 0.5) * bin_width`` minimizing ``KL(P || Q)``. Returns ``(lo, hi, T / amax)`` with the
-    range ``[max(min, -T), min(max, T)]``.
+    range ``[max(min, -T), min(max, T)]`` (``lo0``/``hi0``: the blocks' min and max).
     """
-    lo0, hi0 = block_minmax(blocks)
     v = blocks.values.astype(np.float64)
     amax = np.maximum(np.abs(lo0), np.abs(hi0)).astype(np.float64)
     n_blocks = blocks.n_blocks

@@ -13,6 +13,7 @@ non-ASCII character escaped by ``json.dumps``), which keeps the exact names.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
@@ -20,16 +21,17 @@ import numpy as np
 
 from . import report
 from .analysis import QuantResult, analyze
-from .ggml import BLOCK_FORMATS
 from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
-from .io._common import printable
+from .io import list_tensors, load_input, printable  # the io layer parses every file kind
 from .memory import DTYPE_BITS
 from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
+from .presets import preset, preset_names
+from .scancli import add_scan_commands, run_scan_command
 from .schemes import parse_schemes
-from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset, preset_names
+from .spec import QuantSpec
 
 MAX_PRINTED_CHANNELS = 20
 NO_VALUE = "–"  # a table cell with no single value (a scale per block, a scheme without zero-point)
@@ -76,22 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale-dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     a.add_argument("--zero-point-dtype", choices=[d for d in DTYPE_BITS if d not in ("e8m0", "e4m3")], default="int32")
     a.add_argument("--preset", choices=preset_names(), metavar="PRESET",
-                   help="a GGUF block type, bit-exact with llama.cpp (" + " ".join(BLOCK_FORMATS) + ") or an ONNX "
-                        "Runtime MatMulNBits scheme onnx_matmulnbits{2,4,8}_{sym,asym}_g{16,32,64,128,256}; "
-                        "fixes all other options")
-    a.add_argument("--format", dest="float_format", choices=sorted(FLOAT_SCHEMES),
-                   help="low-precision float scheme: FP8, MXFP8/MXFP4, NVFP4, NF4 (fixes all other options)")
+                   help="a named scheme (quantcore.presets): a GGUF block type, bit-exact with llama.cpp ("
+                        + " ".join(preset_names("gguf")) + "), a float scheme (" + " ".join(preset_names("float"))
+                        + ") or an ONNX Runtime MatMulNBits scheme onnx_matmulnbits{2,4,8}_{sym,asym}_g{16,32,64,128,"
+                        "256}; fixes all other options")
+    a.add_argument("--format", dest="float_format", choices=preset_names("float"), metavar="FORMAT",
+                   help="a float scheme (the float entries of --preset): " + " ".join(preset_names("float")))
     a.add_argument("--compare", action="store_true", help="per-tensor vs per-channel vs per-group side by side")
     a.add_argument("--with", dest="with_schemes", metavar="SCHEMES",
                    help="comma-separated schemes added to the comparison (implies --compare): GGUF types "
-                        "(q4_0, q4_k, ...), float formats (fp8_e4m3, mxfp4, nvfp4, nf4, ...) and "
+                        "(q4_0, q4_k, mxfp4, ...), float formats (fp8_e4m3, mxfp4_e2m1, nvfp4, nf4, ...) and "
                         "int<bits>[-sym|-asym][-g<size>|-channel|-tensor][-fp16|-bf16|-fp32], e.g. "
                         "--with q4_0,nvfp4,q4_k,int4-g128 (names as in `scan --schemes`)")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
     lst = sub.add_parser("list", help="list the tensors in a file")
     lst.add_argument("file")
-    from .scancli import add_scan_commands
     add_scan_commands(sub)
     return p
 
@@ -105,7 +107,6 @@ def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
         return ex.rows, ex.channel_names, ex.spec, ex.key
     if not args.input:
         raise UsageError("INPUT is required (or --example s0..s3)")
-    from .io import load_input  # the io layer parses every file kind
     loaded = load_input(args.input, tensor=args.tensor)
     return loaded.data, loaded.channel_names, None, loaded.name or args.input
 
@@ -113,10 +114,8 @@ def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
 def spec_from_args(args, base: QuantSpec | None) -> QuantSpec:
     if args.preset and args.float_format:
         raise UsageError("give either --preset or --format, not both")
-    if args.preset:
-        return preset(args.preset)
-    if args.float_format:
-        return float_spec(args.float_format)
+    if args.preset or args.float_format:
+        return preset(args.preset or args.float_format)
     base = base or QuantSpec()
     f = base.fmt
     bits = args.bits if args.bits is not None else f.bits
@@ -197,8 +196,9 @@ def _table(rows: list[dict], cols: Sequence[str]) -> str:
 
 def render_result(r: QuantResult, name: str) -> str:
     m, mem = r.metrics, r.memory
-    if r.spec.float_scheme is not None:
-        how = f"element format {r.spec.float_scheme.element_format.name}, round to nearest even, saturating"
+    if r.spec.kind == "float":
+        how = (f"element format {r.spec.element.label}, {r.spec.granularity.label}, {r.spec.scale_rule.label} "
+               f"scales ({r.spec.scale_dtype}), convention {r.spec.convention}, round to nearest even, saturating")
     else:
         how = f"rounding {r.spec.effective_rounding}, convention {r.spec.convention}, codes [{r.qmin}, {r.qmax}]"
     out = [f"{printable(name)}: {printable(r.label)}  ({how})"]
@@ -245,14 +245,14 @@ def cmd_analyze(args, stdout) -> int:
     extra = extra_schemes(args.with_schemes)
     if args.compare or extra:
         group = [args.group_size]
-        if spec.preset or spec.float_scheme or spec.name:
+        if spec.kind != "int" or spec.name:
             # Compare a fixed format with the integer schemes of the same bit width.
-            bits = spec.float_scheme.element_format.bits if spec.float_scheme else spec.fmt.bits
+            bits = min(16, max(2, math.ceil(spec.element.bits)))
             specs = report.standard_schemes(QuantSpec(fmt=IntFormat(bits), mapping="symmetric"),
                                             group, channel_axis=args.channel_axis) + [spec]
         else:
             specs = report.standard_schemes(spec, group, channel_axis=args.channel_axis)
-        if isinstance(spec.range, CustomRange) and np.ndim(spec.range.lo) > 0:
+        if spec.kind == "int" and isinstance(spec.range, CustomRange) and np.ndim(spec.range.lo) > 0:
             specs = specs[1:]  # a per-channel custom range has no per-tensor meaning
         specs += [s for s in extra if s not in specs]
         cmp = report.compare(data, specs, args.channel_axis, names)
@@ -276,7 +276,6 @@ def cmd_analyze(args, stdout) -> int:
 
 
 def cmd_list(args, stdout) -> int:
-    from .io import list_tensors
     infos = list_tensors(args.file)
     rows = [{"name": i.name, "shape": "x".join(map(str, i.shape)) or "scalar", "dtype": i.dtype} for i in infos]
     stdout.write((_table(rows, ["name", "shape", "dtype"]) if rows else "no tensors") + "\n")
@@ -289,7 +288,6 @@ def main(argv: Sequence[str] | None = None, stdout=None, stderr=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in ("scan", "diff", "plan"):
-            from .scancli import run_scan_command
             return run_scan_command(args, stdout, stderr)
         return cmd_analyze(args, stdout) if args.command == "analyze" else cmd_list(args, stdout)
     except (UsageError, ValueError, OSError) as e:

@@ -1,4 +1,4 @@
-"""Low-precision float element formats: FP8 E4M3FN, FP8 E5M2, FP4 E2M1, E8M0 and the NF4 codebook.
+"""Low-precision float element formats: FP8 E4M3FN / E5M2, FP6 E2M3 / E3M2, FP4 E2M1, E8M0 and the NF4 codebook.
 
 Every format is a frozen spec; ``encode`` turns real numbers into uint8 codes (one code per byte, 4-bit
 formats use the low nibble), ``decode`` turns codes back into float32, ``round_to_format`` does both.
@@ -12,8 +12,8 @@ bfloat16-as-float32, float32 and float64, and then rounded ONCE, with integer ar
 bit pattern, straight to the target grid. There is no intermediate float32 step, so a float64 input
 is never double-rounded: e.g. x = 1 + 2**-4 + 2**-30 (float64) encodes to E4M3 1.125 (it is above the
 1.0/1.125 midpoint), while float32(x) = 1.0625 is exactly the midpoint and encodes to 1.0. Callers who
-want the float32 behaviour of a runtime cast to float32 first (the scaled schemes in
-``microscaling.py`` do exactly that and say so).
+want the float32 behaviour of a runtime cast to float32 first (the scaled float schemes of
+:mod:`quantcore.analysis` do exactly that and say so).
 
 Overflow policy (``overflow=``), applied to finite values whose correctly rounded magnitude exceeds
 the largest finite code, and to +-inf inputs:
@@ -23,7 +23,7 @@ the largest finite code, and to +-inf inputs:
   "inf"       -> +-inf, only for formats with infinities (E5M2 plain cast, IEEE style)
 ``FloatFormat.cast_overflow`` names the policy a plain ``ml_dtypes``/``torch`` dtype cast uses.
 
-NaN input: NaN code (sign kept) if the format has one; E2M1 and NF4 have none -> ValueError.
+NaN input: NaN code (sign kept) if the format has one; E2M3, E3M2, E2M1 and NF4 have none -> ValueError.
 E8M0 is unsigned with no zero: zero and negative inputs -> NaN; positive values below 2**-127 round to
 2**-127 (ml_dtypes does the same).
 """
@@ -41,6 +41,8 @@ __all__ = [
     "Codebook",
     "E4M3FN",
     "E5M2",
+    "E2M3",
+    "E3M2",
     "E2M1",
     "E8M0",
     "NF4",
@@ -48,6 +50,7 @@ __all__ = [
     "get_format",
     "encode",
     "decode",
+    "decode_table",
     "round_to_format",
     "encode_with_overflow",
     "encode_detailed",
@@ -69,7 +72,7 @@ class FloatFormat:
 
     ``specials``: "ieee" -> the all-ones exponent field is inf (M == 0) or NaN (M != 0) (E5M2);
     "fn" -> only the all-ones magnitude code is NaN, no inf (E4M3FN, E8M0);
-    "none" -> every code is a finite number (E2M1).
+    "none" -> every code is a finite number (E2M3, E3M2, E2M1).
     """
 
     name: str
@@ -194,6 +197,12 @@ E4M3FN = FloatFormat("fp8_e4m3fn", 4, 3, 7, specials="fn", cast_overflow="nan")
 """OCP FP8 E4M3 ("FN": finite + NaN, no inf). Max 448, min normal 2**-6, min subnormal 2**-9."""
 E5M2 = FloatFormat("fp8_e5m2", 5, 2, 15, specials="ieee", cast_overflow="inf")
 """OCP FP8 E5M2 (IEEE-like, has inf). Max 57344, min normal 2**-14, min subnormal 2**-16."""
+E2M3 = FloatFormat("fp6_e2m3", 2, 3, 1, specials="none", cast_overflow="saturate")
+"""OCP MX v1.0 section 5.3 FP6 E2M3: bias 1, no inf, no NaN; max 7.5 (1.875 * 2**2), min normal 1,
+min subnormal 0.125 (ml_dtypes ``float6_e2m3fn``; codes in the low 6 bits, sign bit 0x20)."""
+E3M2 = FloatFormat("fp6_e3m2", 3, 2, 3, specials="none", cast_overflow="saturate")
+"""OCP MX v1.0 section 5.3 FP6 E3M2: bias 3, no inf, no NaN; max 28 (1.75 * 2**4), min normal 0.25,
+min subnormal 0.0625 (ml_dtypes ``float6_e3m2fn``)."""
 E2M1 = FloatFormat("fp4_e2m1", 2, 1, 1, specials="none", cast_overflow="saturate")
 """OCP MX FP4 E2M1: values +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}; no inf, no NaN."""
 E8M0 = FloatFormat("e8m0", 8, 0, 127, signed=False, specials="fn", subnormals=False, cast_overflow="nan")
@@ -222,6 +231,8 @@ NF4 = Codebook(
 FORMATS: dict[str, Union[FloatFormat, Codebook]] = {
     "e4m3": E4M3FN, "fp8_e4m3fn": E4M3FN, "e4m3fn": E4M3FN,
     "e5m2": E5M2, "fp8_e5m2": E5M2,
+    "e2m3": E2M3, "fp6_e2m3": E2M3,
+    "e3m2": E3M2, "fp6_e3m2": E3M2,
     "e2m1": E2M1, "fp4_e2m1": E2M1, "fp4": E2M1,
     "e8m0": E8M0,
     "nf4": NF4,
@@ -280,6 +291,17 @@ def _check_codes(codes: np.ndarray, n: int, name: str) -> np.ndarray:
             raise ValueError(f"{name} code {int(c[idx])} at index {tuple(int(i) for i in idx)} is out of "
                              f"range 0..{n - 1}")
     return c.astype(np.intp, copy=False)
+
+
+def decode_table(fmt: str | Format) -> np.ndarray:
+    """The float32 value of every code of ``fmt`` (read-only): ``decode_table(f)[c] == decode(c, f)``, for callers
+    that look up codes they produced themselves (no range check)."""
+    fmt = get_format(fmt)
+    if isinstance(fmt, Codebook):
+        out = np.asarray(fmt.values, dtype=np.float32)
+        out.setflags(write=False)
+        return out
+    return _table(fmt)
 
 
 def decode(codes: np.ndarray, fmt: str | Format) -> np.ndarray:
@@ -432,7 +454,7 @@ _F32_INF = 0x7F80_0000
 
 def _f32_eligible(fmt: Format) -> bool:
     """Formats the float32 fast path handles: codebooks, and signed formats with subnormals and
-    1..7 mantissa bits (E4M3FN, E5M2, E2M1). E8M0 (no mantissa bit: ties up) uses the reference path."""
+    1..7 mantissa bits (E4M3FN, E5M2, E2M3, E3M2, E2M1). E8M0 (no mantissa bit: ties up) uses the reference path."""
     if isinstance(fmt, Codebook):
         return True
     return fmt.signed and fmt.subnormals and 1 <= fmt.man_bits <= 7 and fmt.emin >= -100 and fmt.emax <= 100

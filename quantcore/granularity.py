@@ -1,9 +1,11 @@
 """Granularity as data: which elements share one scale and zero-point.
 
 Every scheme is reduced to one shape, a 2-D *block view* ``(n_blocks, block_len)``: quantization
-parameters are then reductions over axis 1, broadcast back with ``keepdims``. Per-tensor is one block
-holding everything, per-channel one block per channel, per-group one block per run of ``size``
-consecutive elements along the group axis.
+parameters are then reductions over axis 1 (:func:`block_minmax`), broadcast back with ``keepdims``.
+Per-tensor is one block holding everything, per-channel one block per channel, per-group one block per
+run of ``size`` consecutive elements along the group axis, per-block one block per ``rows x cols`` tile
+of two axes (DeepSeek-V3's 128 x 128 FP8 weight tiles). Integer, float, codebook and GGUF schemes all
+quantize this one view.
 
 The input is first put in a *canonical layout* ``(C, R, D)``: C channels (the channel axis moved to
 the front), D elements along the group axis (moved to the back), R every other index. A 1-D input is a
@@ -12,14 +14,25 @@ single channel. Ragged input (a list of rows of different lengths, as pasted tex
 repetition keeps every block's min and max exact without a mask.
 
 A last, shorter group (D not a multiple of ``size``) is its own block with its own scale: it is padded
-to ``size`` by repeating its last element and the padding is masked out of every metric.
+to ``size`` by repeating its last element and the padding is masked out of every metric. Per-block tiles
+at the edges are padded the same way along both tile axes (repeating the last row / column keeps every
+tile's min, max and amax exact).
+
+Statistics rows. Metrics are kept per *statistics row*, the finest cut of the block view in which every
+row lies in one block and one channel: a per-tensor block is cut into its C channel rows, a per-block tile
+into its ``rows`` channel rows, every other block is one row. Per-block and per-channel statistics are
+then sums (maxima) over runs of these rows (:meth:`BlockView.block_stats`, :meth:`BlockView.channel_stats`),
+so one pass serves the block table, the channel table and the totals.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
+
+from .metrics import combine_rows
 
 
 @dataclass(frozen=True)
@@ -56,13 +69,43 @@ class PerGroup:
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size <= 0:
             raise ValueError(f"group size must be a positive integer, got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
 
     @property
     def label(self) -> str:
         return f"per-group {self.size}"
 
 
-Granularity = Union[PerTensor, PerChannel, PerGroup]
+@dataclass(frozen=True)
+class PerBlock:
+    """One scale per 2-D tile of ``shape = (rows, cols)`` elements over ``axes = (row_axis, col_axis)``.
+
+    For a weight ``(out, in)`` with the defaults this is DeepSeek-V3's FP8 weight scaling: one scale per
+    128 x 128 tile (``weight_scale_inv`` of shape ``(ceil(out/128), ceil(in/128))``). Tiles at the edges
+    are smaller and keep their own scale; every other axis indexes separate tiles. Channels (for the
+    per-channel table) run along ``row_axis``.
+    """
+
+    shape: tuple[int, int] = (128, 128)
+    axes: tuple[int, int] = (0, -1)
+
+    def __post_init__(self) -> None:
+        shape, axes = tuple(self.shape), tuple(self.axes)
+        if len(shape) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0
+                                  for v in shape):
+            raise ValueError(f"block shape must be two positive integers (rows, cols), got {self.shape!r}")
+        if len(axes) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in axes):
+            raise ValueError(f"block axes must be two integers (row axis, column axis), got {self.axes!r}")
+        object.__setattr__(self, "shape", tuple(int(v) for v in shape))
+        object.__setattr__(self, "axes", tuple(int(v) for v in axes))
+
+    @property
+    def label(self) -> str:
+        return f"per-block {self.shape[0]}x{self.shape[1]}"
+
+
+Granularity = Union[PerTensor, PerChannel, PerGroup, PerBlock]
+GRANULARITIES = (PerTensor, PerChannel, PerGroup, PerBlock)
 
 
 def _normalize_axis(axis: int, ndim: int, what: str) -> int:
@@ -91,16 +134,6 @@ class Canonical:
     @property
     def n_valid(self) -> int:
         return int(self.values.size if self.valid is None else np.count_nonzero(self.valid))
-
-    def channel_rows(self, a: np.ndarray) -> np.ndarray:
-        """View a canonical ``(C, R, D)`` array as ``(C, R*D)``: one row per channel."""
-        return a.reshape(a.shape[0], -1)
-
-    def from_input_layout(self, a: np.ndarray) -> np.ndarray:
-        """Map a per-element array in the input's shape to the canonical ``(C, R, D)`` layout."""
-        if self.perm is None:
-            return a.reshape(self.values.shape)
-        return np.transpose(a, self.perm).reshape(self.values.shape)
 
     def to_input_layout(self, a: np.ndarray) -> np.ndarray:
         """Map a canonical per-element array back to the input's shape (ragged: padded ``(C, Dmax)``)."""
@@ -201,15 +234,19 @@ def _canonical_ragged(rows: list, dtype: np.dtype, channel_axis: int, group_axis
 class BlockView:
     """The 2-D block view ``(n_blocks, block_len)`` of a canonical tensor for one granularity.
 
-    ``valid`` masks padding (None: no padding). ``channel_of_block`` names the channel each block lies
-    in (-1 for a per-tensor block spanning all channels).
+    ``valid`` masks padding (None: no padding). ``channel_of_block`` names the (first) channel each
+    block holds (-1 for a per-tensor block spanning all channels). ``tile`` is ``(channels per block,
+    elements per channel row)``: a block is ``tile[0]`` statistics rows of ``tile[1]`` elements (module
+    docstring). ``pad`` is the padding added along C and along D of the canonical ``(C, R, D)`` layout.
     """
 
     values: np.ndarray
     valid: np.ndarray | None
     channel_of_block: np.ndarray
-    pad: int                     # elements of padding added along D per (C, R) row
-    layout: tuple[int, int, int]  # (C, R, D) of the canonical tensor
+    granularity: Granularity
+    layout: tuple[int, int, int]   # (C, R, D) of the canonical tensor
+    tile: tuple[int, int]          # (channel rows per block, elements per row)
+    pad: tuple[int, int] = (0, 0)  # (along C, along D)
 
     @property
     def n_blocks(self) -> int:
@@ -220,36 +257,187 @@ class BlockView:
         """Blocks holding at least one real element (ragged rows can leave groups of pure padding)."""
         return self.n_blocks if self.valid is None else int(np.count_nonzero(self.valid.any(axis=1)))
 
+    # --- statistics rows -----------------------------------------------------------------------
+    @property
+    def rows_shape(self) -> tuple[int, int]:
+        """Shape of the statistics rows: ``(n_blocks * tile[0], tile[1])``, a reshape of ``values``."""
+        return self.n_blocks * self.tile[0], self.tile[1]
+
+    def rows(self, a: np.ndarray) -> np.ndarray:
+        """A block-layout array viewed as statistics rows (no copy)."""
+        return a.reshape(self.rows_shape)
+
+    def block_stats(self, row_stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-block statistics from per-row ones: each block is ``tile[0]`` consecutive rows."""
+        return row_stats if self.tile[0] == 1 else combine_rows(row_stats, self.n_blocks)
+
+    def channel_stats(self, row_stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-channel statistics from per-row ones. Rows are ordered ``(channel block, other indices,
+        channel within the block)``: sum (max) over the middle index, drop padded channels."""
+        C = self.layout[0]
+        k = self.tile[0]
+        if k == 1:
+            return combine_rows(row_stats, C)
+        out = {}
+        for key, v in row_stats.items():
+            v = v.reshape(-(-C // k), -1, k)
+            r = v.max(axis=1) if key == "max_abs" else v.sum(axis=1)
+            out[key] = r.reshape(-1)[:C]
+        return out
+
+    def row_name(self, r: int) -> str:
+        """Where statistics row ``r`` lies, for messages: a channel, or a block and its channel."""
+        k = self.tile[0]
+        if isinstance(self.granularity, (PerTensor, PerChannel)):
+            return f"channel {r}"
+        b = r // k
+        ch = int(self.channel_of_block[b]) + r % k
+        return f"block {b} (channel {ch})"
+
+    # --- back to the tensor --------------------------------------------------------------------
     def to_canonical(self, a: np.ndarray) -> np.ndarray:
         """Inverse of :func:`block_view` for a per-element array: drop padding, return ``(C, R, D)``."""
         C, R, D = self.layout
-        a = a.reshape(C, R, D + self.pad)
-        return a[..., :D] if self.pad else a
+        pc, pd = self.pad
+        if isinstance(self.granularity, PerBlock):
+            bo, bi = self.granularity.shape
+            a = a.reshape((C + pc) // bo, R, (D + pd) // bi, bo, bi).transpose(0, 3, 1, 2, 4)
+            a = a.reshape(C + pc, R, D + pd)
+            return a[:C, :, :D] if (pc or pd) else a
+        a = a.reshape(C, R, D + pd)
+        return a[..., :D] if pd else a
+
+    def storage_order(self, t: "Canonical") -> np.ndarray:
+        """Block indices in *storage order*: the input's row-major order with the group (column) axis
+        last, as a runtime flattens the tensor (bitsandbytes / torchao: consecutive blocks of the flat
+        tensor). Equal to ``arange(n_blocks)`` unless the canonical layout moved the channel axis past
+        other axes. Scale rules whose result depends on block order (double quantization) use it."""
+        n = self.n_blocks
+        if t.perm is None or len(t.perm) <= 2 or isinstance(self.granularity, (PerTensor, PerChannel)):
+            return np.arange(n)
+        C, R, D = self.layout
+        pc, pd = self.pad
+        if isinstance(self.granularity, PerBlock):
+            lead, nd = (C + pc) // self.granularity.shape[0], (D + pd) // self.granularity.shape[1]
+        else:
+            lead, nd = C, (D + pd) // self.tile[1]
+        rest = [t.input_shape[a] for a in t.perm[1:-1]]
+        grid = np.arange(n).reshape(lead, *rest, nd)
+        order = np.argsort(t.perm[:-1])   # canonical non-group axes -> their input order
+        return np.transpose(grid, (*order, len(t.perm) - 1)).reshape(-1)
 
 
 def block_view(t: Canonical, g: Granularity) -> BlockView:
-    """Reshape a canonical tensor to ``(n_blocks, block_len)`` for granularity ``g`` (a view where possible)."""
+    """Reshape a canonical tensor to ``(n_blocks, block_len)`` for granularity ``g`` (a view where possible;
+    per-block tiles are a copy)."""
     C, R, D = t.values.shape
     if isinstance(g, PerTensor):
         vals = t.values.reshape(1, -1)
         valid = None if t.valid is None else t.valid.reshape(1, -1)
-        return BlockView(vals, valid, np.array([-1]), 0, (C, R, D))
+        return BlockView(vals, valid, np.array([-1]), g, (C, R, D), (C, R * D))
     if isinstance(g, PerChannel):
         vals = t.values.reshape(C, -1)
         valid = None if t.valid is None else t.valid.reshape(C, -1)
-        return BlockView(vals, valid, np.arange(C), 0, (C, R, D))
+        return BlockView(vals, valid, np.arange(C), g, (C, R, D), (1, R * D))
     if isinstance(g, PerGroup):
         size = int(g.size)
         n_groups = -(-D // size)
-        pad = n_groups * size - D
-        if pad:
-            vals = np.pad(t.values, ((0, 0), (0, 0), (0, pad)), mode="edge")
-            base_valid = t.valid if t.valid is not None else np.ones((C, R, D), dtype=bool)
-            valid = np.pad(base_valid, ((0, 0), (0, 0), (0, pad)), constant_values=False)
-        else:
-            vals, valid = t.values, t.valid
+        vals, valid = _edge_pad(t, 0, n_groups * size - D)
         vals = vals.reshape(-1, size)
         valid = None if valid is None else valid.reshape(-1, size)
         channel = np.repeat(np.arange(C), R * n_groups)
-        return BlockView(vals, valid, channel, pad, (C, R, D))
+        return BlockView(vals, valid, channel, g, (C, R, D), (1, size), (0, n_groups * size - D))
+    if isinstance(g, PerBlock):
+        bo, bi = g.shape
+        cb, db = -(-C // bo), -(-D // bi)
+        vals, valid = _edge_pad(t, cb * bo - C, db * bi - D)
+        def tiles_of(a: np.ndarray) -> np.ndarray:
+            return a.reshape(cb, bo, R, db, bi).transpose(0, 2, 3, 1, 4).reshape(-1, bo * bi)
+        channel = np.repeat(np.arange(cb) * bo, R * db)
+        return BlockView(tiles_of(vals), None if valid is None else tiles_of(valid), channel, g, (C, R, D),
+                         (bo, bi), (cb * bo - C, db * bi - D))
+    raise TypeError(f"unknown granularity {g!r}")
+
+
+def _edge_pad(t: Canonical, pad_c: int, pad_d: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``t.values`` padded along C and D by repeating the last channel / element (min/max stay exact),
+    and the validity mask (None when nothing is padded and every element is real)."""
+    if not (pad_c or pad_d):
+        return t.values, t.valid
+    widths = ((0, pad_c), (0, 0), (0, pad_d))
+    vals = np.pad(t.values, widths, mode="edge")
+    base = t.valid if t.valid is not None else np.ones(t.values.shape, dtype=bool)
+    return vals, np.pad(base, widths, constant_values=False)
+
+
+def block_minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row min and max of a 2-D block array (padding repeats real elements: no mask needed).
+
+    NaN and inf propagate (a block holding one has a NaN / infinite min or max). Short rows are reduced
+    tile by tile on a transposed copy so the reduction runs along contiguous memory (numpy reduces a
+    short contiguous row one row at a time); the result is the same, min and max being exact.
+    """
+    nb, w = values.shape
+    if w >= 64 or nb < 64:
+        return values.min(axis=1), values.max(axis=1)
+    mn = np.empty(nb, values.dtype)
+    mx = np.empty(nb, values.dtype)
+    step = max(1, TILE_ROWS_ELEMENTS // w)
+    buf = np.empty((w, min(step, nb)), values.dtype)
+    for r0 in range(0, nb, step):
+        r1 = min(r0 + step, nb)
+        b = buf[:, :r1 - r0]
+        np.copyto(b, values[r0:r1].T)
+        np.minimum.reduce(b, axis=0, out=mn[r0:r1])
+        np.maximum.reduce(b, axis=0, out=mx[r0:r1])
+    return mn, mx
+
+
+TILE_ROWS_ELEMENTS = 1 << 16   # elements per transposed tile of block_minmax / block_amax (256 KB of float32)
+
+
+def block_amax(values: np.ndarray) -> np.ndarray:
+    """float32 max |x| per row of a float32 block array; NaN if the row holds a NaN, inf if an inf (and no NaN).
+
+    One reduction instead of min and max: an unsigned max of the magnitude bit patterns, which is monotone
+    in |x| for non-negative floats, with NaN patterns above inf. Short rows (< 64) are reduced on
+    transposed tiles, as in :func:`block_minmax`.
+    """
+    if values.dtype != np.float32:
+        raise ValueError(f"block_amax takes float32 blocks, got {values.dtype}")
+    nb, w = values.shape
+    u = values.view(np.uint32)
+    out = np.empty(nb, np.uint32)
+    step = max(1, TILE_ROWS_ELEMENTS // w)
+    if w >= 64 or nb < 64:
+        for r0 in range(0, nb, step):
+            np.max(np.bitwise_and(u[r0:r0 + step], np.uint32(0x7FFF_FFFF)), axis=1, out=out[r0:r0 + step])
+        return out.view(np.float32)
+    buf = np.empty((w, min(step, nb)), np.uint32)
+    for r0 in range(0, nb, step):
+        r1 = min(r0 + step, nb)
+        b = buf[:, :r1 - r0]
+        np.bitwise_and(u[r0:r1].T, np.uint32(0x7FFF_FFFF), out=b)
+        np.maximum.reduce(b, axis=0, out=out[r0:r1])
+    return out.view(np.float32)
+
+
+def count_blocks(g: Granularity, shape: tuple[int, ...]) -> int:
+    """Number of blocks ``g`` cuts a dense tensor of ``shape`` into (equal to ``block_view(...).n_blocks``;
+    a 1-D or 0-D tensor is one channel)."""
+    shape = tuple(shape) or (1,)
+    n = math.prod(shape)
+    if isinstance(g, PerTensor):
+        return 1
+    if isinstance(g, PerChannel):
+        return shape[_normalize_axis(g.axis, len(shape), "channel axis")] if len(shape) > 1 else 1
+    if isinstance(g, PerGroup):
+        d = shape[_normalize_axis(g.axis, len(shape), "group axis")]
+        return (n // d) * -(-d // g.size)
+    if isinstance(g, PerBlock):
+        if len(shape) < 2:
+            raise ValueError("per-block tiles need a tensor with at least 2 dimensions")
+        a0, a1 = (_normalize_axis(a, len(shape), "block axis") for a in g.axes)
+        c, d = shape[a0], shape[a1]
+        return (n // (c * d)) * -(-c // g.shape[0]) * -(-d // g.shape[1])
     raise TypeError(f"unknown granularity {g!r}")

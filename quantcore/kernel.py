@@ -1,4 +1,6 @@
-"""Fused, cache-tiled quantize + measure pass.
+"""Fused, cache-tiled quantize + measure pass: the one statistics pass of every integer, float and
+codebook scheme (GGUF types, whose bytes come from their own classes, are measured from their
+reconstruction with :func:`quantcore.metrics.row_stats`).
 
 Quantizing and measuring a tensor takes about twenty elementwise numpy operations. Run one after the
 other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of about 64 Ki
@@ -7,28 +9,31 @@ Python loop is over tiles, never over channels or elements; every tile is a rect
 "stat rows" (channels or blocks) or, for very long rows, a column slice of one row, and the per-row
 statistics are accumulated across column slices.
 
-The arithmetic per element is exactly :func:`quantcore.quantize.quantize_blocks` followed by
-:func:`quantcore.quantize.dequantize_blocks` (same dtype, same operation order), so results do not
-depend on the tiling.
+The element encoder is a *codec* (:class:`quantcore.quantize.IntCodec`: integer rounding by the
+convention; :class:`quantcore.quantize.FloatCodec`: the float / codebook encoder of
+:mod:`quantcore.floatfmt`). Per element the arithmetic is exactly the codec's (same dtype, same
+operation order), so results do not depend on the tiling.
 
 Range safety. float32 squares overflow above 2**64 and lose precision below 2**-63, so a float32 row
 whose largest ``|x|`` or ``|x_hat - x|`` lies outside ``[2**-50, 2**56]`` (and is not 0) has its statistics
 recomputed in float64, with ``x_hat - x`` formed in float64 (the float32 difference of two finite values
-can overflow too). A dequantized value that is not finite in the working dtype (e.g. code -128 times a
+can overflow too). Such "wide" rows are looked for only in tiles whose row sums allow one
+(:func:`_may_hold_wide_rows`, a sound test on the sums already computed), so ordinary tiles pay for no
+per-row maximum of ``|x|``. A dequantized value that is not finite in the working dtype (e.g. code -128 times a
 scale of amax / 127.5 with amax near float32's maximum) and a sum that overflows float64 are refused with
 a ValueError naming the row (block or channel): no inf or NaN is ever reported as a result.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
-from .conventions import Convention, store_scale
-from .quantize import quantize_blocks
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, tiles
 
-TILE_ELEMENTS = 1 << 16
+Codec = Union[IntCodec, FloatCodec]
+
 PARTIAL = 256  # float32 partial sums run over at most this many elements, then accumulate in float64
 F32_SUM_RANGE = (2.0 ** -50, 2.0 ** 56)  # row maxima for which float32 partial sums of squares are exact enough
 
@@ -39,38 +44,71 @@ def _row_sum(a: np.ndarray, square: bool = False) -> np.ndarray:
     float32 rows are summed in float32 runs of at most ``PARTIAL`` terms (rows of up to 256 terms
     directly, longer rows whose length is a multiple of 256 in runs of 256) and the partial sums are
     added in float64: relative error at most 256 * 2**-24 (1.5e-5) in the worst case, ~1e-7 in
-    practice, at SIMD speed. Other rows (float64, or odd lengths) are summed in float64.
+    practice, at SIMD speed (``einsum``: numpy's ``sum(axis=1)`` walks a short row several times slower).
+    Other rows (float64, or odd lengths) are summed in float64.
     """
     rows, n = a.shape
     if a.dtype == np.float32 and n <= PARTIAL:
-        part = np.einsum("ij,ij->i", a, a) if square else a.sum(axis=1)
+        part = np.einsum("ij,ij->i", a, a) if square else np.einsum("ij->i", a)
         return part.astype(np.float64)
     if a.dtype == np.float32 and n % PARTIAL == 0:
         p = a.reshape(-1, PARTIAL)
-        part = np.einsum("ij,ij->i", p, p) if square else p.sum(axis=1)
+        part = np.einsum("ij,ij->i", p, p) if square else np.einsum("ij->i", p)
         return part.reshape(rows, -1).sum(axis=1, dtype=np.float64)
     if square:
         return np.einsum("ij,ij->i", a, a, dtype=np.float64)
     return a.sum(axis=1, dtype=np.float64)
 
 
+SHORT_ROW = 64  # rows shorter than this are reduced on a transposed copy (contiguous along the reduction)
+
+
+def _row_abs_max(a: np.ndarray, scratch: np.ndarray, absolute: bool = True) -> np.ndarray:
+    """Per-row max of ``|a|`` (``absolute``) or of ``a`` (already non-negative), in ``a``'s dtype. numpy reduces a
+    short row one row at a time; below :data:`SHORT_ROW` elements the tile is transposed into ``scratch``
+    (at least ``a.size`` elements of ``a``'s dtype) and reduced along its contiguous axis, which is several
+    times faster and exact (a maximum does not depend on order)."""
+    rows, n = a.shape
+    if n >= SHORT_ROW or rows < SHORT_ROW or scratch.dtype != a.dtype:
+        return np.abs(a).max(axis=1) if absolute else a.max(axis=1)
+    t = scratch[:a.size].reshape(n, rows)
+    np.copyto(t, a.T)
+    if absolute:
+        np.abs(t, out=t)
+    return np.maximum.reduce(t, axis=0)
+
+
 def _row_count(mask: np.ndarray) -> np.ndarray | int:
-    """Per-row count of True; a cheap global count first, since most masks are all False."""
+    """Per-row count of True; a cheap global count first, since most masks are all False. Rows of at most
+    255 elements are counted as uint8 sums (``einsum``; no overflow), several times faster than
+    ``count_nonzero(axis=1)`` on short rows."""
     total = np.count_nonzero(mask)
     if total == 0:
         return 0
     if mask.shape[0] == 1:
         return total
+    if mask.shape[1] <= 255:
+        return np.einsum("ij->i", mask.view(np.uint8)).astype(np.int64)
     return np.count_nonzero(mask, axis=1)
 
 
-def code_dtype(qmin: float, qmax: float) -> type:
-    """Smallest integer dtype holding every code in ``[qmin, qmax]``."""
-    for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
-        info = np.iinfo(dt)
-        if info.min <= qmin and qmax <= info.max:
-            return dt
-    return np.int64
+def _total_count(mask: np.ndarray) -> int:
+    return np.count_nonzero(mask)
+
+
+def _may_hold_wide_rows(sse: np.ndarray, ssx: np.ndarray, sae: np.ndarray, n: int, float32: bool) -> bool:
+    """Could any row of this tile be a "wide" row (module docstring)? Decided from the per-row sums alone (float32
+    partial sums, monotone in their terms: a sum is at least its largest term), as a sound over-approximation:
+    a non-finite error makes ``sse`` non-finite; a maximum above ``hi`` makes the sum of squares at least
+    ``hi**2``; a nonzero maximum error below ``lo`` makes ``0 < sae < 2 n lo`` (a sum of absolute values
+    cannot underflow to 0); a maximum |x| below ``lo`` makes ``ssx < 2 n lo**2`` (including 0: an all-zero
+    row, or squares that underflowed). False means no row is wide; True sends the tile to the exact per-row
+    test, which then finds the same rows as the per-row pass."""
+    if not float32:   # float64 rows: only non-finite values are wide
+        return not (np.isfinite(sse).all() and np.isfinite(ssx).all())
+    lo, hi = F32_SUM_RANGE
+    big = hi * hi
+    return bool(np.any(~(sse < big) | ~(ssx < big) | (ssx < 2.0 * n * lo * lo) | ((sae > 0) & (sae < 2.0 * n * lo))))
 
 
 @dataclass
@@ -80,132 +118,120 @@ class PassResult:
     raw: np.ndarray | None         # unclamped codes in the working dtype (kept only when asked)
 
 
-def tiles(n_rows: int, row_len: int, tile: int = TILE_ELEMENTS):
-    """``(r0, r1, c0, c1)`` rectangles covering ``(n_rows, row_len)``, each about ``tile`` elements:
-    whole rows when rows are short, column slices of one row when a row alone exceeds ``tile``."""
-    if row_len >= tile:
-        for r in range(n_rows):
-            for c in range(0, row_len, tile):
-                yield r, r + 1, c, min(c + tile, row_len)
-    else:
-        step = max(1, tile // row_len)
-        for r in range(0, n_rows, step):
-            yield r, min(r + step, n_rows), 0, row_len
-
-
-def quantize_and_measure(rows: np.ndarray, row_scale: np.ndarray, row_zp: np.ndarray, qmin: int, qmax: int,
-                         conv: Convention, rounding: str, rng: np.random.Generator | None = None,
-                         fma: bool = False, valid: np.ndarray | None = None, keep_codes: bool = True,
+def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | None = None, keep_codes: bool = True,
                          keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}",
-                         refuse_overflow: bool = True) -> PassResult:
-    """Quantize every row of ``rows`` (2-D) with its scale/zero-point and accumulate row statistics.
+                         refuse_overflow: bool = True, totals: bool = False) -> PassResult:
+    """Quantize every row of ``rows`` (2-D) with ``codec`` (one scale per row) and accumulate row statistics.
 
-    ``rows`` may be in any float dtype; tiles are cast to the convention's dtype. Statistics are
-    those of :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low,
-    clipped_high, collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
+    ``rows`` may be in any float dtype; tiles are cast to the codec's dtype. Statistics are those of
+    :func:`quantcore.metrics.row_stats`: ``n, sse, sae, max_abs, ssx, clipped_low, clipped_high,
+    collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
     ``refuse_overflow=False`` a row whose x_hat or sums overflow gets ``sse = inf`` instead of an error
-    (a search over candidate ranges skips it).
+    (a search over candidate ranges skips it). ``keep_raw``: the unclamped integer codes (integer
+    elements) or the scaled values fed to the element encoder (float elements).
+
+    ``totals=True`` (the scan's metrics-only pass): the statistics are summed over every row (arrays of
+    length 1). Each row's float32 partial sums are the same as per row, added in float64 in another order
+    (so totals agree to ~1e-16 relative); per-row maxima are computed only in tiles that may hold a wide row
+    (:func:`_may_hold_wide_rows`), so the same rows are measured again in float64.
     """
-    dt = conv.dtype
+    dt = codec.dtype
     n_rows, row_len = rows.shape
-    stats = {k: np.zeros(n_rows, dtype=np.float64) for k in ("sse", "sae", "ssx")}
-    stats["max_abs"] = np.zeros(n_rows, dtype=np.float64)
+    n_out = 1 if totals else n_rows
+    count = _total_count if totals else _row_count
+    stats = {k: np.zeros(n_out, dtype=np.float64) for k in ("sse", "sae", "ssx")}
+    stats["max_abs"] = np.zeros(n_out, dtype=np.float64)
     for k in ("n", "clipped_low", "clipped_high", "collapsed"):
-        stats[k] = np.zeros(n_rows, dtype=np.int64)
-    q_out = np.empty(rows.shape, dtype=code_dtype(qmin, qmax)) if keep_codes else None
+        stats[k] = np.zeros(n_out, dtype=np.int64)
+    q_out = np.empty(rows.shape, dtype=codec.code_dtype) if keep_codes else None
     raw_out = np.empty(rows.shape, dtype=dt) if keep_raw else None
-    scale = np.asarray(row_scale, dtype=dt)
-    zp = np.asarray(row_zp, dtype=dt)
-    stored = store_scale(scale, conv.scale_storage)
-    zp_all_zero = not zp.any()
-    scales_positive = bool((stored > 0).all())  # a stored scale can underflow to 0 (fp16)
+    scratch = np.empty(min(rows.size, TILE_ELEMENTS), dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
     for r0, r1, c0, c1 in tiles(n_rows, row_len):
+        at = slice(0, 1) if totals else slice(r0, r1)
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
             v = v.astype(dt)
-        s, z, ss = scale[r0:r1], zp[r0:r1], stored[r0:r1, None]
-        raw, q = quantize_blocks(v, s, z, qmin, qmax, conv, rounding, rng, fma)
+        t = codec.tile(v, r0, r1)
         if raw_out is not None:
-            raw_out[r0:r1, c0:c1] = raw
+            raw_out[r0:r1, c0:c1] = t.raw
         m = None if valid is None else valid[r0:r1, c0:c1]
-        if q is not raw:  # something was clamped (see quantize_blocks)
-            lo_hit = raw < qmin
-            hi_hit = raw > qmax
+        if t.clip_low is not None:
+            lo_hit, hi_hit = t.clip_low, t.clip_high
             if m is not None:
                 lo_hit &= m
                 hi_hit &= m
-            stats["clipped_low"][r0:r1] += _row_count(lo_hit)
-            stats["clipped_high"][r0:r1] += _row_count(hi_hit)
+            stats["clipped_low"][at] += count(lo_hit)
+            stats["clipped_high"][at] += count(hi_hit)
         if q_out is not None:
-            q_out[r0:r1, c0:c1] = q
-        # x_hat == 0 exactly when q == zero-point (scale > 0): test the codes, then x != 0 only there.
-        with np.errstate(over="ignore"):  # an overflowing x_hat is found and refused below
-            if zp_all_zero:
-                xhat = q * ss
-                collapsed = q == 0 if scales_positive else xhat == 0
-            else:
-                xhat = q - z[:, None]
-                xhat *= ss
-                collapsed = q == z[:, None] if scales_positive else xhat == 0
+            q_out[r0:r1, c0:c1] = t.q
+        xhat = t.xhat
+        collapsed = t.collapsed if t.collapsed is not None else xhat == 0
         if m is not None:
             collapsed &= m
         if collapsed.any():
             collapsed &= v != 0
-            stats["collapsed"][r0:r1] += _row_count(collapsed)
+            stats["collapsed"][at] += count(collapsed)
         with np.errstate(over="ignore", invalid="ignore"):
             err = np.subtract(xhat, v, out=xhat)
             if m is not None:
                 err *= m
         if m is not None:
             vm = v * m
-            stats["n"][r0:r1] += _row_count(m)
+            stats["n"][at] += count(m)
         else:
             vm = v
-            stats["n"][r0:r1] += c1 - c0
+            stats["n"][at] += (c1 - c0) * ((r1 - r0) if totals else 1)
         with np.errstate(over="ignore", invalid="ignore"):
             sse, ssx = _row_sum(err, square=True), _row_sum(vm, square=True)
             np.abs(err, out=err)
-            sae, emax = _row_sum(err), err.max(axis=1).astype(np.float64)
-        wide = ~np.isfinite(emax)
-        if dt == np.float32:
-            vmax = np.maximum(vm.max(axis=1), -vm.min(axis=1)).astype(np.float64)
-            lo, hi = F32_SUM_RANGE
-            wide |= ((emax > 0) & ((emax < lo) | (emax > hi))) | ((vmax > 0) & ((vmax < lo) | (vmax > hi)))
-        if wide.any():  # rare: rows of extreme magnitude, measured again in float64
-            w = np.flatnonzero(wide)
-            sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(v[w], q[w], z[w], ss[w], None if m is None else m[w],
-                                                              dt, lambda i: row_name(r0 + int(w[i])), refuse_overflow)
-        stats["sse"][r0:r1] += sse
-        stats["ssx"][r0:r1] += ssx
-        stats["sae"][r0:r1] += sae
-        np.maximum(stats["max_abs"][r0:r1], emax, out=stats["max_abs"][r0:r1])
+            sae = _row_sum(err)
+            maybe_wide = _may_hold_wide_rows(sse, ssx, sae, c1 - c0, dt == np.float32)
+            if totals and not maybe_wide:
+                emax = np.float64(err.max())
+            else:
+                emax = _row_abs_max(err, scratch, absolute=False).astype(np.float64)
+            if maybe_wide:
+                wide = ~np.isfinite(emax)
+                if dt == np.float32:
+                    vmax = _row_abs_max(vm, scratch).astype(np.float64)
+                    lo, hi = F32_SUM_RANGE
+                    wide |= ((emax > 0) & ((emax < lo) | (emax > hi))) | ((vmax > 0) & ((vmax < lo) | (vmax > hi)))
+                if wide.any():  # rare: rows of extreme magnitude, measured again in float64
+                    w = np.flatnonzero(wide)
+                    sse[w], ssx[w], sae[w], emax[w] = _wide_row_stats(
+                        v[w], np.asarray(t.q)[w], codec, r0 + w, None if m is None else m[w],
+                        lambda i: row_name(r0 + int(w[i])), refuse_overflow)
+        if totals:
+            sse, ssx, sae, emax = sse.sum(), ssx.sum(), sae.sum(), emax.max()
+        stats["sse"][at] += sse
+        stats["ssx"][at] += ssx
+        stats["sae"][at] += sae
+        np.maximum(stats["max_abs"][at], emax, out=stats["max_abs"][at])
     bad = np.flatnonzero(~(np.isfinite(stats["sse"]) & np.isfinite(stats["ssx"]) & np.isfinite(stats["sae"])))
     if bad.size and not refuse_overflow:
         stats["sse"][bad] = np.inf
     elif bad.size:
-        raise ValueError(f"{row_name(int(bad[0]))}: the sum of squared values or errors overflows float64 "
+        where = "the tensor" if totals else row_name(int(bad[0]))
+        raise ValueError(f"{where}: the sum of squared values or errors overflows float64 "
                          f"(largest error {stats['max_abs'][bad[0]]:.3g}); scale the tensor down to measure it")
     return PassResult(stats, q_out, raw_out)
 
 
-def _wide_row_stats(v: np.ndarray, q: np.ndarray, zp: np.ndarray, stored_scale: np.ndarray,
-                    mask: np.ndarray | None, dt: type, name: Callable[[int], str], refuse: bool = True):
+def _wide_row_stats(v: np.ndarray, q: np.ndarray, codec: Codec, rows: np.ndarray, mask: np.ndarray | None,
+                    name: Callable[[int], str], refuse: bool = True):
     """Per row (sse, ssx, sae, max |e|) with ``e = x_hat - x`` formed and summed in float64.
 
-    ``x_hat`` itself is computed exactly as the kernel does (working dtype); where it is not finite in
+    ``x_hat`` itself is computed exactly as the kernel does (the codec's dtype); where it is not finite in
     that dtype the row is refused (ValueError naming it; with ``refuse=False`` its sums are inf): its
     dequantized values do not exist.
     """
-    with np.errstate(over="ignore"):
-        xhat = np.asarray((q - zp[:, None]) * stored_scale, dtype=dt)
+    xhat = codec.dequantize(q, rows)
     bad = ~np.isfinite(xhat)
     if mask is not None:
         bad &= mask
     if bad.any() and refuse:
         i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(f"{name(i)}: code {int(q[i, j])} (zero-point {float(zp[i]):g}, scale "
-                         f"{float(stored_scale[i, 0]):.4g}) dequantizes to {float(xhat[i, j]):g}, beyond the "
-                         f"{np.dtype(dt).name} range; narrow the range or use the float64 convention")
+        raise ValueError(f"{name(i)}: {codec.describe(q[i, j], int(rows[i]), float(xhat[i, j]))}")
     x64 = v.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         e = xhat.astype(np.float64) - x64

@@ -7,8 +7,8 @@ an array, without keeping codes, scales or per-element arrays. Per element the a
 
 * GGUF presets: the registered GGML type (:mod:`quantcore.ggml`) on tiles of whole blocks (rows
   whose length is not a multiple of 32 fall back to ``analyze``, which pads the last group);
-* integer schemes: ``analyze`` itself (its fused kernel is already metrics-first);
-* float schemes: :func:`quantcore.microscaling.measure_float_scheme` (no per-element outputs);
+* integer and float schemes: :func:`quantcore.analysis.total_statistics`, the one fused kernel of
+  ``analyze`` in its totals mode (no codes, no per-element or per-row arrays);
 * ``f16`` / ``bf16``: round to nearest even (saturating), see :mod:`quantcore.schemes`.
 
 Sums are float64. Within one call they are summed in tile order, so they equal ``analyze``'s sums up
@@ -28,11 +28,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .analysis import analyze
+from .analysis import analyze, total_statistics
 from .ggml import get_ggml_type
 from .metrics import sqnr_db
-from .microscaling import measure_float_scheme
-from .params import CustomRange
 from .schemes import ScanScheme
 
 PRESET_TILE = 1 << 14  # elements per preset tile: 16 Ki float32 temporaries stay in L2 (measured fastest)
@@ -106,31 +104,23 @@ class TensorRange:
         return TensorRange(min(p.min for p in parts), max(p.max for p in parts))
 
 
-def _block_totals(r) -> Stats:
-    """Totals of a QuantResult's per-block statistics (float sums in float64, in block order)."""
-    s = r._block_stats
+def _totals(s: dict[str, np.ndarray]) -> Stats:
+    """Totals of per-block statistics (float sums in float64, in block order)."""
     return Stats(int(s["n"].sum()), float(s["sse"].sum()), float(s["sae"].sum()), float(s["max_abs"].max()),
                  float(s["ssx"].sum()), int(s["clipped_low"].sum()), int(s["clipped_high"].sum()),
                  int(s["collapsed"].sum()))
 
 
-def _spec_for_part(scheme: ScanScheme, rng: TensorRange | None):
-    spec = scheme.spec
-    if rng is not None and scheme.kind == "int" and scheme.needs_tensor_range:
-        spec = spec.with_(range=CustomRange(rng.min, rng.max))  # = MinMax of the whole tensor
-    return spec
+def _part_range(scheme: ScanScheme, rng: TensorRange | None) -> tuple[float, float] | None:
+    return (rng.min, rng.max) if rng is not None and scheme.needs_tensor_range else None
 
 
 def measure_reference(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None) -> Stats:
     """The same statistics through :func:`quantcore.analyze` (keeps every array; the oracle of
-    :func:`measure`). For float schemes with a tensor range, through ``quantize_float_scheme``."""
+    :func:`measure`)."""
     if scheme.kind == "cast":
         return _cast_stats(x, scheme.name)
-    if scheme.kind == "float":
-        from .floatanalysis import analyze_float
-        amax = rng.amax if (rng is not None and scheme.needs_tensor_range) else None
-        return _block_totals(analyze_float(x, scheme.spec, tensor_amax=amax))
-    return _block_totals(analyze(x, _spec_for_part(scheme, rng)))
+    return _totals(analyze(x, scheme.spec, tensor_range=_part_range(scheme, rng))._block_stats)
 
 
 def sum_of_squares(x: np.ndarray) -> float:
@@ -145,23 +135,20 @@ def measure(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None, s
     """Statistics of ``scheme`` on ``x`` (finite float32/float64, non-empty). ``rng``: the whole
     tensor's range when ``x`` is a part of it (needed by :attr:`ScanScheme.needs_tensor_range`).
     ``ssx``: :func:`sum_of_squares` of ``x`` when measuring several schemes on the same ``x``; GGUF
-    presets and float schemes then use it instead of their own pass (equal up to float64 summation
-    order); integer schemes keep their kernel's own sum, as ``analyze`` reports it."""
+    presets then use it instead of their own pass (equal up to float64 summation order); integer and
+    float schemes keep their kernel's own sum, as ``analyze`` reports it."""
     if scheme.kind == "preset":
         if x.ndim >= 1 and x.shape[-1] % get_ggml_type(scheme.name).block_size == 0 and x.dtype == np.float32:
             return _preset_stats(x, scheme.name, ssx)
         return measure_reference(x, scheme, rng)
-    if scheme.kind == "float":
-        amax = rng.amax if (rng is not None and scheme.needs_tensor_range) else None
-        return Stats.from_dict(measure_float_scheme(x, scheme.spec.float_scheme, tensor_amax=amax, ssx=ssx))
     if scheme.kind == "cast":
         return _cast_stats(x, scheme.name)
-    return _block_totals(analyze(x, _spec_for_part(scheme, rng)))
+    return _totals(total_statistics(x, scheme.spec, tensor_range=_part_range(scheme, rng)))
 
 
 def _preset_stats(x: np.ndarray, name: str, ssx_given: float | None = None) -> Stats:
     """GGUF block type on float32 ``x`` whose last axis is a multiple of its block size: per tile of whole
-    blocks, the type's bytes, codes and ``x_hat`` (as :func:`quantcore.analysis.preset_pass`), errors in
+    blocks, the type's bytes, codes and ``x_hat`` (as :func:`quantcore.analysis.gguf_pass`), errors in
     float64, clipped = raw code outside [qmin, qmax]. A block the type cannot hold (its fp16 scale
     overflows) is refused, as :func:`quantcore.analysis.analyze` does."""
     t = get_ggml_type(name)

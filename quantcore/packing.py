@@ -66,9 +66,9 @@ def matmulnbits_weights(result) -> MatMulNBitsWeights:
     Raises ValueError otherwise, saying what does not fit.
     """
     spec = result.spec
-    fmt, g = spec.fmt, spec.granularity
-    if spec.preset or spec.float_scheme is not None:
+    if spec.kind != "int":
         raise ValueError("MatMulNBits packs integer schemes, not GGUF presets or float formats")
+    fmt, g = spec.element, spec.granularity
     if fmt.signed or fmt.bits not in PACKED_BITS or (result.qmin, result.qmax) != (0, (1 << fmt.bits) - 1):
         raise ValueError(f"MatMulNBits stores unsigned 2/4/8-bit codes over their full range, not {fmt.label}")
     if not isinstance(g, PerGroup):

@@ -72,7 +72,7 @@ import numpy as np
 
 from .conventions import FLOAT32_TINY, FLOAT32_EPS, Convention, round_half_away
 from .formats import IntFormat
-from .granularity import BlockView
+from .granularity import BlockView, PerTensor
 
 EPS = FLOAT32_EPS
 MAPPINGS = ("symmetric", "affine", "affine_float")
@@ -153,11 +153,6 @@ class KLDivergence:
 RangeMethod = Union[MinMax, CustomRange, Percentile, MSEOptimal, KLDivergence]
 
 
-def block_minmax(blocks: BlockView) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block min and max. Padding repeats real elements, so no mask is needed (see granularity)."""
-    return blocks.values.min(axis=1), blocks.values.max(axis=1)
-
-
 def _nan_padded(blocks: BlockView) -> np.ndarray:
     if blocks.valid is None:
         return blocks.values
@@ -177,8 +172,9 @@ def custom_range(blocks: BlockView, r: CustomRange, dtype: type) -> tuple[np.nda
     if lo.size == 1:
         return (np.full(blocks.n_blocks, lo[0], dtype=dtype), np.full(blocks.n_blocks, hi[0], dtype=dtype))
     channel = blocks.channel_of_block
-    if (channel < 0).any():
-        raise ValueError("a per-channel custom range needs a per-channel or per-group scheme, not per-tensor")
+    if isinstance(blocks.granularity, PerTensor) or blocks.tile[0] != 1:
+        raise ValueError(f"a per-channel custom range needs a per-channel or per-group scheme, not "
+                         f"{blocks.granularity.label} (its blocks span several channels)")
     n_channels = blocks.layout[0]
     if lo.size != n_channels:
         raise ValueError(f"custom range has {lo.size} channel values but the tensor has {n_channels} channels")

@@ -1,14 +1,13 @@
 """Comparing schemes on one tensor, the bits x granularity sweep, manual mode, and exports.
 
 Everything the app and the CLI render comes from here: summary rows, the one-sentence advice,
-CSV and JSON text. The three CSV downloads are :func:`summary_csv`, :func:`channels_csv` and
-:func:`samples_csv` (:func:`manual_csv` in manual mode); they share column names (``tensor``, ``scheme``,
-``channel``, ``channel_label``), and a per-sample file cut at its row limit says so in a first ``#`` line.
+CSV and JSON text (:mod:`quantcore.export`, re-exported). The three CSV downloads are :func:`summary_csv`,
+:func:`channels_csv` and :func:`samples_csv` (:func:`manual_csv` in manual mode); they share column names
+(``tensor``, ``scheme``, ``channel``, ``channel_label``), and a per-sample file cut at its row limit says so in a
+first ``#`` line.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -16,10 +15,16 @@ import numpy as np
 
 from .analysis import ArrayLike, QuantResult, analyze
 from .conventions import get_convention
+from .export import jsonable, to_csv, to_json
 from .formats import IntFormat
 from .granularity import Granularity, PerChannel, PerGroup, PerTensor
+from .metrics import pct_error
 from .quantize import dequantize_blocks, quantize_blocks
 from .spec import QuantSpec
+
+__all__ = ["Comparison", "SAMPLE_CSV_LIMIT", "SUMMARY_FIELDS", "channels_csv", "compare", "jsonable", "manual",
+           "manual_csv", "mark_pareto", "pareto_mask", "samples_csv", "standard_schemes", "summary_csv", "summary_row",
+           "sweep", "sweep_rows", "to_csv", "to_json"]
 
 SUMMARY_FIELDS = ("label", "mae", "rmse", "max_abs", "sqnr_db", "clip_rate", "collapsed", "payload_bytes",
                   "metadata_bytes", "total_bytes", "bits_per_weight")
@@ -182,12 +187,12 @@ def sweep_rows(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] 
     specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
              for b in bits for g in granularities]
     for s in list(specs) + list(extra):
-        if isinstance(s.granularity, PerGroup) and not (s.preset or s.float_scheme):
+        if isinstance(s.granularity, PerGroup) and s.kind == "int":
             if _group_axis_length(x, s.granularity.axis) <= s.granularity.size:
                 continue
         r = analyze(x, s, channel_axis)
         row = summary_row(r)
-        row.update(bits=r.memory.bits, granularity=s.label if (s.preset or s.float_scheme) else s.granularity.label)
+        row.update(bits=r.memory.bits, granularity=s.granularity.label if s.kind == "int" else s.label)
         if sampled is not None:
             row["sampled_channels"] = sampled
         yield row
@@ -234,78 +239,10 @@ def manual(names: Sequence[str], scale: ArrayLike, zero_point: ArrayLike, sample
     xhat = dequantize_blocks(q, s.astype(dt), z.astype(dt), conv)[:, 0].astype(np.float64)
     raw, q = raw[:, 0], q[:, 0]
     abs_err = np.abs(xhat - x.astype(dt).astype(np.float64))
-    from .metrics import pct_error
     return {"channel": np.array(list(names), dtype=object), "scale": s, "zero_point": z.astype(np.int64),
             "sample": x, "raw_q": raw.astype(np.float64), "q": q.astype(np.int64), "dequantized": xhat,
             "abs_error": abs_err, "pct_error": pct_error(x, abs_err),
             "clipped": np.sign(raw - q).astype(np.int64)}
-
-
-# --- exports --------------------------------------------------------------------------------------
-def jsonable(obj):
-    """Convert numpy values, arrays and non-finite floats (as "inf", "-inf", "nan") to JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        if math.isfinite(f):
-            return f
-        return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
-    return obj
-
-
-def to_json(obj) -> str:
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
-
-
-def _cell(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return repr(f) if math.isfinite(f) else ("nan" if math.isnan(f) else ("inf" if f > 0 else "-inf"))
-    if isinstance(v, (np.bool_, bool)):
-        return "true" if v else "false"
-    return str(v)
-
-
-def _csv_field(s: str) -> str:
-    """A CSV field, quoted as csv.QUOTE_MINIMAL does (delimiter, quote, line breaks) and also when it holds
-    '#', so readers that skip '#' comments (pandas ``comment="#"``) keep labels such as ``#3``."""
-    if any(c in s for c in ',"\r\n#'):
-        return '"' + s.replace('"', '""') + '"'
-    return s
-
-
-def to_csv(rows: list[dict] | dict[str, np.ndarray], note: str | None = None) -> str:
-    """CSV text from a list of row dicts or a dict of equal-length columns (full float precision).
-
-    ``note`` (one line; line breaks become spaces) is written first as a comment line ``# note``, before the
-    header. Readers skip it with ``pandas.read_csv(f, comment="#")`` (cells holding '#' are quoted, so that is
-    safe), or ``csv.DictReader(line for line in f if not line.startswith("#"))``; a file without a note is a
-    plain CSV.
-    """
-    if isinstance(rows, dict):
-        cols = list(rows)
-        n = len(next(iter(rows.values()))) if rows else 0
-        rows = [{c: rows[c][i] for c in cols} for i in range(n)]
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    lines = [f"# {' '.join(str(note).split())}"] if note else []
-    lines.append(",".join(_csv_field(str(c)) for c in cols))
-    for r in rows:
-        cells = [_csv_field(_cell(r.get(c, ""))) for c in cols]
-        lines.append(",".join(cells) if cells != [""] else '""')  # a lone empty cell is not a blank line
-    return "\n".join(lines) + "\n"
 
 
 # --- the three CSV downloads (app) and their shared column names ---------------------------------

@@ -278,8 +278,9 @@ def run_unit(u: Unit) -> UnitResult:
     starts = range(0, u.r1 - u.r0, seg) if x.ndim >= 2 else range(0, 1)
     parts = [x[s:s + seg] if x.ndim >= 2 else x for s in starts]
     where = f"tensor {t.entry.name!r}"
-    # One sum of squares per segment for every preset/float scheme (the same value whatever the scheme set).
-    shared = any(s.kind in ("preset", "float") for s in t.schemes)
+    # One sum of squares per segment for every GGUF preset (the same value whatever the scheme set); integer
+    # and float schemes take theirs from their own statistics pass.
+    shared = any(s.kind == "preset" for s in t.schemes)
     ssx = [sum_of_squares(p) for p in parts] if shared else [None] * len(parts)
     for s in t.schemes:
         try:

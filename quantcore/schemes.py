@@ -2,9 +2,9 @@
 
 A scheme name is one of:
 
-* a GGUF block format: ``q8_0 q4_0 q4_1 q5_0 q5_1`` (:func:`quantcore.spec.preset`; case-insensitive);
-* a float scheme: ``fp8_e4m3 fp8_e5m2 fp8_e4m3_channel mxfp8 mxfp8_e5m2 mxfp4 nvfp4 nf4 nf4_dq``
-  (:data:`quantcore.spec.FLOAT_SCHEMES`);
+* a named scheme of :data:`quantcore.presets.PRESETS` (case-insensitive): every GGUF block type (``q8_0 q4_0
+  ... q6_k iq4_nl mxfp4``), every float scheme (``fp8_e4m3 ... mxfp8 mxfp6_e2m3 mxfp4_e2m1 nvfp4 nf4 nf4_dq``)
+  and the MatMulNBits integer schemes;
 * plain float storage: ``f16`` (round to nearest even, saturating at +-65504, counted as clipped) and
   ``bf16`` (round to nearest even) -- the "keep it unquantized" choice of a mixed-precision plan;
 * a compact integer scheme ``int<bits>[-sym|-asym][-g<size>|-channel|-tensor][-fp16|-bf16|-fp32]``:
@@ -36,13 +36,13 @@ import math
 import re
 from dataclasses import dataclass
 
-from .ggml import BLOCK_FORMATS
-from .memory import block_memory
 from .formats import IntFormat
-from .granularity import PerChannel, PerGroup, PerTensor
+from .granularity import PerChannel, PerGroup, PerTensor, count_blocks
 from .memory import Memory, memory_estimate
-from .microscaling import TENSOR_SCALED
-from .spec import FLOAT_SCHEMES, QuantSpec, float_spec, preset
+from .params import CustomRange, MinMax
+from .presets import PRESETS, preset_names
+from .scales import AbsMax, IntScale, StdScale
+from .spec import QuantSpec
 
 DEFAULT_SCHEMES = ("q8_0", "q4_0", "int4-g128", "nvfp4")
 CAST_SCHEMES = {"f16": 16, "bf16": 16}
@@ -52,7 +52,7 @@ _INT = re.compile(r"int(?P<bits>\d+)(?:-(?P<map>sym|asym))?(?:-(?P<gran>g\d+|cha
 
 @dataclass(frozen=True)
 class ScanScheme:
-    """One named scheme of a scan. ``kind``: "preset", "float", "int" or "cast"."""
+    """One named scheme of a scan. ``kind``: "preset" (a GGUF type), "float", "int" or "cast"."""
 
     name: str
     kind: str
@@ -61,26 +61,34 @@ class ScanScheme:
 
     @property
     def needs_tensor_range(self) -> bool:
-        """True when the scale depends on the whole tensor (per-tensor int, fp8 per-tensor, NVFP4's
-        tensor scale): a part of the tensor is quantized with the whole tensor's min/max/amax."""
-        if self.kind == "int":
-            return isinstance(self.spec.granularity, PerTensor)
-        return self.kind == "float" and self.spec.float_scheme.kind in TENSOR_SCALED
+        """True when the scale depends on the whole tensor (per-tensor scales, NVFP4's tensor scale): a part
+        of the tensor is quantized with the whole tensor's min/max/amax (``analyze(..., tensor_range=...)``)."""
+        return self.kind in ("int", "float") and self.spec.needs_tensor_range
 
     @property
     def splits_on_axis0(self) -> bool:
-        """True when every scale block lies inside one index of axis 0 (given the tensor range for
-        :attr:`needs_tensor_range` schemes), so runs of axis-0 slices quantize exactly as the whole."""
+        """True when runs of axis-0 slices quantize exactly as the whole tensor: every scale block lies inside
+        one index of axis 0, and a block's scale depends on nothing but its own elements (and, for
+        :attr:`needs_tensor_range` schemes, the whole tensor's min/max/amax). Per-block tiles span rows;
+        double-quantized scales, ONNX's std rule and non-min/max ranges of one per-tensor block depend on
+        other rows."""
         if self.kind in ("preset", "cast"):
             return True
-        if self.kind == "int":
-            g = self.spec.granularity
-            return isinstance(g, PerTensor) or (isinstance(g, PerGroup) and g.axis == -1) or \
-                (isinstance(g, PerChannel) and g.axis == 0)
-        fs = self.spec.float_scheme
-        if fs.kind in ("fp8_tensor", "nvfp4") or fs.kind.startswith("mx") or fs.kind == "nf4":
-            return fs.block_axis in (None, -1) and not fs.double_quant
-        return fs.kind == "fp8_channel" and fs.block_axis == 0
+        spec = self.spec
+        g, rule = spec.granularity, spec.scale_rule
+        if isinstance(rule, StdScale) and isinstance(g, PerTensor):
+            return False
+        if isinstance(rule, AbsMax) and rule.double_quant:
+            return False
+        if isinstance(rule, IntScale) and isinstance(g, PerTensor) and not isinstance(rule.range, (MinMax, CustomRange)):
+            return False
+        if isinstance(g, PerTensor):
+            return True
+        if isinstance(g, PerGroup):
+            return g.axis == -1
+        if isinstance(g, PerChannel):
+            return g.axis == 0
+        return False  # per-block tiles span several indices of axis 0
 
 
 def _int_scheme(m: re.Match) -> ScanScheme:
@@ -96,8 +104,9 @@ def _int_scheme(m: re.Match) -> ScanScheme:
         gran = PerGroup(int(gran_s[1:]), -1)
     scale = m["scale"] or "fp16"
     zp = "none" if sym else ("int8" if bits <= 8 else "int16")
-    spec = QuantSpec(fmt=fmt, mapping="symmetric" if sym else "affine", granularity=gran, convention="torch",
-                     symmetric_scale="qmax", scale_dtype=scale, zero_point_dtype=zp)
+    spec = QuantSpec(element=fmt, granularity=gran, scale_rule=IntScale("symmetric" if sym else "affine",
+                                                                        symmetric_scale="qmax"),
+                     convention="torch", scale_dtype=scale, zero_point_dtype=zp)
     name = f"int{bits}-{'sym' if sym else 'asym'}-{gran_s}" + ("" if scale == "fp16" else f"-{scale}")
     return ScanScheme(name, "int", spec, None)
 
@@ -105,17 +114,17 @@ def _int_scheme(m: re.Match) -> ScanScheme:
 def parse_scheme(name: str) -> ScanScheme:
     """The scheme called ``name`` (see the module docstring); ValueError listing the choices otherwise."""
     key = str(name).strip().lower()
-    if key in BLOCK_FORMATS:
-        return ScanScheme(key, "preset", preset(key), BLOCK_FORMATS[key].name)
-    if key in FLOAT_SCHEMES:
-        return ScanScheme(key, "float", float_spec(key), None)
+    if key in PRESETS:
+        spec = PRESETS[key]
+        kind = {"gguf": "preset"}.get(spec.kind, spec.kind)
+        return ScanScheme(key, kind, spec, spec.element.type.name if spec.kind == "gguf" else None)
     if key in CAST_SCHEMES:
         return ScanScheme(key, "cast", None, key.upper())
     m = _INT.fullmatch(key)
     if m:
         return _int_scheme(m)
-    raise ValueError(f"unknown scheme {name!r}: expected a GGUF block format ({', '.join(BLOCK_FORMATS)}), "
-                     f"a float format ({', '.join(FLOAT_SCHEMES)}), f16, bf16, or "
+    raise ValueError(f"unknown scheme {name!r}: expected a GGUF block format ({', '.join(preset_names('gguf'))}), "
+                     f"a float format ({', '.join(preset_names('float'))}), a MatMulNBits scheme, f16, bf16, or "
                      f"int<bits>[-sym|-asym][-g<size>|-channel|-tensor][-fp16|-bf16|-fp32] (e.g. int4-g128)")
 
 
@@ -133,54 +142,13 @@ def parse_schemes(text: str | None) -> tuple[ScanScheme, ...]:
     return out
 
 
-def _rows_and_len(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(rows, row length) of the 2-D view with the last axis kept: blocks along the last axis."""
-    if len(shape) == 0:
-        return 1, 1
-    return math.prod(shape[:-1]), shape[-1]
-
-
 def scheme_memory(scheme: ScanScheme, shape: tuple[int, ...]) -> Memory:
     """Bytes of a tensor of ``shape`` stored in ``scheme``, from the shape alone (the rules of
-    :mod:`quantcore.memory` and :mod:`quantcore.microscaling`)."""
+    :mod:`quantcore.memory`; :meth:`QuantSpec.memory` with :func:`quantcore.granularity.count_blocks`)."""
     n = math.prod(shape) if shape else 1
-    rows, k = _rows_and_len(shape)
     if scheme.kind == "cast":
         return memory_estimate(n, 0, CAST_SCHEMES[scheme.name], "none", "none")
-    if scheme.kind == "preset":
-        t = BLOCK_FORMATS[scheme.name]
-        return block_memory(n, rows * -(-k // t.block_size), t.type_size, t.meta_bytes, t.code_bits())
-    spec = scheme.spec
-    if scheme.kind == "int":
-        g = spec.granularity
-        if isinstance(g, PerTensor):
-            blocks = 1
-        elif isinstance(g, PerChannel):
-            blocks = shape[g.axis] if len(shape) > 1 else 1
-        else:
-            blocks = rows * -(-k // g.size)
-        return memory_estimate(n, blocks, spec.fmt.bits, spec.scale_dtype, spec.zero_point_dtype)
-    fs = spec.float_scheme
-    bits = fs.element_format.bits
-    if fs.kind == "fp8_tensor":
-        nb, meta = 1, 32
-    elif fs.kind == "fp8_channel":
-        nb = shape[fs.block_axis] if len(shape) > 1 else shape[0] if shape else 1
-        meta = 32 * nb
-    else:
-        nb = rows * -(-k // fs.block)
-        if fs.kind.startswith("mx"):
-            meta = 8 * nb
-        elif fs.kind == "nvfp4":
-            meta = 8 * nb + 32
-        elif fs.double_quant:
-            meta = 8 * nb + 32 * -(-nb // fs.dq_block_size) + 32
-        else:
-            meta = 32 * nb
-    payload, metadata = (n * bits + 7) // 8, (meta + 7) // 8
-    total = payload + metadata
-    return Memory(n, nb, float(bits), payload, metadata, total, (n * bits + meta) / n, total / (4.0 * n),
-                  total / (2.0 * n))
+    return scheme.spec.memory(n, count_blocks(scheme.spec.granularity, shape))
 
 
 __all__ = ["DEFAULT_SCHEMES", "ScanScheme", "parse_scheme", "parse_schemes", "scheme_memory"]

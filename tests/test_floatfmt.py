@@ -1,7 +1,8 @@
-"""Element formats against ml_dtypes 0.7.0 (float8_e4m3fn, float8_e5m2, float4_e2m1fn, float8_e8m0fnu).
+"""Element formats against ml_dtypes 0.7.0 (float8_e4m3fn, float8_e5m2, float6_e2m3fn, float6_e3m2fn,
+float4_e2m1fn, float8_e8m0fnu).
 
-ml_dtypes casts use one fixed overflow policy per dtype (E4M3FN -> NaN, E5M2 -> inf, E2M1 ->
-saturate, E8M0 -> NaN; recorded as ``FloatFormat.cast_overflow``). We compare our encoder under that
+ml_dtypes casts use one fixed overflow policy per dtype (E4M3FN -> NaN, E5M2 -> inf, E2M3 / E3M2 / E2M1
+-> saturate, E8M0 -> NaN; recorded as ``FloatFormat.cast_overflow``). We compare our encoder under that
 policy with the plain cast, and our "saturate" policy with the cast of ``clip(x, -max, max)``.
 
 ml_dtypes 0.6 cast float64 to these formats through float32 (two roundings); 0.7.0 rounds once, as we
@@ -22,8 +23,10 @@ ML = {
     "fp8_e5m2": ml_dtypes.float8_e5m2,
     "fp4_e2m1": ml_dtypes.float4_e2m1fn,
     "e8m0": ml_dtypes.float8_e8m0fnu,
+    "fp6_e2m3": ml_dtypes.float6_e2m3fn,
+    "fp6_e3m2": ml_dtypes.float6_e3m2fn,
 }
-FMTS = [ff.E4M3FN, ff.E5M2, ff.E2M1, ff.E8M0]
+FMTS = [ff.E4M3FN, ff.E5M2, ff.E2M1, ff.E8M0, ff.E2M3, ff.E3M2]
 ids = [f.name for f in FMTS]
 
 
@@ -68,6 +71,12 @@ def test_format_constants():
     assert (ff.E2M1.max_finite, ff.E2M1.min_positive, ff.E2M1.emax) == (6.0, 0.5, 2)
     assert (ff.E8M0.max_finite, ff.E8M0.min_positive, ff.E8M0.emax) == (2.0**127, 2.0**-127, 127)
     assert ff.decode(np.arange(8), ff.E2M1).tolist() == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
+    # OCP MX v1.0 section 5.3 (FP6): E2M3 max 7.5, min normal 1, min subnormal 0.125; E3M2 max 28,
+    # min normal 0.25, min subnormal 0.0625; neither has inf or NaN, 64 codes, sign bit 0x20
+    assert (ff.E2M3.max_finite, ff.E2M3.min_positive, ff.E2M3.emax, ff.E2M3.emin) == (7.5, 0.125, 2, 0)
+    assert (ff.E3M2.max_finite, ff.E3M2.min_positive, ff.E3M2.emax, ff.E3M2.emin) == (28.0, 0.0625, 4, -2)
+    for f in (ff.E2M3, ff.E3M2):
+        assert (f.bits, f.n_codes, f.sign_bit, f.has_inf, f.has_nan) == (6, 64, 0x20, False, False)
 
 
 def test_decode_rejects_bad_codes():
@@ -164,6 +173,8 @@ EDGE = {  # (max finite, first value that rounds past max) as float64
     "fp8_e5m2": (57344.0, 61440.0),                        # 61440 ties to even 65536 -> overflow
     "fp4_e2m1": (6.0, 7.0),                                # 7 ties to even 8 -> overflow
     "e8m0": (2.0**127, 1.5 * 2.0**127),                    # ties up
+    "fp6_e2m3": (7.5, 7.75),                               # 7.75 ties to even 8 -> overflow
+    "fp6_e3m2": (28.0, 30.0),                              # 30 ties to even 32 -> overflow
 }
 
 
@@ -217,9 +228,13 @@ def test_nan_rejected_where_no_nan_code():
         ff.encode(np.array([[1.0, 2.0], [np.nan, 0.0]]), ff.E2M1)
     with pytest.raises(ValueError, match="NaN at index"):
         ff.encode(np.array([np.nan]), ff.NF4)
+    for fmt in (ff.E2M3, ff.E3M2):
+        with pytest.raises(ValueError, match=rf"NaN at index \(0,\).*{fmt.name}"):
+            ff.encode(np.array([np.nan], np.float32), fmt)
 
 
-@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M1], ids=["e4m3", "e5m2", "e2m1"])
+@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M3, ff.E3M2, ff.E2M1],
+                         ids=["e4m3", "e5m2", "e2m3", "e3m2", "e2m1"])
 def test_zeros_and_denormals(fmt):
     tiny = fmt.min_positive
     x = np.array([0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, tiny, -tiny,
@@ -278,6 +293,7 @@ def test_nf4_values_and_thresholds():
 
 def test_get_format_names():
     assert ff.get_format("E4M3") is ff.E4M3FN and ff.get_format("nf4") is ff.NF4
+    assert ff.get_format("fp6_e2m3") is ff.E2M3 and ff.get_format("E3M2") is ff.E3M2
     with pytest.raises(ValueError, match="unknown float format 'e3m4'"):
         ff.get_format("e3m4")
 
@@ -316,6 +332,20 @@ def test_property_monotone_and_odd(a, b, k):
     assert r[0] <= r[1]
     c = ff.encode(np.array([a, -a]), fmt)
     assert int(c[0]) ^ int(c[1]) == fmt.sign_bit
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=50),
+       fmt=st.sampled_from([ff.E2M3, ff.E3M2]))
+def test_property_fp6_float32_codes_equal_ml_dtypes_cast(x, fmt):
+    """For any float32 input (infinities included) an FP6 code is ml_dtypes 0.7.0's saturating cast, code
+    for code, and inside the range its value is a nearest FP6 value."""
+    x32 = np.asarray(x, dtype=np.float32)
+    assert np.array_equal(ff.encode(x32, fmt), x32.astype(ML[fmt.name]).view(np.uint8))
+    inside = x32[np.abs(x32) <= fmt.max_finite].astype(np.float64)
+    grid, _ = finite_grid(fmt)
+    r = ff.round_to_format(inside, fmt).astype(np.float64)
+    assert np.all(np.abs(inside - r) == np.min(np.abs(inside[:, None] - grid[None, :]), axis=1))
 
 
 @settings(max_examples=200, deadline=None)
@@ -367,7 +397,8 @@ def _brute_boundary(x32, fmt):
     return fin & ((cu != c0) | (cd != c0))
 
 
-@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M1, ff.NF4], ids=["e4m3", "e5m2", "e2m1", "nf4"])
+@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M3, ff.E3M2, ff.E2M1, ff.NF4],
+                         ids=["e4m3", "e5m2", "e2m3", "e3m2", "e2m1", "nf4"])
 def test_float32_fast_path_equals_float64_reference(fmt):
     """The tiled float32 encoder (magic-add rounding on bit patterns) gives the same codes, overflow
     masks and decoded values as the float64 reference encoder, for every overflow policy, on every grid
@@ -405,7 +436,8 @@ def test_nan_in_fast_path_reports_global_index():
         ff.encode(x, ff.NF4)
 
 
-@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M1], ids=["e4m3", "e5m2", "e2m1"])
+@pytest.mark.parametrize("fmt", [ff.E4M3FN, ff.E5M2, ff.E2M3, ff.E3M2, ff.E2M1],
+                         ids=["e4m3", "e5m2", "e2m3", "e3m2", "e2m1"])
 def test_boundary_constructed_midpoints(fmt):
     """Every midpoint between two finite neighbours is a boundary; of its float32 neighbours exactly the
     one on the side the tie does NOT go to is a boundary too (moving it onto the midpoint flips it);

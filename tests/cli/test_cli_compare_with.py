@@ -13,7 +13,7 @@ import pytest
 import quantcore as qc
 from quantcore.cli import main
 from quantcore.schemes import parse_scheme
-from quantcore.spec import FLOAT_SCHEMES, preset_names
+from quantcore.presets import preset_names
 
 NAN = re.compile(r"(?<![\w.])[+-]?nan(?![\w])", re.IGNORECASE)
 
@@ -89,7 +89,7 @@ def test_bad_with_values_exit_2_with_one_line(value, needle):
 
 
 @pytest.mark.parametrize("flag, name", [("--preset", p) for p in preset_names()[:15]] +
-                         [("--format", f) for f in FLOAT_SCHEMES] + [("--granularity", "group")])
+                         [("--format", f) for f in preset_names("float")] + [("--granularity", "group")])
 def test_single_scheme_report_prints_no_nan_scale(flag, name):
     code, out, err = run("analyze", "--example", "s0", flag, name, "--group-size", "2")
     assert code == 0, err

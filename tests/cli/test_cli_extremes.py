@@ -22,7 +22,8 @@ import pytest
 
 from quantcore.cli import main
 from quantcore.conventions import CONVENTIONS
-from quantcore.spec import FLOAT_SCHEMES, QuantSpec
+from quantcore.presets import preset_names
+from quantcore.spec import QuantSpec
 
 RNG = np.random.default_rng(0)
 SIGNS = np.sign(RNG.standard_normal((4, 64)))
@@ -144,7 +145,7 @@ def test_range_methods_on_extremes(files, tmp_path, name, method):
 
 
 @pytest.mark.parametrize("name", list(INPUTS))
-@pytest.mark.parametrize("fmt", sorted(FLOAT_SCHEMES))
+@pytest.mark.parametrize("fmt", preset_names("float"))
 def test_float_formats_on_extremes(files, tmp_path, name, fmt):
     saved = tmp_path / "out.npz"
     code, out, err, caught = run_cli("analyze", str(files[name]), "--format", fmt, "--json", "--save", str(saved))

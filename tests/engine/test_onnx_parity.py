@@ -564,27 +564,27 @@ def test_matmulnbits_block_sizes_ort_accepts():
 # --- float8: compute_scale_zp_float8 and QuantizeLinear to FLOAT8E4M3FN ------------------------------------
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_fp8_onnx_std_scale_and_quantize_linear(ort, per_channel):
-    """FLOAT_SCHEMES fp8_e4m3_onnx / fp8_e4m3_channel_onnx == ORT's tool for float8 weights
+    """Presets fp8_e4m3_onnx / fp8_e4m3_channel_onnx == ORT's tool for float8 weights
     (compute_data_quant_params -> compute_scale_zp_float8: scale = std(x) / std(E4M3FN values), per tensor
     or per channel of the flattened data), scale bits; and QuantizeLinear to FLOAT8E4M3FN (saturate=1) with
     that scale, read through an exact Cast to float32, == our element values; DequantizeLinear == x_hat.
     Data: log-normal rows with ±1e4 outliers that saturate at ±448 * scale."""
     from onnxruntime.quantization import quant_utils as qu
-    from quantcore import float_spec
+    from quantcore import preset
     onnx = ort[1]
     rng = np.random.default_rng(11 + per_channel)
     x = lognormal_channels(rng, (12, 200), 0)
     x[:, :2] = np.float32([1e4, -1e4])
     name = "fp8_e4m3_channel_onnx" if per_channel else "fp8_e4m3_onnx"
-    r = analyze(x, float_spec(name))
+    r = analyze(x, preset(name))
     rows = [x[i].ravel() for i in range(x.shape[0])] if per_channel else [x.flatten()]
     want = np.array([qu.compute_data_quant_params(d, onnx.TensorProto.FLOAT8E4M3FN, True)[1] for d in rows],
                     np.float32)
-    np.testing.assert_array_equal(np.asarray(r.float.block_scales).view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(np.asarray(r.scale, np.float32).view(np.uint32), want.view(np.uint32))
     zp = np.zeros(want.shape[0] if per_channel else (), np.float32)
     values, y = ort_qdq_float8(ort, x, want if per_channel else want[0], zp, axis=0 if per_channel else None)
     from quantcore import floatfmt as ff
-    ours = ff.decode(r.float.codes, ff.E4M3FN)
+    ours = ff.decode(r.q, ff.E4M3FN)
     assert np.abs(ours).max() == 448.0  # the outliers saturate
     count_mismatches(f"{name} QuantizeLinear float8", ours.view(np.uint32), r.dequantized, values.view(np.uint32), y)
 

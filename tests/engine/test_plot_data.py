@@ -50,5 +50,5 @@ def test_channel_out_of_range_is_a_clear_error():
 
 
 def test_float_formats_have_no_uniform_grid():
-    r = qc.analyze(qc.synthetic(2, 64), qc.float_spec("mxfp4"))
+    r = qc.analyze(qc.synthetic(2, 64), qc.preset("mxfp4_e2m1"))
     assert r.grid(0) is None

@@ -7,7 +7,6 @@ import pytest
 
 import quantcore as qc
 from quantcore.measure import Stats, TensorRange, measure, measure_reference
-from quantcore.microscaling import quantize_float_scheme
 from quantcore.schemes import parse_scheme, parse_schemes, scheme_memory
 
 ALL = ("q8_0,q4_0,q4_1,q5_0,q5_1,int4-g128,int4-asym-g32,int8-channel,int8-tensor,int3-asym-tensor-fp32,"
@@ -52,8 +51,8 @@ def test_stats_metrics_match_analyze_metrics():
 
 def _dequantized(x, scheme, rng=None):
     if scheme.kind == "float":
-        amax = rng.amax if (rng is not None and scheme.needs_tensor_range) else None
-        return quantize_float_scheme(x, scheme.spec.float_scheme, tensor_amax=amax).dequantized
+        part = (rng.min, rng.max) if (rng is not None and scheme.needs_tensor_range) else None
+        return qc.analyze(x, scheme.spec, tensor_range=part).dequantized
     spec = scheme.spec
     if rng is not None and scheme.needs_tensor_range:
         spec = spec.with_(range=qc.CustomRange(rng.min, rng.max))
@@ -123,3 +122,29 @@ def test_memory_from_the_shape_equals_the_analysis(scheme, shape):
         return
     x = weights(shape)
     assert scheme_memory(scheme, shape) == qc.analyze(x, scheme.spec).memory
+
+
+@pytest.mark.parametrize("scheme", parse_schemes("int4-g128-fp32,int8-channel-fp32,int8-tensor-fp32,nvfp4,mxfp8,nf4,fp8_e4m3"),
+                         ids=lambda s: s.name)
+def test_totals_pass_measures_extreme_rows_as_the_per_row_pass(scheme):
+    """The metrics-only (totals) pass finds the same "wide" rows as the per-row pass -- rows of magnitude
+    below 2**-50 or above 2**56, whose float32 sums are redone in float64 -- also in tiles mixing them with
+    ordinary rows, zeros and single tiny elements, so its totals equal analyze's."""
+    x = weights((64, 256), seed=11)
+    x[3] *= np.float32(1e-20)                  # a whole row below 2**-50
+    x[5] *= np.float32(1e-30)                  # ... and one whose float32 squares underflow to 0
+    x[7] *= np.float32(1e25)                   # a row above 2**56
+    x[9, 5] = np.float32(1e-30)                # one tiny element in an ordinary row
+    x[11] = 0.0
+    assert_same_stats(measure(x, scheme), measure_reference(x, scheme))
+
+
+def test_totals_pass_sees_rows_whose_squares_underflow():
+    """A tensor of +-2**-80 under MXFP8 is reconstructed exactly (X = 2**-88, x / X = 2**8), so every error is 0
+    and every float32 square underflows to 0: the rows look all-zero to their sums of squares and are measured
+    again; in float64 their sum of squares is 2**-160 per element, as analyze reports."""
+    x = (np.sign(weights((8, 256), seed=12)) * np.float32(2.0 ** -80)).astype(np.float32)
+    s = parse_scheme("mxfp8")
+    ref = measure_reference(x, s)
+    assert ref.sse == 0 and ref.ssx == np.count_nonzero(x) * 2.0 ** -160
+    assert_same_stats(measure(x, s), ref)

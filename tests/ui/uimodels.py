@@ -63,7 +63,7 @@ def big_model(rows: int = 4096, cols: int = 256):
     """A synthetic rows x cols tensor: int4 per-tensor / per-channel / per-group 128, Q4_0 and NVFP4."""
     x = qc.synthetic(rows, cols, channel_spread=1.0, outlier_channels=4, seed=0)
     base = qc.QuantSpec(fmt=qc.IntFormat(4), mapping="symmetric")
-    specs = qc.standard_schemes(base, group_sizes=(128,)) + [qc.preset("q4_0"), qc.float_spec("nvfp4")]
+    specs = qc.standard_schemes(base, group_sizes=(128,)) + [qc.preset("q4_0"), qc.preset("nvfp4")]
     cmp = qc.compare(x, specs)
     settings = base_settings(source="synthetic", syn_rows=rows, syn_cols=cols, syn_outliers=4, bits=4, group=128,
                              compare=["per-tensor", "per-channel", "per-group", "q4_0", "nvfp4"])
