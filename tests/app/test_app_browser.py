@@ -199,6 +199,17 @@ def test_url_with_settings_reproduces_the_view(page, app_url):
     assert page.get_by_label("Mapping").input_value() == "symmetric"
 
 
+def test_k_quants_iq4_ternary_and_new_float_formats_compute_as_quantcore_says(page, app_url):
+    # The formats of issue 11 (llama.cpp K-quants, IQ4_XS, TQ2_0, MXFP6, FP8 per-group 128 with fp32 scales),
+    # from the presets table, in the page: every number equals quantcore's for the same synthetic tensor.
+    schemes = ["q4_k", "q6_k", "iq4_xs", "tq2_0", "mxfp6_e2m3", "fp8_e4m3_g128"]
+    query = urllib.parse.urlencode({"source": "synthetic", "syn_rows": 16, "syn_cols": 512,
+                                    "compare": json.dumps(schemes), "detail": "q4_k"})
+    open_app(page, app_url, query)
+    cmp = qc.compare(qc.synthetic(rows=16, cols=512), [qc.preset(s) for s in schemes])
+    poll(lambda: assert_compare_matches(page, cmp), timeout=60)
+
+
 # --- uploads ------------------------------------------------------------------------------------
 
 def _upload(page, path) -> None:
