@@ -38,6 +38,8 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from panel.io.state import set_curdoc
+
 import quantcore as qc
 import quantcore.ggml as qc_ggml
 import quantcore.examples as qc_examples
@@ -282,6 +284,8 @@ class QuantCalcSettings(param.Parameterized):
         self._names: list[str] | None = None
         self._generation = 0          # bumped by every change; work for an older one is dropped
         self._data_pending = False    # a change asked to reload the data and that has not run yet
+        self._doc = None              # the session's document (later ticks run with it current)
+        self._announced = None        # the piece of stepwise work the page was last told about
         self._results = ResultCache()  # per (data, scheme): only what a change touches is recomputed
         self._name_edited = False     # the user typed a tensor name: new data does not overwrite it
         self._frontier_key = None     # the settings the shown frontier was swept with
@@ -383,19 +387,27 @@ class QuantCalcSettings(param.Parameterized):
         if pn.state.curdoc is None:
             self._run_if_current(generation)
             return
+        self._doc = pn.state.curdoc
         self.busy = True
         self._later(lambda: self._run_if_current(generation))
 
     def _later(self, step) -> None:
-        doc = pn.state.curdoc
+        """Run ``step`` on a later tick of this session's document, with that document current (a later tick
+        does not set Panel's ``curdoc`` by itself; the steps read it to know they run in a session)."""
+        doc = pn.state.curdoc or self._doc
+
+        def in_doc() -> None:
+            with set_curdoc(doc):
+                step()
+
         if getattr(pn.state, "_is_pyodide", False) or doc is None or doc.session_context is None:
             async def run() -> None:
                 await asyncio.sleep(0.01)   # lets the busy state reach the page first
-                step()
+                in_doc()
 
             asyncio.ensure_future(run())
-        else:
-            doc.add_next_tick_callback(step)
+        else:   # a short timeout, not the next tick: the websocket writes of this tick go out first
+            doc.add_timeout_callback(in_doc, 50)
 
     def _run_if_current(self, generation: int) -> None:
         if generation != self._generation:
@@ -409,18 +421,21 @@ class QuantCalcSettings(param.Parameterized):
         finally:
             self.busy = False
             self.progress = ""
+            self._announced = None
         if pn.state.curdoc is None:
             self._frontier_if_auto()
         else:
             self._later(lambda: self._frontier_if_auto(generation))
 
     def _step(self) -> bool:
-        """On a large tensor, do one piece of the pending work (load the data, or one scheme's result) and
-        return True: between pieces the page gets the progress and a newer change cancels the rest. False when
-        what is left is quick (small data, or every scheme's result cached)."""
+        """On a large tensor, do one piece of the pending work and return True: first say what comes next (a
+        tick of its own, so the page shows it while the work runs), then do it (load the data, or one scheme's
+        result). Between pieces a newer change cancels the rest. False when what is left is quick (small data,
+        or every scheme's result cached)."""
         if self._data_pending:
+            if self._announced != "data":
+                return self._announce("data", "Reading the data")
             self._data_pending = False
-            self.progress = "Reading the data"
             self._load_data()
             return isinstance(self.data, np.ndarray) and self.data.size > STEPWISE_ABOVE
         if self.source == "manual" or not isinstance(self.data, np.ndarray) or self.data.size <= STEPWISE_ABOVE:
@@ -434,12 +449,18 @@ class QuantCalcSettings(param.Parameterized):
         if not todo:
             return False
         name, spec = todo[0]
-        done = len(specs) - len(todo)
-        self.progress = f"Computing {name} ({done + 1} of {len(specs)} schemes, {self.data.size:,} values)"
+        if self._announced != (spec, self.axis):
+            done = len(specs) - len(todo)
+            return self._announce((spec, self.axis), f"Computing {name} ({done + 1} of {len(specs)} schemes, "
+                                                     f"{self.data.size:,} values)")
         try:
             self._result(spec)
         except ValueError:
             return False   # _analyze computes it again and shows the message
+        return True
+
+    def _announce(self, key, text: str) -> bool:
+        self._announced, self.progress = key, text
         return True
 
     def _recompute(self, need_data: bool) -> None:

@@ -277,18 +277,18 @@ def test_upload_64_mib_tensor_arrives_by_range_and_computes(page, app_url, tmp_p
 def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     # Before: the previous settings' numbers stayed at full strength during a recomputation (only a small
     # spinner in the corner said otherwise).
-    open_app(page, app_url, "source=synthetic&syn_rows=2048&syn_cols=1024")
+    open_app(page, app_url, "source=synthetic&syn_rows=4096&syn_cols=2048")
     results = page.locator(".qc-results").first
     results.evaluate("(el) => { window.qcStyles = []; new MutationObserver(() => window.qcStyles.push("
                      "el.style.opacity)).observe(el, {attributes: true, attributeFilter: ['style']}) }")
-    data = qc.synthetic(rows=2048, cols=1024)
+    data = qc.synthetic(rows=4096, cols=2048)
     spec = qc.get_example("s3").spec.with_(fmt=qc.IntFormat(8, True, narrow=True))   # the page opens on s3's
     want = qc.compare(data, [spec.with_(granularity=g) for g in
                              (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])
     bits = page.get_by_label("Bits", exact=True)
     bits.fill("8")
     bits.press("Enter")
-    # 2 M values: the schemes are computed one at a time, and the page says which
+    # 8 M values: the schemes are computed one at a time, and the page says which
     status = page.locator(".qc-note[role=status]")
     seen = set()
 
