@@ -2126,13 +2126,18 @@ class ModelScan(param.Parameterized):
         self._start_scan()
 
     def _restart(self) -> None:
-        if self._cache is not None and self._ckpt is not None and self.state != "failed":
+        if self._cache is not None and self._ckpt is not None:   # a header was read: scan it again
             self._generation += 1
             self._requests.cancel()
             self._start_scan()
 
     def _start_scan(self) -> None:
         generation = self._generation
+        self.error = ""
+        if not self.schemes:
+            self.param.update(rows=[], problems=[], tensors_done=0, tensors_total=0)
+            self._fail("Choose at least one scheme to scan with.")
+            return
         try:
             schemes = [qc_schemes.parse_scheme(s) for s in self.schemes]
             plan = qc_scan.plan_scan(self._ckpt, schemes, chunk_mb=qc_model.SCAN_CHUNK_MB)
@@ -2239,6 +2244,9 @@ class ModelScan(param.Parameterized):
         if not self.tensors_total:
             return ""
         done = f"{self.tensors_done} of {self.tensors_total} tensors, {read}"
+        weights = sum(r.n for r in self.rows) // max(1, len(self.schemes))
+        if self.state == "done" and self.seconds > 0 and weights:
+            done += f"; {weights / self.seconds / 1e6:,.2f} M weights/s measured ({len(self.schemes)} schemes)"
         words = {"scanning": "Scanning", "done": "Done", "cancelled": "Cancelled", "failed": "Stopped"}
         return f"{words.get(self.state, '')}: {done}" if self.state in words else done
 
@@ -2581,7 +2589,8 @@ def build_app() -> pn.viewable.Viewable:
     url_alert = alert_pane()
     calc.param.watch(lambda e: show_error(url_alert, e.new, kind="warning"), "url_error")
     scan = ModelScan()
-    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
+    # not dynamic: a scan goes on (its chooser answering byte requests) while the one-tensor tab is shown
+    tabs = pn.Tabs(sizing_mode="stretch_width")
 
     def open_in_calculator(tensor: str) -> None:
         """A tensor picked in the Model view: the one-tensor view reads it from the same file (no new upload)."""

@@ -54,7 +54,7 @@ def test_rows_equal_quantcore_scan_of_the_same_file_and_only_byte_ranges_are_rea
     assert page.requests >= 3 and page.largest == max(1 << 20, 1024 * 1024 * 2)
     assert page.sent <= len(blob) + (1 << 20)
     assert scan.bytes_read == page.sent
-    assert scan.progress_text() == f"Done: 2 of 2 tensors, {page.sent / 1e6:,.1f} MB read"
+    assert scan.progress_text().startswith(f"Done: 2 of 2 tensors, {page.sent / 1e6:,.1f} MB read; ")
     # the plan is quantcore.plan's over those rows
     plan = solve_plan(want, bits_per_weight=scan.budget, schemes=list(scan.schemes))
     assert scan.plan.choices == plan.choices and scan.plan.total_bytes == plan.total_bytes
@@ -138,3 +138,15 @@ def test_a_tensor_picked_in_the_model_view_opens_in_the_one_tensor_view_from_the
     assert calc.file_request["file"] == "key-7"                         # the Model view's file, not a new upload
     assert reads.sent <= 96 * 160 * 4 + (1 << 20)                       # the header came along: only the tensor
     np.testing.assert_array_equal(calc.data, st.load_file(str(path))[SMALL])
+
+
+def test_other_schemes_rescan_the_open_file_and_none_says_so(tmp_path):
+    path, blob = checkpoint(tmp_path)
+    scan = app.ModelScan()
+    PageStandIn(scan, blob)
+    scan.open_file("tiny.safetensors", len(blob))
+    scan.schemes = []
+    assert scan.error == "Choose at least one scheme to scan with." and scan.rows == []
+    scan.schemes = ["q8_0", "f16"]
+    assert scan.error == "" and scan.state == "done"
+    assert {r.scheme for r in scan.rows} == {"q8_0", "f16"} and len(scan.rows) == 4
