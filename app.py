@@ -2396,7 +2396,8 @@ class ModelTableView(pn.viewable.Viewer):
         body = []
         for i, r in enumerate(table):
             cells = [f"<th scope='row' data-key='tensor'>{esc(r.tensor)}</th>", f"<td>{esc(r.shape)}</td>",
-                     f"<td>{esc(r.dtype)}</td>", f"<td>{esc(r.role)}</td>", f"<td data-key='worst'>{fmt(r.worst, 5)}</td>"]
+                     f"<td>{esc(r.dtype)}</td>", f"<td>{esc(r.role)}</td>",
+                     f"<td data-key='worst'>{fmt(r.worst, 5)}</td>"]
             cells += [f"<td data-key='{esc(sc)}'>{fmt(r.by_scheme[sc][k], 5) if sc in r.by_scheme else ''}</td>"
                       for sc in schemes]
             cells.append(f"<td data-key='plan'>{esc(r.planned)}</td>")

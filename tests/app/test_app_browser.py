@@ -542,7 +542,8 @@ def test_model_view_scans_a_checkpoint_and_a_click_opens_a_tensor_in_the_one_ten
     want, _ = scan(open_checkpoint(str(path)), [parse_scheme(s) for s in schemes])
     shown = {r["Tensor"]: r for r in read_table(page, "qc-model-worst")}
     for r in want:
-        assert num(shown[r.tensor][f"SQNR dB · {r.scheme}"]) == pytest.approx(r.sqnr_db, rel=1e-4), (r.tensor, r.scheme)
+        got = num(shown[r.tensor][f"SQNR dB · {r.scheme}"])
+        assert got == pytest.approx(r.sqnr_db, rel=1e-4), (r.tensor, r.scheme)
     assert page.locator("#qc-model-plan tbody tr").count() == 1 + len(schemes)   # the plan, then each scheme alone
     page.locator(f"#qc-model-worst tbody tr[data-tensor='{q}']").click()
     poll(lambda: _assert_equal(page.locator(".qc-name").inner_text(), q), timeout=60)
