@@ -23,6 +23,7 @@ import base64
 import html
 import io as _bytes_io
 import re
+import time
 
 import numpy as np
 import panel as pn
@@ -30,12 +31,15 @@ import param
 from panel.reactive import ReactiveHTML
 from bokeh.models import (
     BoxAnnotation,
+    ColorBar,
     ColumnDataSource,
+    FactorRange,
     HoverTool,
+    LinearColorMapper,
     Span,
     TapTool,
 )
-from bokeh.palettes import Category10_10
+from bokeh.palettes import Category10_10, RdYlGn11
 from bokeh.plotting import figure
 
 from panel.io.state import set_curdoc
@@ -44,7 +48,12 @@ import quantcore as qc
 import quantcore.ggml as qc_ggml
 import quantcore.examples as qc_examples
 import quantcore.io as qc_io
-from quantcore.io.ranges import NeedBytes, RangeCache, fetch_span
+import quantcore.io.checkpoint as qc_checkpoint
+import quantcore.plan as qc_plan
+import quantcore.scan as qc_scan
+import quantcore.schemes as qc_schemes
+import quantcalc_ui.modelscan as qc_model
+from quantcore.io.ranges import READ_AHEAD, ByteRequests, NeedBytes, RangeCache
 import quantcore.report as qc_report
 from quantcore.params import SYMMETRIC_SCALES
 
@@ -145,6 +154,30 @@ def parse_number_list(text: str, what: str) -> float | list[float] | None:
         except ValueError:
             raise ValueError(f"{what}: item {i + 1} ({p[:20]!r}) is not a number") from None
     return values[0] if len(values) == 1 else values
+
+
+def later(step, doc=None) -> None:
+    """Run ``step`` soon, after what is pending reaches the page, with the session's document current (a
+    later tick does not set Panel's ``curdoc`` by itself; ``doc`` names it when the caller runs outside one).
+    Natively on a timeout of 50 ms (with the document lock; not the next tick, so this tick's websocket
+    writes go out first), in Pyodide (no lock there) as an asyncio task."""
+    doc = pn.state.curdoc or doc
+
+    def in_doc() -> None:
+        if doc is None:
+            step()
+            return
+        with set_curdoc(doc):
+            step()
+
+    if getattr(pn.state, "_is_pyodide", False) or doc is None or doc.session_context is None:
+        async def run() -> None:
+            await asyncio.sleep(0.01)   # lets the busy state reach the page first
+            in_doc()
+
+        asyncio.ensure_future(run())
+    else:
+        doc.add_timeout_callback(in_doc, 50)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,9 +310,10 @@ class QuantCalcSettings(param.Parameterized):
         self._file_tensor = None                    # the chosen tensor, decoded (quantcore.io.LoadedTensor)
         self._file_infos: list = []                 # its tensors (quantcore.io.TensorInfo)
         self._header_end = 0                        # bytes the header took (kept when a tensor is dropped)
-        self._pending = None                        # (request id, continuation) while bytes are on their way
-        self._request_id = 0
+        self._requests = ByteRequests()             # the byte range on its way, and what to do with it
         self._upload_filename = ""
+        self._file_key = ""                         # which of the page's chosen files (BrowserFile ``key``)
+        self._open_tensor = ""                      # the tensor to show first once the header is read
         self._applying = False
         self._names: list[str] | None = None
         self._generation = 0          # bumped by every change; work for an older one is dropped
@@ -392,22 +426,7 @@ class QuantCalcSettings(param.Parameterized):
         self._later(lambda: self._run_if_current(generation))
 
     def _later(self, step) -> None:
-        """Run ``step`` on a later tick of this session's document, with that document current (a later tick
-        does not set Panel's ``curdoc`` by itself; the steps read it to know they run in a session)."""
-        doc = pn.state.curdoc or self._doc
-
-        def in_doc() -> None:
-            with set_curdoc(doc):
-                step()
-
-        if getattr(pn.state, "_is_pyodide", False) or doc is None or doc.session_context is None:
-            async def run() -> None:
-                await asyncio.sleep(0.01)   # lets the busy state reach the page first
-                in_doc()
-
-            asyncio.ensure_future(run())
-        else:   # a short timeout, not the next tick: the websocket writes of this tick go out first
-            doc.add_timeout_callback(in_doc, 50)
+        later(step, self._doc)
 
     def _run_if_current(self, generation: int) -> None:
         if generation != self._generation:
@@ -538,13 +557,19 @@ class QuantCalcSettings(param.Parameterized):
         """A whole file's bytes at once (tests, small files): the same path as a file read by range."""
         self.open_file(filename, len(data) if data else 0, data)
 
-    def open_file(self, filename: str, size: int, data: bytes | None = None) -> None:
-        """A file was chosen: read its header (by byte range, see ``file_request``), then the first tensor."""
+    def open_file(self, filename: str, size: int, data: bytes | None = None, *, file_key: str = "",
+                  tensor: str = "") -> None:
+        """A file was chosen: read its header (by byte range, see ``file_request``), then ``tensor`` (else the first).
+
+        ``data``: the file's first bytes when already at hand (a whole small file, or a header read elsewhere);
+        ``file_key``: which file of the page the requests name (one chosen in the Model view, say)."""
         self._upload_filename = filename or ""
+        self._file_key, self._open_tensor = file_key, tensor
         self._file = RangeCache(size, self._upload_filename or None)
         if data:
             self._file.add(0, data)
-        self._file_tensor, self._file_infos, self._header_end, self._pending = None, [], 0, None
+        self._file_tensor, self._file_infos, self._header_end = None, [], 0
+        self._requests.cancel()
         self.input_error = ""
         leaving = self.source not in ("upload", "manual")
         self._applying = True
@@ -582,7 +607,7 @@ class QuantCalcSettings(param.Parameterized):
         self._applying = True
         try:
             self.upload_names = names
-            self.upload_tensor = names[0]
+            self.upload_tensor = self._open_tensor if self._open_tensor in names else names[0]
         finally:
             self._applying = False
         self._read_tensor()
@@ -605,19 +630,16 @@ class QuantCalcSettings(param.Parameterized):
         self._schedule(True)
 
     def _fetch(self, need: NeedBytes, then, what: str) -> None:
-        start, stop = fetch_span(need, self._file.size)
-        self._request_id += 1
-        self._pending = (self._request_id, then)
+        request = self._requests.ask(need, self._file.size, then)
         self.file_status = (f"Reading {self._upload_filename} ({self._file.size / 2**20:,.1f} MiB): {what}, "
                             f"{self._file.cached_bytes / 2**20:,.1f} MiB read")
-        self.file_request = {"id": self._request_id, "start": start, "stop": stop}
+        self.file_request = {**request, "file": self._file_key}
 
     def file_bytes(self, request_id: int, start: int, data: bytes) -> None:
         """The page answers ``file_request`` ``request_id`` (an older request's answer is ignored)."""
-        if self._pending is None or self._pending[0] != request_id or self._file is None:
+        then = self._requests.take(request_id)
+        if then is None or self._file is None:
             return
-        then = self._pending[1]
-        self._pending = None
         try:
             self._file.add(start, data)
         except ValueError as exc:
@@ -627,11 +649,12 @@ class QuantCalcSettings(param.Parameterized):
 
     def file_unreadable(self, request_id: int, why: str) -> None:
         """The page could not read the bytes of request ``request_id`` (the file was moved, deleted, ...)."""
-        if self._pending is not None and self._pending[0] == request_id:
+        if self._requests.take(request_id) is not None:
             self._file_failed(f"{self._upload_filename}: the browser could not read the file ({why}); choose it again")
 
     def _file_failed(self, message: str) -> None:
-        self._file_tensor, self._pending = None, None
+        self._file_tensor = None
+        self._requests.cancel()
         self.file_status = ""
         self.input_error = message
         self._schedule(True)
@@ -1057,21 +1080,11 @@ class InputView(pn.viewable.Viewer):
 
     def _on_choose(self, event) -> None:
         chosen = event.new or {}
-        self.calc.open_file(str(chosen.get("name", "")), int(chosen.get("size", 0)))
+        self.calc.open_file(str(chosen.get("name", "")), int(chosen.get("size", 0)),
+                            file_key=str(chosen.get("key", "")))
 
     def _on_file_bytes(self, event) -> None:
-        r = event.new or {}
-        if "error" in r:
-            self.calc.file_unreadable(int(r.get("id", -1)), str(r["error"]))
-        elif "b64" in r:
-            self.calc.file_bytes(int(r["id"]), int(r["start"]), base64.b64decode(r["b64"]))
-        elif r.get("transferred"):
-            try:
-                data = transferred_bytes(int(r["id"]))
-            except ValueError as exc:
-                self.calc.file_unreadable(int(r["id"]), str(exc))
-                return
-            self.calc.file_bytes(int(r["id"]), int(r["start"]), data)
+        deliver_file_bytes(self.calc, event.new or {})
 
     def _on_pick(self, event) -> None:
         if event.new and event.new != self.calc.upload_tensor:
@@ -1313,26 +1326,39 @@ class BrowserFile(ReactiveHTML):
     page the bytes go to the Python worker as a transferred ArrayBuffer instead (message ``file-bytes``, kept
     by the worker until Python takes it: :func:`transferred_bytes`) and ``response`` says {id, start,
     transferred}. A 5 GB checkpoint thus costs its header and one tensor, never the whole file in a message
-    or in memory."""
+    or in memory.
+
+    Every chosen file is also kept in the page under ``chosen["key"]``, and a request naming ``file`` (a key) is
+    answered from that file, whichever chooser picked it: the Model view hands its file to the one-tensor view
+    without asking the user to choose it again. :func:`deliver_file_bytes` passes an answer to its reader."""
 
     accept = param.String(default="")
+    label = param.String(default="Upload tensor file", doc="The chooser's accessible name.")
     chosen = param.Dict(default={})
     request = param.Dict(default={})
     response = param.Dict(default={})
 
-    _template = """<input id="input" type="file" class="qc-file" aria-label="Upload tensor file" \
-onchange="${script('choose')}"></input>"""
+    _template = """<input id="input" type="file" class="qc-file" onchange="${script('choose')}"></input>"""
     _scripts = {
-        "render": "input.accept = data.accept; state.file = null",
+        "render": """
+            input.accept = data.accept
+            input.setAttribute('aria-label', data.label)
+            state.file = null
+            state.key = 'f' + Math.random().toString(36).slice(2)""",
         "accept": "input.accept = data.accept",
         "choose": """
             const f = input.files.length ? input.files[0] : null
             if (f === null) { return }
             state.file = f
-            data.chosen = {name: f.name, size: f.size, serial: (data.chosen.serial || 0) + 1}""",
+            const serial = (data.chosen.serial || 0) + 1
+            if (window.quantcalcFiles == null) { window.quantcalcFiles = new Map() }
+            window.quantcalcFiles.set(state.key + '-' + serial, f)
+            data.chosen = {name: f.name, size: f.size, serial: serial, key: state.key + '-' + serial}""",
         "request": """
-            const r = data.request, f = state.file
-            if (f == null || r.id == null) { return }
+            const r = data.request
+            const f = r.file ? (window.quantcalcFiles || new Map()).get(r.file) : state.file
+            if (r.id == null) { return }
+            if (f == null) { data.response = {id: r.id, start: r.start, error: 'the file is no longer open'}; return }
             const worker = window.quantcalcWorker   // the static page: Python runs in this worker
             if (worker != null) {
               f.slice(r.start, r.stop).arrayBuffer().then((buffer) => {
@@ -1349,6 +1375,23 @@ onchange="${script('choose')}"></input>"""
             reader.onerror = () => { data.response = {id: r.id, start: r.start, error: String(reader.error)} }
             reader.readAsDataURL(f.slice(r.start, r.stop))""",
     }
+
+
+def deliver_file_bytes(reader, response: dict) -> None:
+    """Hand a BrowserFile ``response`` to ``reader`` (``file_bytes(id, start, data)`` / ``file_unreadable(id, why)``):
+    base64 natively, a transferred piece in the static page, or the reason the browser could not read it."""
+    r = response
+    if "error" in r:
+        reader.file_unreadable(int(r.get("id", -1)), str(r["error"]))
+    elif "b64" in r:
+        reader.file_bytes(int(r["id"]), int(r["start"]), base64.b64decode(r["b64"]))
+    elif r.get("transferred"):
+        try:
+            data = transferred_bytes(int(r["id"]))
+        except ValueError as exc:
+            reader.file_unreadable(int(r["id"]), str(exc))
+            return
+        reader.file_bytes(int(r["id"]), int(r["start"]), data)
 
 
 def transferred_bytes(request_id: int) -> bytes:
@@ -2058,6 +2101,488 @@ class DocsView(pn.viewable.Viewer):
 # --------------------------------------------------------------------------------------------------
 # 4. layout and URL sync
 # --------------------------------------------------------------------------------------------------
+# Whole model: a checkpoint scanned tensor by tensor (state, then views)
+# --------------------------------------------------------------------------------------------------
+
+class ModelScan(param.Parameterized):
+    """The Model view's state: the checkpoint chosen, the schemes, the scan's progress and rows, and the plan.
+
+    The file stays in the page: its header is read by byte range (``file_request``, answered like the
+    calculator's), then one unit of rows after another (:class:`quantcore.scan.SteppedScan`), each unit's bytes
+    dropped once measured. Between units the scan yields to the event loop (:func:`later`); a new file, a new set
+    of schemes or :meth:`cancel` stops it (work for an older scan is dropped by its generation number)."""
+
+    schemes = param.ListSelector(default=list(qc_model.DEFAULT_SCHEMES), objects=list(qc_model.SCHEME_CHOICES),
+                                 doc="Schemes every tensor is measured under (quantcore.schemes names).")
+    metric = param.Selector(default="sqnr_db", objects=list(qc_model.METRICS), doc="What the heat map's colour shows.")
+    budget = param.Number(default=5.0, bounds=(1.0, 32.0),
+                          doc="Bits per weight the mixed-precision plan may spend over the scanned tensors.")
+    file_request = param.Dict(default={}, precedence=-1, doc="Bytes of the checkpoint wanted next: {id, start, stop}.")
+    filename = param.String(default="", precedence=-1)
+    error = param.String(default="", precedence=-1, doc="Why the file cannot be scanned (shown by the file control).")
+    problems = param.List(default=[], precedence=-1, doc="Tensors that failed, each with its reason.")
+    running = param.Boolean(default=False, precedence=-1)
+    tensors_done = param.Integer(default=0, precedence=-1)
+    tensors_total = param.Integer(default=0, precedence=-1)
+    bytes_read = param.Integer(default=0, precedence=-1)
+    state = param.String(default="", precedence=-1, doc="'', 'header', 'scanning', 'done', 'cancelled', 'failed'.")
+    rows = param.List(default=[], precedence=-1, doc="quantcore ScanRow per scanned tensor x scheme.")
+    skipped = param.List(default=[], precedence=-1, doc="quantcore Skipped: tensors not scanned and why.")
+    plan = param.Parameter(default=None, precedence=-1, doc="quantcore.plan.MixedPlan over the rows, or None.")
+    plan_error = param.String(default="", precedence=-1)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.size = 0
+        self.file_key = ""
+        self._cache: RangeCache | None = None
+        self._keep_below = 0          # the bytes before the first tensor (the header) stay in the cache
+        self._requests = ByteRequests()
+        self._scan: qc_scan.SteppedScan | None = None
+        self._generation = 0
+        self._ckpt = None
+        self.seconds = 0.0            # time spent measuring (not waiting for bytes)
+        self.param.watch(lambda e: self._restart(), "schemes")
+        self.param.watch(lambda e: self._solve_plan(), "budget")
+
+    # --- the file -------------------------------------------------------------------------------
+    def open_file(self, filename: str, size: int, file_key: str = "") -> None:
+        """A checkpoint was chosen: stop any scan, read its header, then scan it."""
+        self._generation += 1
+        self._requests.cancel()
+        self.filename, self.size, self.file_key = filename or "", int(size), file_key
+        self._cache = RangeCache(self.size, self.filename or None) if self.size > 0 else None
+        self._keep_below = 0
+        self._ckpt = None
+        self.param.update(error="", problems=[], rows=[], skipped=[], plan=None, plan_error="", bytes_read=0,
+                          tensors_done=0, tensors_total=0, running=False, state="")
+        if self._cache is None:
+            self._fail(f"{self.filename}: the file is empty")
+            return
+        self.state = "header"
+        self._read_header(self._generation)
+
+    def header_bytes(self) -> bytes:
+        """The file's bytes before its first tensor (kept all along): what the one-tensor view needs first."""
+        if self._cache is None or not self._keep_below:
+            return b""
+        return self._cache.read(0, self._keep_below)
+
+    def _read_header(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        try:
+            ckpt = qc_checkpoint.source_checkpoint(self._cache, self.filename or "checkpoint")
+        except NeedBytes as need:
+            self._fetch(need, lambda: self._read_header(generation))
+            return
+        except ValueError as exc:   # InputError: not a checkpoint, a lying or truncated header
+            self._fail(str(exc))
+            return
+        self._ckpt = ckpt
+        self._keep_below = min((t.offset for t in ckpt.tensors if t.offset >= 0), default=self._cache.size)
+        self._start_scan()
+
+    def _restart(self) -> None:
+        if self._cache is not None and self._ckpt is not None:   # a header was read: scan it again
+            self._generation += 1
+            self._requests.cancel()
+            self._start_scan()
+
+    def _start_scan(self) -> None:
+        generation = self._generation
+        self.error = ""
+        if not self.schemes:
+            self.param.update(rows=[], problems=[], tensors_done=0, tensors_total=0)
+            self._fail("Choose at least one scheme to scan with.")
+            return
+        try:
+            schemes = [qc_schemes.parse_scheme(s) for s in self.schemes]
+            plan = qc_scan.plan_scan(self._ckpt, schemes, chunk_mb=qc_model.SCAN_CHUNK_MB)
+        except ValueError as exc:
+            self._fail(str(exc))
+            return
+        self.param.update(rows=[], problems=[], skipped=list(plan.skipped), plan=None, plan_error="",
+                          tensors_done=0, tensors_total=len(plan.tasks))
+        if not plan.tasks:
+            reasons = sorted({s.reason for s in plan.skipped})
+            self._fail(f"{self.filename}: none of its {len(self._ckpt.tensors)} tensor(s) can be scanned"
+                       + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
+            return
+        self._scan = qc_scan.SteppedScan(plan, qc_model.range_reader(self._cache, self._keep_below))
+        self.seconds = 0.0
+        self.param.update(running=True, state="scanning")
+        if pn.state.curdoc is None:
+            self._step(generation)      # no page (tests, plain Python): the scan runs as the bytes arrive
+        else:
+            later(lambda: self._step(generation))
+
+    def _step(self, generation: int) -> None:
+        """One unit of the scan, then the next one on a later tick (or at once without a page)."""
+        while generation == self._generation and self._scan is not None:
+            scan = self._scan
+            t0 = time.perf_counter()
+            try:
+                report = scan.step()
+            except NeedBytes as need:   # exactly the rows' bytes: they are dropped once measured
+                self._fetch(need, lambda: self._step(generation), read_ahead=0)
+                return
+            except ValueError as exc:   # this tensor is bad (non-finite, undecodable, cut short): the rest go on
+                self.problems = self.problems + [str(exc)]
+                report = None
+            finally:
+                self.seconds += time.perf_counter() - t0
+            if report is not None:
+                self.rows = self.rows + list(report.rows)
+            self.tensors_done = scan.tensors_done
+            if scan.finished:
+                self._scan = None
+                self.param.update(running=False, state="done")
+                self._solve_plan()
+                return
+            if pn.state.curdoc is not None:
+                later(lambda: self._step(generation))
+                return
+
+    def cancel(self) -> None:
+        """Stop the scan; the rows measured so far stay (and the plan covers them)."""
+        if not self.running and self.state != "header":
+            return
+        self._generation += 1
+        self._requests.cancel()
+        self._scan = None
+        self.param.update(running=False, state="cancelled")
+        self._solve_plan()
+
+    def _fetch(self, need: NeedBytes, then, read_ahead: int = READ_AHEAD) -> None:
+        request = self._requests.ask(need, self._cache.size, then, read_ahead)
+        self.file_request = {**request, "file": self.file_key}
+
+    def file_bytes(self, request_id: int, start: int, data: bytes) -> None:
+        """The page answers ``file_request`` ``request_id`` (answers to older requests are ignored)."""
+        then = self._requests.take(request_id)
+        if then is None or self._cache is None:
+            return
+        try:
+            self._cache.add(start, data)
+        except ValueError as exc:
+            self._fail(f"{self.filename}: {exc}")
+            return
+        self.bytes_read += len(data)
+        then()
+
+    def file_unreadable(self, request_id: int, why: str) -> None:
+        if self._requests.take(request_id) is not None:
+            self._fail(f"{self.filename}: the browser could not read the file ({why}); choose it again")
+
+    def _fail(self, message: str) -> None:
+        self._generation += 1
+        self._requests.cancel()
+        self._scan = None
+        self.param.update(error=message, running=False, state="failed")
+        self._solve_plan()
+
+    # --- the plan -------------------------------------------------------------------------------
+    def _solve_plan(self) -> None:
+        if not self.rows or self.running:
+            self.param.update(plan=None, plan_error="")
+            return
+        try:
+            plan = qc_plan.solve_plan(self.rows, bits_per_weight=self.budget, schemes=list(self.schemes))
+        except ValueError as exc:
+            self.param.update(plan=None, plan_error=str(exc))
+            return
+        self.param.update(plan=plan, plan_error="")
+
+    # --- words ------------------------------------------------------------------------------------
+    def progress_text(self) -> str:
+        read = f"{self.bytes_read / 1e6:,.1f} MB read"
+        if self.state == "header":
+            return f"Reading the header of {self.filename}… {read}"
+        if not self.tensors_total:
+            return ""
+        done = f"{self.tensors_done} of {self.tensors_total} tensors, {read}"
+        weights = sum(r.n for r in self.rows) // max(1, len(self.schemes))
+        if self.state == "done" and self.seconds > 0 and weights:
+            done += f"; {weights / self.seconds / 1e6:,.2f} M weights/s measured ({len(self.schemes)} schemes)"
+        words = {"scanning": "Scanning", "done": "Done", "cancelled": "Cancelled", "failed": "Stopped"}
+        return f"{words.get(self.state, '')}: {done}" if self.state in words else done
+
+
+MODEL_ACCEPT = ".safetensors,.gguf"
+
+
+class ModelFileView(pn.viewable.Viewer):
+    """The checkpoint chooser, the schemes, progress with a Cancel button, and what went wrong right below."""
+
+    def __init__(self, scan: ModelScan, **params):
+        super().__init__(**params)
+        self.scan = scan
+        self.chooser = BrowserFile(accept=MODEL_ACCEPT, label="Upload checkpoint file", sizing_mode="stretch_width",
+                                   margin=(5, 10))
+        self.chooser.param.watch(self._on_choose, "chosen")
+        self.chooser.param.watch(lambda e: deliver_file_bytes(scan, e.new or {}), "response")
+        scan.param.watch(lambda e: setattr(self.chooser, "request", e.new), "file_request")
+        self.schemes = pn.widgets.CheckBoxGroup.from_param(
+            scan.param.schemes, name="Schemes", inline=True, sizing_mode="stretch_width",
+            stylesheets=[".bk-input-group { flex-wrap: wrap; gap: 2px 10px; }"])
+        self.cancel = pn.widgets.Button(name="Cancel scan", button_type="warning", disabled=True, width=130)
+        self.cancel.on_click(lambda e: scan.cancel())
+        self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary",
+                                               visible=False, margin=(12, 10, 0, 10))
+        self.status = html_pane("", visible=False, sizing_mode="stretch_width")
+        self.alert = alert_pane()
+        self.problems = alert_pane()
+        scan.param.watch(self._refresh, ["running", "state", "tensors_done", "tensors_total", "bytes_read", "error",
+                                         "problems"])
+        self._refresh()
+
+    def _on_choose(self, event) -> None:
+        chosen = event.new or {}
+        self.scan.open_file(str(chosen.get("name", "")), int(chosen.get("size", 0)), str(chosen.get("key", "")))
+
+    def _refresh(self, *events) -> None:
+        s = self.scan
+        self.cancel.disabled = not (s.running or s.state == "header")
+        self.progress.visible = s.tensors_total > 0 or s.state == "header"
+        self.progress.max = max(1, s.tensors_total)
+        self.progress.value = s.tensors_done if s.tensors_total else -1   # -1: indeterminate (reading the header)
+        text = s.progress_text()
+        self.status.object = f"<p class='qc-note' role='status'>{esc(text)}</p>" if text else ""
+        self.status.visible = bool(text)
+        show_error(self.alert, s.error)
+        shown = s.problems[:5]
+        more = f" (and {len(s.problems) - 5} more)" if len(s.problems) > 5 else ""
+        show_error(self.problems, (f"{len(s.problems)} tensor(s) could not be measured{more}:\n" + "\n".join(shown))
+                   if shown else "", kind="warning")
+
+    def __panel__(self):
+        return pn.Column(
+            html_pane("<h2 class='qc-h'>Checkpoint</h2><p class='qc-note'>A .safetensors or .gguf file: its header "
+                      "is read first, then one tensor after another, by byte range (the file never travels whole)."
+                      "</p>", margin=(0, 5)),
+            self.chooser, self.alert, html_pane("<b>Schemes</b>", margin=(5, 10, 0, 10)), self.schemes,
+            pn.Row(self.cancel, self.progress, sizing_mode="stretch_width"), self.status, self.problems,
+            sizing_mode="stretch_width")
+
+
+HEAT_PALETTE = tuple(RdYlGn11)   # green (low) ... red (high)
+
+
+class ModelHeatMapView(pn.viewable.Viewer):
+    """Tensors x schemes, coloured by SQNR or relative RMSE; the figure is built once, only its data changes.
+    Clicking a cell opens that tensor in the one-tensor view."""
+
+    def __init__(self, scan: ModelScan, on_open=None, **params):
+        super().__init__(**params)
+        self.scan, self.on_open = scan, on_open
+        self.source = ColumnDataSource(dict(tensor=[], scheme=[], value=[], shown=[]))
+        self.mapper = LinearColorMapper(palette=HEAT_PALETTE, nan_color="#bdbdbd")
+        p = figure(**figure_kw(x_range=FactorRange(), y_range=FactorRange(), height=400, tools="tap,reset",
+                               toolbar_location="above", title="Error by tensor and scheme"))
+        cells = p.rect("scheme", "tensor", 0.95, 0.95, source=self.source, line_color=None,
+                       fill_color={"field": "value", "transform": self.mapper})
+        p.add_tools(HoverTool(renderers=[cells], tooltips=[("tensor", "@tensor"), ("scheme", "@scheme"),
+                                                           ("value", "@shown")]))
+        p.add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
+        p.xaxis.major_label_orientation = 0.6
+        p.grid.grid_line_color = None
+        self.figure = p
+        self.source.selected.on_change("indices", self._tapped)
+        self.pane = pn.pane.Bokeh(p, sizing_mode="stretch_width", visible=False)
+        self.note = html_pane("", sizing_mode="stretch_width")
+        scan.param.watch(self._refresh, ["rows", "metric"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        s = self.scan
+        hm = qc_model.heat_map(s.rows, list(s.schemes), s.metric)
+        p = self.figure
+        p.x_range.factors = hm.schemes if hm.tensors else []
+        p.y_range.factors = hm.tensors
+        finite = hm.data["value"][np.isfinite(hm.data["value"])]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        self.mapper.low, self.mapper.high = low, high if high > low else low + 1.0
+        # SQNR: high is good, so its palette runs the other way (red = damaged in both)
+        self.mapper.palette = HEAT_PALETTE[::-1] if s.metric == "sqnr_db" else HEAT_PALETTE
+        p.height = int(min(900, max(220, 16 * len(hm.tensors) + 120)))
+        p.yaxis.visible = len(hm.tensors) <= 60
+        p.title.text = f"{qc_model.METRICS[s.metric]} by tensor and scheme" + (f" ({hm.note})" if hm.note else "")
+        self.source.data = {k: list(v) for k, v in hm.data.items()}
+        self.pane.visible = bool(hm.tensors)
+        self.note.object = ("<p class='qc-note'>Grey: a value that is not finite (a lossless scheme's SQNR). Click a "
+                            "cell to open that tensor in the one-tensor view.</p>") if hm.tensors else ""
+
+    def _tapped(self, attr, old, new) -> None:
+        if new and self.on_open is not None:
+            tensor = self.source.data["tensor"][new[0]]
+            self.source.selected.indices = []
+            self.on_open(tensor)
+
+    def __panel__(self):
+        return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.scan.param.metric, options={
+            v: k for k, v in qc_model.METRICS.items()}, name="Colour", button_type="primary", button_style="outline"),
+            self.pane, self.note, sizing_mode="stretch_width")
+
+
+class ModelTableView(pn.viewable.Viewer):
+    """The most damaged tensors, worst first; a click (or Enter) on a row opens that tensor in the one-tensor view."""
+
+    def __init__(self, scan: ModelScan, on_open=None, **params):
+        super().__init__(**params)
+        self.scan, self.on_open = scan, on_open
+        self.html = RowPickHTML(sizing_mode="stretch_width", margin=(0, 5), stylesheets=[APP_CSS])
+        self.html.param.watch(self._picked, "picked")
+        self._names: list[str] = []
+        scan.param.watch(self._refresh, ["rows", "plan", "metric"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        s = self.scan
+        schemes = list(s.schemes)
+        table = qc_model.damage_table(s.rows, schemes, s.plan)
+        self._names = [r.tensor for r in table]
+        if not table:
+            self.html.content = {"html": ""}
+            return
+        k = 0 if s.metric == "rel_rmse" else 1
+        unit = qc_model.METRICS[s.metric]
+        head = ("<th scope='col'>Tensor</th><th scope='col'>Shape</th><th scope='col'>Stored</th>"
+                "<th scope='col'>Role</th><th scope='col'>Worst rel. RMSE</th>"
+                + "".join(f"<th scope='col'>{esc(unit)} · {esc(sc)}</th>" for sc in schemes)
+                + "<th scope='col'>Plan</th>")
+        body = []
+        for i, r in enumerate(table):
+            cells = [f"<th scope='row' data-key='tensor'>{esc(r.tensor)}</th>", f"<td>{esc(r.shape)}</td>",
+                     f"<td>{esc(r.dtype)}</td>", f"<td>{esc(r.role)}</td>",
+                     f"<td data-key='worst'>{fmt(r.worst, 5)}</td>"]
+            cells += [f"<td data-key='{esc(sc)}'>{fmt(r.by_scheme[sc][k], 5) if sc in r.by_scheme else ''}</td>"
+                      for sc in schemes]
+            cells.append(f"<td data-key='plan'>{esc(r.planned)}</td>")
+            body.append(f"<tr data-channel='{i}' data-tensor='{esc(r.tensor)}' tabindex='0'>{''.join(cells)}</tr>")
+        n = len({row.tensor for row in s.rows})
+        caption = (f"Most damaged tensors (largest relative RMSE over the schemes), {len(table)} of {n} scanned; "
+                   "click a row to open it in the one-tensor view")
+        self.html.content = {"html": (
+            f"<div class='qc-scroll' tabindex='0' role='region' aria-label='Most damaged tensors'>"
+            f"<table class='qc-table' id='qc-model-worst'><caption>{esc(caption)}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")}
+
+    def _picked(self, event) -> None:
+        if 0 <= event.new < len(self._names) and self.on_open is not None:
+            self.on_open(self._names[event.new])
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h2 class='qc-h'>Most damaged tensors</h2>", margin=(0, 5)), self.html,
+                         sizing_mode="stretch_width")
+
+
+class ModelPlanView(pn.viewable.Viewer):
+    """The mixed-precision plan under a bits/weight budget (quantcore.plan.solve_plan), against each scheme alone."""
+
+    def __init__(self, scan: ModelScan, **params):
+        super().__init__(**params)
+        self.scan = scan
+        self.budget = CheckedNumber(scan, "budget", "Plan budget (bits/weight)", widget=pn.widgets.FloatInput,
+                                    step=0.25, width=200)
+        self.alert = alert_pane()
+        self.body = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
+        scan.param.watch(self._refresh, ["plan", "plan_error", "running"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        s, plan = self.scan, self.scan.plan
+        show_error(self.alert, s.plan_error)
+        if plan is None:
+            self.body.object = ("<p class='qc-note'>The plan is made once the scan finishes or is cancelled.</p>"
+                                if s.running else "")
+            return
+        n = plan.n_weights
+        counts = ", ".join(f"{esc(k)}: {v}" for k, v in sorted(plan.to_dict()["counts"].items()))
+        rows = [("Mixed plan", plan.total_bytes, plan.bits_per_weight, plan.error, 1.0, True, "qc-best")]
+        for u in plan.uniform:
+            rows.append((u.scheme, u.bytes, u.bits_per_weight, u.error,
+                         u.error / plan.error if plan.error > 0 else float("inf"), u.fits, "" if u.fits else "qc-over"))
+        body = "".join(
+            f"<tr class='{cls}' data-scheme='{esc(name)}'><th scope='row'>{esc(name)}</th>"
+            f"<td data-key='mib'>{fmt(b / 2**20, 5)}</td><td data-key='bpw'>{fmt(bpw, 4)}</td>"
+            f"<td data-key='error'>{fmt(err / n, 5)}</td><td data-key='ratio'>{fmt(ratio, 4)}</td>"
+            f"<td data-key='fits'>{'yes' if fits else 'over budget'}</td></tr>"
+            for name, b, bpw, err, ratio, fits, cls in rows)
+        how = "optimal (exact)" if plan.optimal else f"within {100 * plan.relative_gap:.2g} % of optimal"
+        self.body.object = (
+            f"<p class='qc-advice'>Within {fmt(s.budget)} bits/weight: {esc(counts)} ({how}).</p>"
+            "<div class='qc-scroll' tabindex='0' role='region' aria-label='Mixed-precision plan'>"
+            "<table class='qc-table' id='qc-model-plan'><caption>Plan against each scheme alone (error: mean over "
+            "weights of each tensor's squared error relative to its mean square)</caption><thead><tr>"
+            "<th scope='col'>Scheme</th><th scope='col'>MiB</th><th scope='col'>Bits/weight</th>"
+            "<th scope='col'>Mean rel. MSE</th><th scope='col'>× plan error</th><th scope='col'>Budget</th>"
+            f"</tr></thead><tbody>{body}</tbody></table></div>")
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h2 class='qc-h'>Mixed-precision plan</h2>", margin=(0, 5)), self.budget,
+                         self.alert, self.body, sizing_mode="stretch_width")
+
+
+class ModelExportView(pn.viewable.Viewer):
+    """The scan rows as CSV (quantcore scan's columns), the plan as CSV, and everything as JSON."""
+
+    def __init__(self, scan: ModelScan, **params):
+        super().__init__(**params)
+        self.scan = scan
+        self.rows_csv = pn.widgets.FileDownload(callback=lambda: self._text(qc_model.report_csv(scan.rows)),
+                                                filename="scan.csv", label="CSV: scan rows", button_type="primary",
+                                                width=150)
+        self.plan_csv = pn.widgets.FileDownload(callback=self._plan_csv, filename="plan.csv", label="CSV: plan",
+                                                button_type="primary", width=150)
+        self.json = pn.widgets.FileDownload(callback=self._json, filename="scan.json", label="JSON: scan and plan",
+                                            button_type="primary", width=170)
+        scan.param.watch(self._rename, ["filename"])
+
+    def _rename(self, *events) -> None:
+        name = self.scan.filename.rsplit(".", 1)[0]
+        self.rows_csv.filename = safe_filename(name, "scan.csv")
+        self.plan_csv.filename = safe_filename(name, "plan.csv")
+        self.json.filename = safe_filename(name, "scan.json")
+
+    def _text(self, text: str) -> _bytes_io.BytesIO:
+        return _bytes_io.BytesIO(text.encode("utf-8"))
+
+    def _plan_csv(self):
+        plan = self.scan.plan
+        return self._text(qc_model.plan_csv(plan) if plan is not None else "")
+
+    def _json(self):
+        s = self.scan
+        return self._text(qc_model.report_json(s.filename, list(s.schemes), s.rows, s.skipped, s.problems, s.plan,
+                                               s.state == "done"))
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
+                         pn.FlexBox(self.rows_csv, self.plan_csv, self.json, flex_wrap="wrap"),
+                         sizing_mode="stretch_width")
+
+
+class ModelView(pn.viewable.Viewer):
+    """The Model view: a checkpoint scanned tensor by tensor. ``on_open(tensor)`` opens a tensor in the one-tensor
+    view (wired by build_app)."""
+
+    def __init__(self, scan: ModelScan, on_open=None, **params):
+        super().__init__(**params)
+        self.scan = scan
+        self.file = ModelFileView(scan)
+        self.heat = ModelHeatMapView(scan, on_open)
+        self.table = ModelTableView(scan, on_open)
+        self.plan = ModelPlanView(scan)
+        self.export = ModelExportView(scan)
+
+    def __panel__(self):
+        left = pn.Column(self.file, self.plan, self.export, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+        right = pn.Column(self.table, self.heat, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+        return pn.Column(left, right, sizing_mode="stretch_width", stylesheets=[MAIN_GRID_CSS])
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 # Responsive layout: the controls in a column of at most 400 px beside the results (one column below 900 px);
@@ -2130,8 +2655,20 @@ def build_app() -> pn.viewable.Viewable:
         pn.state.onload(sync_url)
     url_alert = alert_pane()
     calc.param.watch(lambda e: show_error(url_alert, e.new, kind="warning"), "url_error")
-    page = pn.Column(header, url_alert, body, DocsView(), sizing_mode="stretch_width",
-                     styles={"padding": "0 8px"})
+    scan = ModelScan()
+    # not dynamic: a scan goes on (its chooser answering byte requests) while the one-tensor tab is shown
+    tabs = pn.Tabs(sizing_mode="stretch_width")
+
+    def open_in_calculator(tensor: str) -> None:
+        """A tensor picked in the Model view: the one-tensor view reads it from the same file (no new upload)."""
+        calc.open_file(scan.filename, scan.size, scan.header_bytes(), file_key=scan.file_key, tensor=tensor)
+        tabs.active = 0
+
+    model = ModelView(scan, on_open=open_in_calculator)
+    tabs.extend([("One tensor", pn.Column(url_alert, body, DocsView(), sizing_mode="stretch_width")),
+                 ("Whole model", model)])
+    page = pn.Column(header, tabs, sizing_mode="stretch_width", styles={"padding": "0 8px"})
+    page.model, page.tabs = model, tabs
     page.calc = calc  # for tests and debugging
     return page
 

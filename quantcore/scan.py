@@ -54,7 +54,8 @@ from .scanresults import (ROW_FIELDS, ResultStore, ScanRow, ScanSummary, Skipped
                           peak_rss_mib, render_summary, summarize)
 
 __all__ = ["SEGMENT_ELEMENTS", "DEFAULT_CHUNK_MB", "Shipped", "TensorTask", "Skipped", "ScanPlan", "Reference",
-           "plan_scan", "Unit", "UnitResult", "run_unit", "TensorReport", "InlineExecutor", "PoolExecutor",
+           "plan_scan", "Unit", "UnitResult", "run_unit", "measure_unit", "SteppedScan", "TensorReport",
+           "InlineExecutor", "PoolExecutor",
            "DaskExecutor", "make_executor", "iter_scan", "scan", "ROW_FIELDS", "ScanRow", "make_row", "ResultStore",
            "ScanSummary", "summarize", "render_summary", "peak_rss_mib"]
 
@@ -267,8 +268,14 @@ def run_unit(u: Unit) -> UnitResult:
     The rows are read into this thread's reused buffers (:func:`read_rows` ``scratch``); nothing that
     refers to them outlives the call."""
     t0 = time.perf_counter()
+    return measure_unit(u, read_rows(u.task.entry, u.r0, u.r1, _scratch(0)), t0)
+
+
+def measure_unit(u: Unit, x: np.ndarray, t0: float | None = None) -> UnitResult:
+    """The work of :func:`run_unit` on rows ``x`` already read (``t0``: when reading began, for ``seconds``).
+    Shipped counterparts, if any, are read here with :func:`read_rows`."""
+    t0 = time.perf_counter() if t0 is None else t0
     t = u.task
-    x = read_rows(t.entry, u.r0, u.r1, _scratch(0))
     rng = _finite_range(x, t, u.r0, u.r1)
     stats: dict[str, tuple[Stats, ...]] = {}
     if u.kind == "range":
@@ -492,6 +499,85 @@ def iter_scan(plan: ScanPlan, executor=None, *, keep_going: bool = False,
             executor.shutdown()
         if isinstance(executor, InlineExecutor):
             _THREAD.buffers = {}  # units ran in this thread: give their read buffers back
+
+# --- one unit per call (a page whose bytes arrive asynchronously) ----------------------------------
+
+class SteppedScan:
+    """A serial scan of ``plan`` driven from outside, one unit of work per :meth:`step`.
+
+    For callers that cannot block while bytes arrive (a browser page reading a ``File`` by range): each
+    step reads the next unit's rows with ``read(entry, r0, r1)`` and measures them (:func:`measure_unit`).
+    When ``read`` raises (``quantcore.io.ranges.NeedBytes``: the bytes are not there yet), nothing
+    advances; call :meth:`step` again once they are. The units, their order (a range pass first where
+    a scheme needs the whole tensor's range) and the combining (:meth:`Stats.combine`) are those of
+    :func:`iter_scan` with one worker, so the rows are identical to :func:`scan`'s.
+
+    A tensor whose rows are bad (non-finite values, an undecodable block) raises its InputError from
+    :meth:`step` and is skipped: the next step goes on with the next tensor (rows already made stay).
+    """
+
+    def __init__(self, plan: ScanPlan, read: Callable[[TensorEntry, int, int], np.ndarray]):
+        self.plan, self.read = plan, read
+        self.total_elements = plan.total_elements
+        self.done_elements = 0
+        self.tensors_done = 0
+        self._tasks = deque(plan.tasks)
+        self._units: deque[Unit] = deque()
+        self._task: TensorTask | None = None
+        self._ranges: list[TensorRange] = []
+        self._stats: dict[str, list[Stats]] = {}
+        self._done_before = 0
+
+    @property
+    def finished(self) -> bool:
+        return not self._tasks and not self._units and self._task is None
+
+    @property
+    def current(self) -> TensorTask | None:
+        """The tensor the next step works on."""
+        return self._task if self._task is not None else (self._tasks[0] if self._tasks else None)
+
+    def _start(self) -> None:
+        task = self._tasks.popleft()
+        self._task, self._ranges, self._stats = task, [], {}
+        self._done_before = self.done_elements
+        kind = "range" if task.needs_range else "measure"
+        self._units = deque(Unit(task, r0, r1, kind) for r0, r1 in task.chunks())
+
+    def _drop_task(self) -> TensorTask:
+        task, self._task, self._units = self._task, None, deque()
+        self.tensors_done += 1
+        return task
+
+    def step(self) -> TensorReport | None:
+        """Do one unit; the finished tensor's report when this unit completed one, else None."""
+        if self._task is None:
+            if not self._tasks:
+                return None
+            self._start()
+        u = self._units[0]
+        t0 = time.perf_counter()
+        try:
+            res = measure_unit(u, self.read(u.task.entry, u.r0, u.r1), t0)
+        except InputError:
+            self.done_elements = self._done_before + u.task.entry.n_elements   # counted as done, without rows
+            self._drop_task()
+            raise
+        self._units.popleft()
+        if u.kind == "range":
+            self._ranges.append(res.rng)
+            if not self._units:
+                rng = TensorRange.combine(self._ranges)
+                self._units = deque(Unit(u.task, r0, r1, "measure", rng) for r0, r1 in u.task.chunks())
+            return None
+        for k, v in res.stats.items():
+            self._stats.setdefault(k, []).extend(v)
+        self.done_elements += res.elements
+        if self._units:
+            return None
+        task = self._drop_task()
+        return TensorReport(task, _rows_for(task, self._stats), self.done_elements, self.total_elements)
+
 
 # --- convenience ----------------------------------------------------------------------------------
 

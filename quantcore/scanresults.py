@@ -8,6 +8,7 @@ prints. Used by :mod:`quantcore.scan`; no numpy beyond what the rows hold.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -132,6 +133,21 @@ def _from_json_value(k: str, v):
                                         "file_key", "scheme_key"):
         return float(v)
     return v
+
+
+def rows_csv(rows: Sequence[ScanRow]) -> str:
+    """``rows`` as CSV text with the columns and cell format of ``results.csv`` (an export without a folder)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(ROW_FIELDS)
+    for r in rows:
+        w.writerow([_cell(getattr(r, k)) for k in ROW_FIELDS])
+    return out.getvalue()
+
+
+def to_json_text(obj) -> str:
+    """JSON text of dataclass dicts and numbers, non-finite floats spelled as in ``results.jsonl``."""
+    return json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n"
 
 
 class ResultStore:

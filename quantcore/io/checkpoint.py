@@ -177,10 +177,9 @@ def _file_id(src: _RangeSource, path: str, name: str, kind: str, header_len: int
     return FileId(path, name, kind, size, mtime, sha)
 
 
-def _safetensors_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[TensorEntry]]:
-    src = _RangeSource(path, name)
+def _safetensors_entries(src: Source, fid_of, limits: Limits) -> tuple[FileId, list[TensorEntry]]:
     h = _st.parse_header(src, limits)
-    fid = _file_id(src, path, name, "safetensors", h.data_start)
+    fid = fid_of(h.data_start)
     out = []
     for e in h.entries.values():
         loadable = e.dtype in _FLOAT_DTYPES
@@ -190,10 +189,14 @@ def _safetensors_file(path: str, name: str, limits: Limits) -> tuple[FileId, lis
     return fid, out
 
 
-def _gguf_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[TensorEntry], dict]:
+def _safetensors_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[TensorEntry]]:
     src = _RangeSource(path, name)
+    return _safetensors_entries(src, lambda n: _file_id(src, path, name, "safetensors", n), limits)
+
+
+def _gguf_entries(src: Source, fid_of, limits: Limits) -> tuple[FileId, list[TensorEntry], dict]:
     g = _gguf.parse(src, limits)
-    fid = _file_id(src, path, name, "gguf", g.data_start)
+    fid = fid_of(g.data_start)
     out = []
     for t in g.tensors:
         floating = t.type_name in _FLOAT_DTYPES or (t.type_name not in ("I8", "I16", "I32", "I64") and
@@ -210,6 +213,33 @@ def _gguf_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[Tenso
             if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
                 meta[k] = int(v)
     return fid, out, meta
+
+
+def _gguf_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[TensorEntry], dict]:
+    src = _RangeSource(path, name)
+    return _gguf_entries(src, lambda n: _file_id(src, path, name, "gguf", n), limits)
+
+
+def source_checkpoint(src: Source, name: str, limits: Limits = Limits()) -> Checkpoint:
+    """The checkpoint in one ``.safetensors`` or ``.gguf`` file given as a :class:`Source` that is not a
+    path (a browser file known by byte ranges, :class:`quantcore.io.ranges.RangeCache`: reading raises
+    ``NeedBytes`` until the header's bytes have been added). Its :class:`FileId` has no path (``path``
+    "", mtime 0): read its tensors with :func:`decode_rows` over bytes read from the same source, not
+    with :func:`read_rows`."""
+    kind = detect_kind(src)
+    if kind not in ("safetensors", "gguf"):
+        raise InputError(f"a checkpoint here is one .safetensors or .gguf file; this looks like {kind}",
+                         source=name)
+
+    def fid_of(header_len: int) -> FileId:
+        sha = hashlib.sha256(src.read(0, min(header_len, src.size), "header")).hexdigest()
+        return FileId("", name, kind, src.size, 0, sha)
+
+    if kind == "safetensors":
+        fid, ts = _safetensors_entries(src, fid_of, limits)
+        return Checkpoint((fid,), tuple(ts), {})
+    fid, ts, meta = _gguf_entries(src, fid_of, limits)
+    return Checkpoint((fid,), tuple(ts), meta)
 
 
 def _npz_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[TensorEntry]]:
@@ -378,7 +408,6 @@ def read_rows(t: TensorEntry, r0: int, r1: int, scratch: dict | None = None) -> 
         raise InputError(f"{t.dtype} data cannot be decoded", source=t.file.name, where=where)
     if not 0 <= r0 < r1 <= t.n_rows:
         raise ValueError(f"rows [{r0}, {r1}) outside the {t.n_rows} rows of {t.name!r}")
-    shape = (r1 - r0, *t.shape[1:]) if len(t.shape) >= 2 else t.shape
     if t.file.kind == "npz":
         check_unchanged(t.file, where)
         z = _npy.Npz(_RangeSource(t.file.path, t.file.name), Limits(max_bytes=max(Limits().max_bytes, t.nbytes),
@@ -387,8 +416,7 @@ def read_rows(t: TensorEntry, r0: int, r1: int, scratch: dict | None = None) -> 
         arr, _ = z.load(t.name)
         check_unchanged(t.file, where)
         return np.ascontiguousarray(arr[r0:r1] if len(t.shape) >= 2 else arr)
-    start = t.offset + r0 * t.row_bytes
-    n = (r1 - r0) * t.row_bytes
+    start, n = row_span(t, r0, r1)
     check_unchanged(t.file, where)
     buf = _scratch(scratch, "raw", n, np.uint8)
     try:
@@ -406,6 +434,22 @@ def read_rows(t: TensorEntry, r0: int, r1: int, scratch: dict | None = None) -> 
         raise InputError(f"file is truncated: rows {r0}..{r1} need bytes {start:,}..{start + n:,} but only "
                          f"{got:,} could be read", source=t.file.name, where=where, offset=start + got)
     check_unchanged(t.file, where)
+    return decode_rows(t, buf, r0, r1, scratch)
+
+
+def row_span(t: TensorEntry, r0: int, r1: int) -> tuple[int, int]:
+    """``(offset, nbytes)`` in the file of axis-0 slices ``[r0, r1)`` of ``t``."""
+    return t.offset + r0 * t.row_bytes, (r1 - r0) * t.row_bytes
+
+
+def decode_rows(t: TensorEntry, raw, r0: int, r1: int, scratch: dict | None = None) -> np.ndarray:
+    """Decode the stored bytes of axis-0 slices ``[r0, r1)`` of ``t`` (``raw``: bytes or a uint8 array,
+    exactly :func:`row_span`'s ``nbytes``) to float32 (float64 for F64), as :func:`read_rows` returns them;
+    ``scratch`` as there."""
+    shape = (r1 - r0, *t.shape[1:]) if len(t.shape) >= 2 else t.shape
+    buf = raw if isinstance(raw, np.ndarray) else np.frombuffer(raw, np.uint8)
+    if buf.size != (r1 - r0) * t.row_bytes:
+        raise ValueError(f"rows [{r0}, {r1}) of {t.name!r} are {(r1 - r0) * t.row_bytes:,} bytes, got {buf.size:,}")
     if t.dtype in _FLOAT_DTYPES:
         file_dt, out_dt = _FLOAT_DTYPES[t.dtype]
         a = buf.view(file_dt)
@@ -421,4 +465,3 @@ def read_rows(t: TensorEntry, r0: int, r1: int, scratch: dict | None = None) -> 
     else:
         a = _gguf.dequantize_blocks(t.dtype, buf)
     return a.reshape(shape)
-

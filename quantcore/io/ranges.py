@@ -16,7 +16,8 @@ caps their size as for any other source).
 from __future__ import annotations
 
 import bisect
-from typing import Callable, TypeVar
+import itertools
+from typing import Any, Callable, TypeVar
 
 from ._source import Source
 
@@ -129,3 +130,35 @@ def resolve(read: Callable[[RangeCache], T], cache: RangeCache, fetch: Callable[
             start, stop = fetch_span(need, cache.size)
             cache.add(start, fetch(start, stop))
     raise RuntimeError(f"reading did not finish within {max_rounds} rounds")
+
+
+class ByteRequests:
+    """The asynchronous form of :func:`resolve`: one reader's byte requests, at most one in flight.
+
+    :meth:`ask` turns a :class:`NeedBytes` into a request ``{id, start, stop}`` for the page and remembers
+    what to do when its bytes arrive; :meth:`take` hands that back for the answer to the newest request
+    only (an answer to an older or cancelled one gives None and is dropped). Request numbers come from
+    one counter shared by every reader in the process, so two readers of a page never wait for the same
+    number (the page keeps transferred pieces by number)."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Callable[[], Any]] | None = None
+
+    def ask(self, need: NeedBytes, size: int, then: Callable[[], Any], read_ahead: int = READ_AHEAD) -> dict:
+        """The request for ``need`` (:func:`fetch_span` with ``read_ahead``: 0 when the reader asks for exactly
+        what it will use, a tensor's rows)."""
+        start, stop = fetch_span(need, size, read_ahead)
+        number = next(ByteRequests._numbers)
+        self.pending = (number, then)
+        return {"id": number, "start": start, "stop": stop}
+
+    def take(self, request_id: int) -> Callable[[], Any] | None:
+        if self.pending is None or self.pending[0] != request_id:
+            return None
+        then, self.pending = self.pending[1], None
+        return then
+
+    def cancel(self) -> None:
+        self.pending = None

@@ -46,3 +46,33 @@ def poll(check, timeout: float = 15.0, interval: float = 0.25):
             if time.time() > deadline:
                 raise
             time.sleep(interval)
+
+
+class PageStandIn:
+    """What the page does for a BrowserFile: answers each ``file_request`` of ``reader`` (the calculator or the
+    Model view's scan) with those bytes of the file. ``hold=True``: requests wait until :meth:`answer` is called."""
+
+    def __init__(self, reader, blob: bytes, hold: bool = False):
+        self.reader, self.blob, self.hold = reader, blob, hold
+        self.sent, self.requests, self.waiting, self.largest = 0, 0, [], 0
+        reader.param.watch(self._asked, "file_request")
+
+    def _asked(self, event) -> None:
+        self.requests += 1
+        if self.hold:
+            self.waiting.append(event.new)
+        else:
+            self._send(event.new)
+
+    def _send(self, r: dict) -> None:
+        data = self.blob[r["start"]:r["stop"]]
+        self.sent += len(data)
+        self.largest = max(self.largest, len(data))
+        self.reader.file_bytes(r["id"], r["start"], data)
+
+    def answer(self) -> bool:
+        """Answer the oldest held request; False when none waits."""
+        if not self.waiting:
+            return False
+        self._send(self.waiting.pop(0))
+        return True

@@ -214,7 +214,7 @@ def test_k_quants_iq4_ternary_and_new_float_formats_compute_as_quantcore_says(pa
 
 def _upload(page, path) -> None:
     page.get_by_role("button", name="upload", exact=True).click()
-    page.locator("input[type=file]").set_input_files(str(path))
+    page.get_by_label("Upload tensor file").set_input_files(str(path))
 
 
 def test_upload_npy(page, app_url, tmp_path):
@@ -401,7 +401,8 @@ def test_responsive_layout_shows_every_column_and_never_scrolls_sideways(page, a
         const hs = [];
         const walk = (root) => root.querySelectorAll('*').forEach(e => {
             if (e.shadowRoot) walk(e.shadowRoot);
-            if (e.classList && e.classList.contains('qc-h') && e.tagName === 'H2') hs.push(e);
+            if (e.classList && e.classList.contains('qc-h') && e.tagName === 'H2'
+                && e.getBoundingClientRect().width > 0) hs.push(e);   // the hidden tab's headings do not count
         });
         walk(document);
         return hs.map(h => Math.round(h.getBoundingClientRect().left));
@@ -542,3 +543,39 @@ def test_budget_names_the_most_accurate_scheme_that_fits_and_the_pareto_set(page
     pareto = {cmp.summary_rows()[i]["label"] for i in cmp.pareto()}
     assert {label for label, row in shown.items() if row["pareto"] == "✓"} == pareto
     assert "Pareto set" in page.locator(".qc-advice").inner_text()
+
+
+# --- whole model (issue 13): a checkpoint scanned tensor by tensor, one click back to one tensor ------------------
+
+def test_model_view_scans_a_checkpoint_and_a_click_opens_a_tensor_in_the_one_tensor_view(page, app_url, tmp_path):
+    from safetensors.numpy import save_file   # test oracle: writes the file the app must read
+    from quantcore.io.checkpoint import open_checkpoint
+    from quantcore.scan import scan
+    from quantcore.schemes import parse_scheme
+    rng = np.random.default_rng(11)
+    down, q = "model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"
+    tensors = {down: (rng.standard_normal((64, 256)) * rng.uniform(0.01, 1, (64, 1))).astype(np.float32),
+               q: rng.laplace(size=(32, 128)).astype(np.float16),
+               "model.norm.weight": np.ones(128, np.float32)}
+    path = tmp_path / "tiny.safetensors"
+    save_file(tensors, str(path))
+    open_app(page, app_url)
+    page.get_by_text("Whole model", exact=True).click()
+    page.get_by_label("Upload checkpoint file").set_input_files(str(path))
+    poll(lambda: _assert_equal(len(read_table(page, "qc-model-worst")), 2), timeout=120)
+    poll(lambda: _assert_in("Done: 2 of 2 tensors", page.locator(".qc-note[role=status]").inner_text()))
+    print(app_url, page.locator(".qc-note[role=status]").inner_text())   # the scan speed in this runtime
+    schemes = ("q8_0", "int8-sym-channel", "q4_0", "int4-sym-g32")     # the Model view's default set
+    want, _ = scan(open_checkpoint(str(path)), [parse_scheme(s) for s in schemes])
+    shown = {r["Tensor"]: r for r in read_table(page, "qc-model-worst")}
+    for r in want:
+        got = num(shown[r.tensor][f"SQNR dB · {r.scheme}"])
+        assert got == pytest.approx(r.sqnr_db, rel=1e-4), (r.tensor, r.scheme)
+    assert page.locator("#qc-model-plan tbody tr").count() == 1 + len(schemes)   # the plan, then each scheme alone
+    page.locator(f"#qc-model-worst tbody tr[data-tensor='{q}']").click()
+    poll(lambda: _assert_equal(page.locator(".qc-name").inner_text(), q), timeout=60)
+    poll(lambda: _assert_equal(len(read_table(page, CHANNELS)), 32), timeout=60)
+    rows = read_table(page, CHANNELS)
+    assert [num(r["Max"]) for r in rows] == pytest.approx(tensors[q].astype(np.float32).max(axis=1).tolist(),
+                                                          rel=1e-6)
+    assert page.locator(".qc-msg-danger:visible").count() == 0

@@ -8,23 +8,9 @@ import numpy as np
 import pytest
 
 import quantcore as qc
+from page_helpers import PageStandIn
 
 app = pytest.importorskip("app", reason="app.py needs the app extra (panel, bokeh) to import")
-
-
-class PageStandIn:
-    """What the page does for BrowserFile: answers each ``file_request`` with those bytes of the file."""
-
-    def __init__(self, calc, blob: bytes):
-        self.calc, self.blob, self.sent, self.requests = calc, blob, 0, 0
-        calc.param.watch(self._answer, "file_request")
-
-    def _answer(self, event) -> None:
-        r = event.new
-        data = self.blob[r["start"]:r["stop"]]
-        self.sent += len(data)
-        self.requests += 1
-        self.calc.file_bytes(r["id"], r["start"], data)
 
 
 def safetensors_blob(tensors: dict[str, np.ndarray]) -> bytes:

@@ -269,3 +269,60 @@ def test_closing_the_generator_stops_the_scan(sharded, small_segments):
     gen.close()
     assert first.rows and Counting.submitted < total_units / 4
     assert progress and progress[-1][1] == plan.total_elements and progress[-1][0] < plan.total_elements
+
+
+# --- a file known only by byte ranges (a browser File), one unit per step ------------------------------------------
+
+def _stepped_rows(path, schemes, chunk_mb):
+    """Scan ``path`` as the page does: a RangeCache that raises NeedBytes, answered piece by piece (resolve's
+    fetch), one SteppedScan step at a time, each unit's bytes dropped once read."""
+    from quantcore.io.checkpoint import decode_rows, row_span, source_checkpoint
+    from quantcore.io.ranges import NeedBytes, RangeCache, fetch_span
+    from quantcore.scan import SteppedScan
+    blob = open(path, "rb").read()
+    cache = RangeCache(len(blob), os.path.basename(path))
+
+    def resolved(fn):
+        while True:
+            try:
+                return fn()
+            except NeedBytes as need:
+                a, b = fetch_span(need, len(blob), read_ahead=0)
+                cache.add(a, blob[a:b])
+
+    ckpt = resolved(lambda: source_checkpoint(cache, os.path.basename(path)))
+    header = min(t.offset for t in ckpt.tensors)
+
+    def read(entry, r0, r1):
+        raw = cache.read(*row_span(entry, r0, r1))
+        cache.drop(header)
+        assert cache.cached_bytes <= header               # never more than the header is kept
+        return decode_rows(entry, raw, r0, r1)
+
+    stepper = SteppedScan(plan_scan(ckpt, schemes, chunk_mb=chunk_mb), read)
+    rows = []
+    while not stepper.finished:
+        report = resolved(stepper.step)
+        rows += list(report.rows) if report else []
+    return rows
+
+
+def _without_file_key(rows):
+    return [{k: v for k, v in r.to_dict().items() if k != "file_key"} for r in rows]
+
+
+def test_a_stepped_scan_of_a_file_known_by_byte_ranges_gives_the_rows_of_scan(sharded, small_segments):
+    path = str(sharded[0] / "model-00001-of-00003.safetensors")
+    want, _ = scan(open_checkpoint([path]), SCHEMES)
+    assert len({r.tensor for r in want}) >= 3
+    got = _stepped_rows(path, SCHEMES, chunk_mb=0.002)     # many units per tensor, a range pass for int8-tensor
+    assert _without_file_key(got) == _without_file_key(want)
+
+
+def test_a_stepped_scan_of_a_gguf_file_gives_the_rows_of_scan(tmp_path):
+    from .conftest import write_llama_gguf
+    path = tmp_path / "tiny.gguf"
+    write_llama_gguf(path, llama_tensors(), default="Q8_0")
+    schemes = parse_schemes("q4_0,int8-channel")
+    want, _ = scan(open_checkpoint([str(path)]), schemes)
+    assert _without_file_key(_stepped_rows(str(path), schemes, chunk_mb=1)) == _without_file_key(want)

@@ -1,0 +1,162 @@
+"""The Model view's Panel-free pieces: reading a checkpoint's rows from a file known by byte ranges, and what
+the heat map, the damage table and the exports show, built from :mod:`quantcore.scan` rows.
+
+Everything numeric comes from quantcore (:func:`quantcore.scan.plan_scan`, :class:`quantcore.scan.SteppedScan`,
+:func:`quantcore.plan.solve_plan`); this module only selects, orders and lays out those numbers.
+
+Tensor names are untrusted text (they come from the file): the values here are plain ``str``; whoever renders
+them as HTML escapes them.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from quantcore.io.checkpoint import TensorEntry, decode_rows, row_span
+from quantcore.io.ranges import RangeCache
+from quantcore.plan import MixedPlan, llama_quantize_overrides
+from quantcore.scanresults import ScanRow, Skipped, rows_csv, summarize, to_json_text
+
+# A small default set: 8-bit per channel and q8_0 (near lossless), 4-bit per group of 32 and q4_0 (the usual
+# "does this tensor survive 4 bits" question). Canonical names (quantcore.schemes.parse_scheme).
+DEFAULT_SCHEMES = ("q8_0", "int8-sym-channel", "q4_0", "int4-sym-g32")
+SCHEME_CHOICES = ("f16", "bf16", "q8_0", "int8-sym-channel", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0", "q4_1",
+                  "int4-sym-g32", "int4-sym-g128", "int4-sym-channel", "iq4_nl", "nvfp4", "mxfp4", "nf4",
+                  "fp8_e4m3", "q3_k", "q2_k")
+METRICS = {"sqnr_db": "SQNR dB", "rel_rmse": "relative RMSE"}
+SCAN_CHUNK_MB = 16          # float32 MiB per unit of work in the page (memory in a browser tab is scarce)
+MAX_HEAT_TENSORS = 200      # rows of the heat map (x schemes: the points shipped to the browser)
+MAX_TABLE_TENSORS = 50      # rows of the damage table
+
+
+def range_reader(cache: RangeCache, keep_below: int) -> Callable[[TensorEntry, int, int], np.ndarray]:
+    """``read(entry, r0, r1)`` for :class:`quantcore.scan.SteppedScan` over a file known by byte ranges.
+
+    Raises :class:`quantcore.io.ranges.NeedBytes` while the rows' bytes have not arrived; once they have, decodes
+    them and forgets every fetched byte at and after ``keep_below`` (the header stays), so a scan holds at most one
+    unit's bytes. A file shorter than its header says gives the usual "file is truncated" InputError."""
+    def read(entry: TensorEntry, r0: int, r1: int) -> np.ndarray:
+        offset, n = row_span(entry, r0, r1)
+        raw = cache.read(offset, n, f"tensor {entry.name!r} rows {r0}..{r1}")
+        cache.drop(keep_below)
+        return decode_rows(entry, raw, r0, r1)
+    return read
+
+
+def _damage(r: ScanRow) -> float:
+    """Sort key: relative RMSE, with a tensor of all zeros (nan) last and an infinite error first."""
+    return r.rel_rmse if not math.isnan(r.rel_rmse) else -1.0
+
+
+def by_tensor(rows: Sequence[ScanRow]) -> dict[str, dict[str, ScanRow]]:
+    """tensor -> scheme -> row, tensors in the order their rows came (checkpoint order)."""
+    out: dict[str, dict[str, ScanRow]] = {}
+    for r in rows:
+        out.setdefault(r.tensor, {})[r.scheme] = r
+    return out
+
+
+def most_damaged(rows: Sequence[ScanRow], limit: int) -> list[str]:
+    """Tensor names by their largest relative RMSE over the schemes, worst first (at most ``limit``)."""
+    worst = {t: max(_damage(r) for r in rs.values()) for t, rs in by_tensor(rows).items()}
+    return sorted(worst, key=lambda t: -worst[t])[:limit]
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """Columns for a Bokeh ``rect`` glyph (one point per tensor x scheme) and its axes."""
+
+    data: dict            # tensor, scheme, value, shown (text)
+    tensors: list[str]    # y factors, top to bottom in checkpoint order
+    schemes: list[str]    # x factors
+    note: str             # what was left out, if anything
+
+
+def heat_map(rows: Sequence[ScanRow], schemes: Sequence[str], metric: str,
+             limit: int = MAX_HEAT_TENSORS) -> HeatMap:
+    """Every tensor x scheme value of ``metric`` (:data:`METRICS`); over ``limit`` tensors, the ``limit`` most
+    damaged ones (checkpoint order kept). Non-finite values (a lossless scheme's infinite SQNR) are sent as NaN
+    (drawn grey) and said in the text column."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    table = by_tensor(rows)
+    names = list(table)
+    note = ""
+    if len(names) > limit:
+        keep = set(most_damaged(rows, limit))
+        names = [t for t in names if t in keep]
+        note = f"the {limit} most damaged of {len(table)} tensors"
+    cols: dict[str, list] = {"tensor": [], "scheme": [], "value": [], "shown": []}
+    for t in names:
+        for s in schemes:
+            r = table[t].get(s)
+            if r is None:
+                continue
+            v = float(getattr(r, metric))
+            cols["tensor"].append(t)
+            cols["scheme"].append(s)
+            cols["value"].append(v if math.isfinite(v) else math.nan)
+            cols["shown"].append(f"{v:.4g}" if math.isfinite(v) else ("∞" if v > 0 else "–"))
+    data = {k: (np.asarray(v, float) if k == "value" else v) for k, v in cols.items()}
+    return HeatMap(data, list(reversed(names)), list(schemes), note)
+
+
+@dataclass(frozen=True)
+class DamageRow:
+    """One tensor of the damage table: its description, each scheme's (relative RMSE, SQNR dB), the plan's pick."""
+
+    tensor: str
+    shape: str
+    dtype: str
+    role: str
+    worst: float
+    by_scheme: dict       # scheme -> (rel_rmse, sqnr_db)
+    planned: str
+
+
+def damage_table(rows: Sequence[ScanRow], schemes: Sequence[str], plan: MixedPlan | None,
+                 limit: int = MAX_TABLE_TENSORS) -> list[DamageRow]:
+    """The ``limit`` most damaged tensors (largest relative RMSE over ``schemes``), worst first."""
+    table = by_tensor(rows)
+    picks = dict(plan.choices) if plan is not None else {}
+    out = []
+    for t in most_damaged(rows, limit):
+        rs = table[t]
+        any_row = next(iter(rs.values()))
+        out.append(DamageRow(t, any_row.shape, any_row.dtype, any_row.role, max(_damage(r) for r in rs.values()),
+                             {s: (rs[s].rel_rmse, rs[s].sqnr_db) for s in schemes if s in rs}, picks.get(t, "")))
+    return out
+
+
+def report_json(checkpoint: str, schemes: Sequence[str], rows: Sequence[ScanRow], skipped: Sequence[Skipped],
+                problems: Sequence[str], plan: MixedPlan | None, complete: bool) -> str:
+    """The Model view's JSON export: every row, the model summary (:func:`quantcore.scanresults.summarize`), the
+    tensors left out and why, and the plan with its llama-quantize overrides when every pick is a GGUF type."""
+    doc = {"checkpoint": checkpoint, "schemes": list(schemes), "complete": complete,
+           "rows": [r.to_dict() for r in rows],
+           "summary": summarize(rows, skipped, checkpoint).to_dict(),
+           "problems": list(problems), "plan": None}
+    if plan is not None:
+        base, lines, plan_problems = llama_quantize_overrides(plan)
+        doc["plan"] = plan.to_dict()
+        doc["plan"]["llama_quantize"] = {"base_type": base, "tensor_type_lines": lines, "problems": plan_problems}
+    return to_json_text(doc)
+
+
+def report_csv(rows: Sequence[ScanRow]) -> str:
+    """The scan rows as CSV (the columns of ``quantcore scan``'s ``results.csv``)."""
+    return rows_csv(rows)
+
+
+def plan_csv(plan: MixedPlan) -> str:
+    """The plan as CSV, one line per tensor: tensor, scheme."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(("tensor", "scheme"))
+    w.writerows(plan.choices)
+    return out.getvalue()
