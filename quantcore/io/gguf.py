@@ -239,8 +239,9 @@ def _parse(src: Source, buf: bytes, limits: Limits) -> Gguf:
             count *= d
         if tinfo:
             _, bs, ts = tinfo
-            if nd and ne[0] % bs:
-                raise InputError(f"tensor {quote(tname)}: row length ne[0]={ne[0]} is not a multiple "
+            if (ne[0] if nd else 1) % bs:   # 0 dimensions: one element (a scalar), a row of length 1
+                row = f"ne[0]={ne[0]}" if nd else "1 (0 dimensions: one element)"
+                raise InputError(f"tensor {quote(tname)}: row length {row} is not a multiple "
                                  f"of the {tn} block size {bs}", offset=at, source=name)
             nbytes = count // bs * ts
         t = GgufTensor(tname, tuple(reversed(ne)), tid, tn, off, nbytes, at)

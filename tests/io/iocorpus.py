@@ -552,6 +552,8 @@ def gguf_cases() -> list[Case]:
         G("alignment-string", gguf_raw([gg_str("general.alignment") + struct.pack("<I", 8) + gg_str("32")]), r"power of two"),
         G("n-dims-100", gguf_raw(tensors=[("t", (1,) * 100, 0, 0)]), r"has 100 dimensions \(max 8\)"),
         G("row-not-block-multiple", gguf_raw(tensors=[("t", (33,), 2, 0)], data=b"\0" * 64), r"ne\[0\]=33 is not a multiple of the Q4_0 block size 32"),
+        # found by test_io_fuzz: a 0-dimensional Q8_0 tensor (one element, zero bytes) reached numpy's reshape
+        G("scalar-block-type", gguf_raw(tensors=[("t", (), 8, 0)]), r"row length 1 \(0 dimensions: one element\) is not a multiple of the Q8_0 block size 32"),
         G("misaligned", gguf_raw(tensors=[("t", (2,), 0, 4)], data=b"\0" * 16), r"data offset 4 is not a multiple of the alignment 32"),
         G("past-eof", gguf_raw(tensors=[("t", (64,), 0, 0)], data=b"\0" * 16), r"lies past the end of the file"),
         G("huge-dims", gguf_raw(tensors=[("t", (2**31, 2**31), 0, 0)], data=b"\0" * 16), r"past the end"),
