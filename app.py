@@ -90,6 +90,7 @@ def esc(text: object) -> str:
 
 
 APP_CSS = """
+.qc-help dt { font-weight: 600; margin-top: 0.4em; } .qc-help dd { margin: 0.1em 0 0 1em; color: #404040; }
 .qc-h { font-size: 1.15em; margin: 0.4em 0 0.2em 0; color: #1a1a1a; }
 h1.qc-title { font-size: 1.5em; margin: 0.2em 0; color: #1a1a1a; }
 .qc-note, .qc-sub { color: #404040; margin: 0.1em 0 0.4em 0; }
@@ -948,6 +949,17 @@ def alert_pane() -> pn.pane.HTML:
 MESSAGE_ROLES = {"danger": "alert", "warning": "alert", "info": "status"}
 
 
+def help_html(layout) -> str:
+    """Every control in ``layout`` that has help text, as a definition list (label: text; escaped)."""
+    items, seen = [], set()
+    for w in layout.select(pn.widgets.Widget):
+        text = getattr(w, "description", None)
+        if isinstance(text, str) and text and w.name and w.name not in seen:
+            seen.add(w.name)
+            items.append(f"<dt>{esc(w.name)}</dt><dd>{esc(text)}</dd>")
+    return "<dl class='qc-help'>" + "".join(items) + "</dl>"
+
+
 def show_error(pane: pn.pane.HTML, message: str, kind: str = "danger") -> None:
     """Show ``message`` (untrusted text, escaped here) in ``pane``: kind danger (red), warning, info."""
     pane.object = (f"<div class='qc-msg qc-msg-{kind}' role='{MESSAGE_ROLES[kind]}'>{esc(message)}</div>"
@@ -1170,6 +1182,10 @@ class SettingsView(pn.viewable.Viewer):
                 title="Advanced: scale rule, storage, custom code range, seed", collapsed=True,
                 sizing_mode="stretch_width", margin=(5, 10)),
             sizing_mode="stretch_width")
+        # Bokeh shows a control's "?" help on hover or click only; the same texts, reachable by keyboard.
+        self.help = pn.Card(html_pane(help_html(self.widgets), sizing_mode="stretch_width"),
+                            title="Help: what each setting means", collapsed=True, sizing_mode="stretch_width",
+                            margin=(5, 10))
         calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending"])
         self._refresh()
 
@@ -1181,7 +1197,7 @@ class SettingsView(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Column(html_pane("<h2 class='qc-h'>Scheme options</h2>", margin=(0, 5)),
-                         self.alert, self.widgets, sizing_mode="stretch_width")
+                         self.alert, self.widgets, self.help, sizing_mode="stretch_width")
 
 
 COMPARE_COLUMNS = [("label", "Scheme", None), ("mae", "MAE", 6), ("rmse", "RMSE", 6), ("max_abs", "Max error", 6),
@@ -2608,7 +2624,7 @@ def build_app() -> pn.viewable.Viewable:
     spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
                                            align="center")
 
-    progress = html_pane("", visible=False, align="center")
+    progress = html_pane("", visible=False, align="center", css_classes=["qc-progress"])
 
     def on_progress(event) -> None:
         progress.object = f"<span class='qc-note' role='status'>{esc(event.new)}</span>" if event.new else ""
