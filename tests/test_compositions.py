@@ -24,17 +24,9 @@ from quantcore.granularity import PerBlock, PerChannel, PerGroup, PerTensor
 from quantcore.presets import preset, preset_names
 from quantcore.scales import AbsMax, PowerOfTwo
 from quantcore.spec import QuantSpec
+from arrays import rand
 
 torch = pytest.importorskip("torch", reason="torch is the oracle for the bit-exact comparisons")
-
-
-def rand(shape, seed=0, spread=True):
-    """float32 data whose rows span many binades (so blocks get very different scales)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if spread:
-        x *= 2.0 ** rng.integers(-20, 20, size=shape[:-1] + (1,))
-    return x.astype(np.float32)
 
 
 def _mx_oracle():

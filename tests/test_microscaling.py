@@ -15,6 +15,7 @@ from quantcore.analysis import analyze
 from quantcore.granularity import PerChannel, PerGroup, PerTensor
 from quantcore.scales import AbsMax, PowerOfTwo, TwoLevel
 from quantcore.spec import QuantSpec
+from arrays import rand
 
 torch = pytest.importorskip("torch", reason="torch is the oracle for the bit-exact comparisons")
 
@@ -37,15 +38,6 @@ def spec(kind, element=None, axis=None, block_size=None, double_quant=False, con
         return QuantSpec(element=ff.E2M1, granularity=g, scale_rule=TwoLevel(), convention=convention or "modelopt")
     return QuantSpec(element=ff.NF4, granularity=g, scale_rule=AbsMax(double_quant=256 if double_quant else None),
                      convention="reciprocal")
-
-
-def rand(shape, seed=0, spread=True):
-    """float32 data whose rows span many binades (so blocks get very different scales)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if spread:
-        x *= 2.0 ** rng.integers(-20, 20, size=shape[:-1] + (1,))
-    return x.astype(np.float32)
 
 
 def q(x, kind, **kw):
