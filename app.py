@@ -363,7 +363,13 @@ class QuantCalcSettings(param.Parameterized):
             names.add("manual_text")
         if names == {"tensor_name"}:
             self._name_edited = True
-            self.revision += 1
+            # The views redraw on ``revision``, Bokeh figures included. Natively a widget's own event runs
+            # without the document lock, where changing a Bokeh model raises "_pending_writes should be
+            # non-None" (issue 12): redraw on a tick that holds it.
+            if pn.state.curdoc is None:
+                self.revision += 1
+            else:
+                later(lambda: setattr(self, "revision", self.revision + 1), pn.state.curdoc)
             return
         if "tensor_name" in names:
             self._name_edited = True
