@@ -303,10 +303,11 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     bits.press("Enter")
     # 8 M values: the schemes are computed one at a time, and the page says which (recorded in the page:
     # a step can be shorter than one poll of the page from here)
-    page.locator(".qc-progress").first.evaluate(
-        "(el) => { window.qcProgress = []; const root = el.shadowRoot || el; new MutationObserver(() => "
-        "window.qcProgress.push(root.textContent)).observe(root, {subtree: true, childList: true, "
-        "characterData: true}) }")
+    # (the progress pane's Bokeh model, watched in the page: DOM observers do not see into nested shadow roots)
+    page.evaluate(
+        "() => { window.qcProgress = []; for (const doc of Bokeh.documents) { for (const m of doc.all_models) {"
+        " if ((m.css_classes || []).includes('qc-progress')) {"
+        " m.properties.text.change.connect(() => window.qcProgress.push(m.text)) } } } }")
     poll(lambda: _assert_in("of 3 schemes", " | ".join(page.evaluate("window.qcProgress"))), timeout=60)
     status = page.locator(".qc-note[role=status]")
     poll(lambda: assert_compare_matches(page, want), timeout=60)
