@@ -298,16 +298,19 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     spec = qc.get_example("s3").spec.with_(fmt=qc.IntFormat(8, True, narrow=True))   # the page opens on s3's
     want = qc.compare(data, [spec.with_(granularity=g) for g in
                              (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])
+    # 8 M values: the schemes are computed one at a time, and the page says which (recorded in the page:
+    # a step can be shorter than one poll of the page from here)
+    # (the progress pane's Bokeh model, watched in the page: DOM observers do not see into nested shadow roots;
+    # watched before the change is made: in the worker the first progress text can arrive before a watcher
+    # installed after pressing Enter, which is how CI once saw nothing)
+    watched = page.evaluate(
+        "() => { window.qcProgress = []; let n = 0; for (const doc of Bokeh.documents) {"
+        " for (const m of doc.all_models) { if ((m.css_classes || []).includes('qc-progress')) { n += 1;"
+        " m.properties.text.change.connect(() => window.qcProgress.push(m.text)) } } } return n }")
+    assert watched >= 1, "no progress pane in the page"
     bits = page.get_by_label("Bits", exact=True)
     bits.fill("8")
     bits.press("Enter")
-    # 8 M values: the schemes are computed one at a time, and the page says which (recorded in the page:
-    # a step can be shorter than one poll of the page from here)
-    # (the progress pane's Bokeh model, watched in the page: DOM observers do not see into nested shadow roots)
-    page.evaluate(
-        "() => { window.qcProgress = []; for (const doc of Bokeh.documents) { for (const m of doc.all_models) {"
-        " if ((m.css_classes || []).includes('qc-progress')) {"
-        " m.properties.text.change.connect(() => window.qcProgress.push(m.text)) } } } }")
     poll(lambda: _assert_in("of 3 schemes", " | ".join(page.evaluate("window.qcProgress"))), timeout=60)
     status = page.locator(".qc-note[role=status]")
     poll(lambda: assert_compare_matches(page, want), timeout=60)
