@@ -15,7 +15,8 @@ from .params import choose_qparams
 from .quantize import IntCodec
 
 KL_MAX_CANDIDATES = 64
-KL_MAX_WORK = 1 << 26  # n_blocks * bins: beyond it the histogram gets fewer bins (stated in the result)
+KL_MAX_WORK = 1 << 23  # n_blocks * bins: beyond it each block's histogram gets fewer bins (64 MiB per float64
+                       # (n_blocks, bins) array; the search holds a few, which also bounds memory in the browser)
 
 
 def mse_optimal_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat, mapping: str,
@@ -51,51 +52,87 @@ def mse_optimal_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: 
     return (lo0 * best_ratio).astype(dt), (hi0 * best_ratio).astype(dt), best_ratio
 
 
+def kl_bins(n_blocks: int, bins: int, n_q: int) -> int:
+    """Histogram bins per block: ``bins``, fewer when ``n_blocks * bins`` would pass ``KL_MAX_WORK``.
+
+    Raises ValueError when that leaves fewer bins than the ``n_q`` chunks ``Q`` merges them into: the search
+    would have no threshold to try below the block's absmax, so its answer would be min/max in disguise."""
+    fit = KL_MAX_WORK // max(n_blocks, 1)
+    if fit < max(n_q, 16):
+        raise ValueError(f"KL calibration of {n_blocks:,} blocks: a histogram of at most {fit} bins per block "
+                         f"fits the {KL_MAX_WORK:,}-count budget, fewer than the {max(n_q, 16)} the search needs; "
+                         f"use it per tensor or per channel, or fewer, larger groups (MSE-optimal works per group)")
+    return int(max(16, min(bins, fit)))
+
+
 def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat,
              bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TensorRT-style entropy calibration of a symmetric threshold ``T`` per block.
 
-    Histogram ``|x|`` over ``[0, amax]``; for each candidate ``i`` (bins kept), the reference ``P`` is
-    the first ``i`` bins with everything beyond folded into bin ``i-1``; ``Q`` merges those ``i`` bins
-    into ``n_q = levels // 2`` chunks and spreads each chunk's mass evenly over its non-empty bins.
-    ``T = (i + 0.5) * bin_width`` minimizing ``KL(P || Q)``. Returns ``(lo, hi, T / amax)`` with the
-    range ``[max(min, -T), min(max, T)]`` (``lo0``/``hi0``: the blocks' min and max).
+    Histogram ``|x|`` over ``[0, amax]`` (``h``, float64 counts); for each candidate ``i`` (bins kept), the
+    reference ``P`` is the first ``i`` bins with everything beyond folded into bin ``i-1``; ``Q`` merges those
+    ``i`` bins into ``n_q = levels // 2`` chunks (bin ``j`` in chunk ``min(j * n_q // i, n_q - 1)``) and
+    spreads each chunk's histogram mass evenly over its bins where ``P`` is non-zero. ``T = (i + 0.5) *
+    bin_width`` minimizing ``KL(P || Q) = sum_{P_j > 0} p_j log(p_j / q_j)`` over the normalised ``p, q``
+    (a ``q_j`` of 0 under a non-zero ``p_j`` counts as 1e-12); ties go to the smaller ``i``. Returns ``(lo,
+    hi, T / amax)`` with the range ``[max(min, -T), min(max, T)]`` (``lo0``/``hi0``: the blocks' min and max).
+
+    The sum is evaluated per chunk, not per bin: ``p`` equals ``h`` except in bin ``i-1``, ``q`` is constant
+    on a chunk's non-zero bins, ``sum p = sum h`` and ``sum q = sum_{j<i} h_j``, so with ``S = sum_j p_j log
+    p_j`` (prefix sums of ``h log h``) and ``m_c`` the mass of ``p`` in chunk ``c``,
+    ``KL = S / sum p - log(sum p) - sum_c (m_c / sum p) log(q_c)``. Each candidate then costs
+    ``n_blocks x n_q`` instead of ``n_blocks x i``: the same value up to float64 rounding
+    (``tests/engine/test_kl_calibration.py`` checks the choice against the per-bin formula).
     """
+    n_blocks = blocks.n_blocks
+    n_q = max(fmt.levels // 2, 2)
+    bins = kl_bins(n_blocks, bins, n_q)
     v = blocks.values.astype(np.float64)
     amax = np.maximum(np.abs(lo0), np.abs(hi0)).astype(np.float64)
-    n_blocks = blocks.n_blocks
-    bins = int(max(16, min(bins, KL_MAX_WORK // max(n_blocks, 1))))
-    n_q = max(fmt.levels // 2, 2)
     safe = np.where(amax > 0, amax, 1.0)
     idx = np.minimum((np.abs(v) / safe[:, None] * bins).astype(np.int64), bins - 1)
+    del v
     weights = None if blocks.valid is None else blocks.valid.ravel().astype(np.float64)
     flat = (idx + np.arange(n_blocks)[:, None] * bins).ravel()
     hist = np.bincount(flat, weights=weights, minlength=n_blocks * bins).reshape(n_blocks, bins)
+    del idx, flat
     start = min(n_q, bins)
     stride = max(1, (bins - start) // KL_MAX_CANDIDATES)
     candidates = list(range(start, bins + 1, stride))
     if candidates[-1] != bins:
         candidates.append(bins)
+
+    def prefix(a: np.ndarray) -> np.ndarray:   # prefix[:, k] = sum(a[:, :k])
+        out = np.zeros((n_blocks, bins + 1))
+        np.cumsum(a, axis=1, out=out[:, 1:])
+        return out
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mass, nonzero = prefix(hist), prefix((hist != 0).astype(np.float64))
+        plogp = prefix(np.where(hist > 0, hist * np.log(np.where(hist > 0, hist, 1.0)), 0.0))
+    total = mass[:, bins]
+    total_safe = np.where(total > 0, total, 1.0)
+    rows = np.arange(n_blocks)
     best_kl = np.full(n_blocks, np.inf)
     best_i = np.full(n_blocks, bins)
-    tail = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # tail[:, i] = sum(hist[:, i:])
     for i in candidates:
-        p = hist[:, :i].copy()
-        if i < bins:
-            p[:, i - 1] += tail[:, i]
         chunk = np.minimum(np.arange(i) * n_q // i, n_q - 1)
         starts = np.flatnonzero(np.diff(np.concatenate(([-1], chunk))))
-        sums = np.add.reduceat(hist[:, :i], starts, axis=1)
-        nonzero = np.add.reduceat((p != 0).astype(np.float64), starts, axis=1)
+        ends = np.append(starts[1:], i)
+        last = hist[rows, i - 1]
+        p_last = last + (total - mass[:, i])                       # bin i-1 with the tail folded in
+        sums = mass[:, ends] - mass[:, starts]                      # histogram mass per chunk
+        count = nonzero[:, ends] - nonzero[:, starts]               # bins where p != 0, per chunk ...
+        count[:, -1] += (p_last != 0).astype(np.float64) - (last != 0)   # ... bin i-1 counted by p
+        p_mass = sums.copy()
+        p_mass[:, -1] += p_last - last
+        q_sum = mass[:, i]
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_bin = np.where(nonzero > 0, sums / nonzero, 0.0)
-        q = np.where(p != 0, per_bin[:, chunk], 0.0)
-        psum, qsum = p.sum(axis=1, keepdims=True), q.sum(axis=1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pn = p / np.where(psum > 0, psum, 1)
-            qn = q / np.where(qsum > 0, qsum, 1)
-            terms = np.where(pn > 0, pn * np.log(pn / np.where(qn > 0, qn, 1e-12)), 0.0)
-        kl = terms.sum(axis=1)
+            q_norm = np.where(count > 0, sums / count, 0.0) / np.where(q_sum > 0, q_sum, 1.0)[:, None]
+            log_q = np.log(np.where(q_norm > 0, q_norm, 1e-12))
+            s = plogp[:, i - 1] + np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0)
+            kl = s / total_safe - np.log(total_safe) - (p_mass * log_q).sum(axis=1) / total_safe
+        kl = np.where(total > 0, kl, 0.0)
         better = kl < best_kl
         best_kl = np.where(better, kl, best_kl)
         best_i = np.where(better, i, best_i)
