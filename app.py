@@ -1658,6 +1658,29 @@ def positive_or_nan(values) -> np.ndarray:
     return np.where(v > 0, v, np.nan)
 
 
+AFTER_RENDER: list = []   # browser worker: what after_render() does once the first document is drawn
+
+
+def attach_after_load(holder: pn.Column, objects: list) -> None:
+    """Put ``objects`` into ``holder`` once the page has drawn the first document: natively through Panel's
+    onload; in the browser worker (where Panel runs onload callbacks at once) when the worker calls
+    :func:`after_render`; at once without a document (tests, scripts)."""
+    def attach() -> None:
+        holder.objects = objects
+    if pn.state.curdoc is None:
+        attach()
+    elif getattr(pn.state, "_is_pyodide", False):
+        AFTER_RENDER.append(attach)
+    else:
+        pn.state.onload(attach)
+
+
+def after_render() -> None:
+    """Called by build/templates/pyodide_worker.js once the page drew the worker's document and patches flow."""
+    while AFTER_RENDER:
+        AFTER_RENDER.pop(0)()
+
+
 def figure_kw(**kw) -> dict:
     base = dict(height=250, sizing_mode="stretch_width", toolbar_location="above",
                 tools="pan,wheel_zoom,box_zoom,reset,save", min_border_left=50)
@@ -1874,9 +1897,14 @@ class PlotsView(pn.viewable.Viewer):
     def __panel__(self):
         picker = pn.widgets.IntInput.from_param(self.calc.param.channel, name="Selected channel (index; or click a "
                                                 "bar, point or table row)", width=300, stylesheets=NO_SPIN)
-        return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker,
-                         *(pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
-                           (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)),
+        figures = [pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
+                   (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)]
+        plots = pn.Column(sizing_mode="stretch_width", min_height=len(figures) * 260)
+        # The five figures are ~half of the page's Bokeh models: they join the page once it is shown, so the
+        # first document (serialised and drawn before anything is usable, 3-4x slower in the browser worker)
+        # carries the numbers and controls only.
+        attach_after_load(plots, figures)
+        return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker, plots,
                          sizing_mode="stretch_width")
 
 
@@ -2687,8 +2715,16 @@ def build_app() -> pn.viewable.Viewable:
         tabs.active = 0
 
     model = ModelView(scan, on_open=open_in_calculator)
+    # the Model view joins the page when its tab is first opened (then stays: a scan goes on in the background)
+    model_tab = pn.Column(sizing_mode="stretch_width")
+
+    def attach_model(event) -> None:
+        if event.new == 1 and not model_tab.objects:
+            model_tab.objects = [model]
+
+    tabs.param.watch(attach_model, "active")
     tabs.extend([("One tensor", pn.Column(url_alert, body, DocsView(), sizing_mode="stretch_width")),
-                 ("Whole model", model)])
+                 ("Whole model", model_tab)])
     page = pn.Column(header, tabs, sizing_mode="stretch_width", styles={"padding": "0 8px"})
     page.model, page.tabs = model, tabs
     page.calc = calc  # for tests and debugging

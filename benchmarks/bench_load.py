@@ -124,16 +124,22 @@ def fmt6(v: float) -> str:
     return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.6g}"
 
 
-def expected_rmse(data, bits: int | None = None, example: str = "s0") -> dict[str, str]:
+def expected_rmse(data, bits: int | None = None, example: str = "s0", group: int | None = None) -> dict[str, str]:
     """{scheme label: RMSE as shown} for an example's settings (per-tensor and per-channel, as the app compares
-    examples s0 and s3) at ``bits`` (default: the example's)."""
+    examples s0 and s3) at ``bits`` (default: the example's); with ``group``, also per-group of that size (new
+    data resets the example's choice of schemes to the app's default: tensor, channel, group 32)."""
     spec = qc.get_example(example).spec
     f = spec.fmt
     bits = f.bits if bits is None else bits
     base = spec.with_(fmt=qc.IntFormat(bits, f.signed, f.narrow, f.reduce_range))
     specs = [base.with_(granularity=qc.PerTensor()), base.with_(granularity=qc.PerChannel(0))]
+    if group is not None:
+        specs.append(base.with_(granularity=qc.PerGroup(group, axis=-1)))
     cmp = qc.compare(data, specs)
     return {r["label"]: fmt6(r["rmse"]) for r in cmp.summary_rows()}
+
+
+APP_GROUP = 32   # app.py QuantCalcSettings.group's default
 
 
 def synthetic(seed: int) -> np.ndarray:
@@ -166,6 +172,22 @@ def tree_pids(root: int) -> list[int]:
         out.append(p)
         todo += children.get(p, [])
     return out
+
+
+def census(probe_log: Path, closed: float) -> str:
+    """The server hook's counts of live QuantCalcSettings objects, from the last sample before ``closed``
+    (perf_counter) to the end."""
+    rows = []
+    if probe_log.exists():
+        for line in probe_log.read_text().splitlines():
+            e = json.loads(line)
+            if "census_error" in e:
+                return e["census_error"]
+            if "live_calcs" in e:
+                rows.append((e["t"], e["live_calcs"]))
+    before = [n for t, n in rows if t <= closed][-1:]
+    after = [f"+{t - closed:.0f} s {n}" for t, n in rows if t > closed]
+    return (f"at close {before[0] if before else '?'}; " + ", ".join(after)) if rows else "no census"
 
 
 def rss_mib(root: int) -> float:
@@ -596,10 +618,11 @@ def main() -> None:
     ex0 = qc.get_example("s0")
     expect = {"s3": expected_rmse(qc.get_example("s3").rows, example="s3"),
               "s0 8": expected_rmse(ex0.rows, 8), "s0 4": expected_rmse(ex0.rows, 4),
-              "syn 0 4": expected_rmse(synthetic(0), 4)}
+              "syn 0 4": expected_rmse(synthetic(0), 4, group=APP_GROUP)}
     for k in range(args.sessions):
         x = synthetic(100 + k)
-        expect[f"syn {100 + k} 4"], expect[f"syn {100 + k} 8"] = expected_rmse(x, 4), expected_rmse(x, 8)
+        expect[f"syn {100 + k} 4"] = expected_rmse(x, 4, group=APP_GROUP)
+        expect[f"syn {100 + k} 8"] = expected_rmse(x, 8, group=APP_GROUP)
     print(f"expected tables computed in {time.perf_counter() - t:.1f} s")
 
     port = free_port()
@@ -641,6 +664,7 @@ def main() -> None:
             memory.append(f"round {rnd}: peak {sampler.peak(t_start, t_closed):.0f}; after the sessions closed "
                           f"{timeline}")
             print(f"server RSS (MiB): idle before round 1 {rss_idle:.0f}; {memory[-1]}")
+            print(f"app sessions alive in the server (settings objects, census every 5 s): {census(probe_log, t_closed + sampler.t0)}")
         sampler.stop.set()
         if spy is not None:
             spy.send_signal(2)

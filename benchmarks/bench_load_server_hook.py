@@ -50,3 +50,18 @@ async def send_message(self, message):
 
 
 WSHandler.send_message = send_message
+
+
+def _census() -> None:
+    """Every 5 s: how many app sessions' settings objects are alive (without forcing a collection), so the
+    bench can tell sessions kept alive (a leak) from memory the allocator keeps after freeing them."""
+    import gc
+    live = sum(1 for o in gc.get_objects() if type(o).__name__ == "QuantCalcSettings")
+    _LOG.write(json.dumps({"t": time.perf_counter(), "live_calcs": live}) + "\n")
+
+
+try:
+    import panel as pn
+    pn.state.schedule_task("qc-bench-census", _census, period="5s")
+except Exception as exc:   # an older Panel without schedule_task: the bench prints no census
+    _LOG.write(json.dumps({"t": time.perf_counter(), "census_error": repr(exc)}) + "\n")

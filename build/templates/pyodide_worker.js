@@ -263,6 +263,11 @@ self.onmessage = async (event) => {
     _link_docs_worker(state.curdoc, sendPatch, setter='js')
     `)
     status("Ready", {stage: "ready"});
+    // what app.py left out of the first document (its plots) joins the page now, as patches
+    await self.pyodide.runPythonAsync(`
+    if "after_render" in globals():
+        after_render()
+    `)
   } else if (msg.type === 'file-bytes') {
     // A piece of the user's file (app.py BrowserFile), transferred, not copied; the model patch that follows
     // names it and Python takes it (app.transferred_bytes): no base64 round trip through the document.

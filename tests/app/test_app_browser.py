@@ -85,7 +85,28 @@ def test_s0_seed_000_channel_ranges_and_comparison(page, app_url):
     assert num(shown["int8 affine per-tensor"]["metadata_bytes"]) == 8
     assert num(shown["int8 affine per-channel"]["metadata_bytes"]) == 32
     assert page.locator(".qc-advice").inner_text().startswith("Advice:")
+    # the plots join the page after its first document is drawn (worker: app.after_render): the ranges plot's
+    # data is in the page's document, one bar per channel at seed 000's min..max
+    ranges = poll(lambda: _plot_columns(page, "qlo"), timeout=60)
+    assert ranges["lo"] == pytest.approx([s[0] for s in seed.values()])
+    assert ranges["hi"] == pytest.approx([s[1] for s in seed.values()])
     assert not page.errors and not page.dialogs
+
+
+PLOT_COLUMNS_JS = """(key) => {
+  for (const doc of Bokeh.documents) for (const m of doc.all_models) {
+    const data = m.data instanceof Map ? Object.fromEntries(m.data) : m.data;
+    if (data && typeof data === 'object' && key in data && data[key].length)
+      return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Array.from(v)]));
+  }
+  return null }"""
+
+
+def _plot_columns(page, key: str) -> dict:
+    """The columns of the page's data source that has column ``key`` (with rows); fails while there is none."""
+    found = page.evaluate(PLOT_COLUMNS_JS, key)
+    assert found, f"no plot data with column {key!r} in the page yet"
+    return found
 
 
 def test_s1_seed_001_worked_table(page, app_url):
