@@ -2468,8 +2468,8 @@ class ModelLayersView(pn.viewable.Viewer):
                                        name="qc-layer-points")
         # the PDF report draws scheme k in the same colour (quantcalc_ui.pdf.PALETTE is Category10)
         self.colors = CategoricalColorMapper(factors=[], palette=Category10_10)
-        p = figure(**figure_kw(height=320, title="Relative RMSE by layer", x_axis_label="layer index",
-                               y_axis_label="relative RMSE", y_range=Range1d(0.0, 1.0),
+        p = figure(**figure_kw(height=320, title="Relative RMSE by layer", name="qc-layers",
+                               x_axis_label="layer index", y_axis_label="relative RMSE", y_range=Range1d(0.0, 1.0),
                                tools="pan,wheel_zoom,box_zoom,reset,save"))
         # beside the plot (flat curves leave no free corner); no click-to-hide: an entry grouped by legend_field
         # would hide every scheme's line at once
