@@ -2466,8 +2466,10 @@ class ModelLayersView(pn.viewable.Viewer):
         self.lines = ColumnDataSource(dict(scheme=[], xs=[], ys=[]), name="qc-layer-lines")
         self.points = ColumnDataSource(dict(layer=[], scheme=[], rel_rmse=[], shown=[], tensors=[]),
                                        name="qc-layer-points")
-        # the PDF report draws scheme k in the same colour (quantcalc_ui.pdf.PALETTE is Category10)
-        self.colors = CategoricalColorMapper(factors=[], palette=Category10_10)
+        # scheme k in Category10's colour k, cycling after ten, as quantcalc_ui.pdf.PALETTE draws it in the PDF
+        # (repeated to cover every scheme choice: a mapper gives a factor beyond its palette no colour)
+        self.colors = CategoricalColorMapper(
+            factors=[], palette=list(Category10_10) * (len(qc_model.SCHEME_CHOICES) // len(Category10_10) + 1))
         p = figure(**figure_kw(height=320, title="Relative RMSE by layer", name="qc-layers",
                                x_axis_label="layer index", y_axis_label="relative RMSE", y_range=Range1d(0.0, 1.0),
                                tools="pan,wheel_zoom,box_zoom,reset,save"))
