@@ -30,12 +30,21 @@ import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 from bokeh.models import (
+    BasicTicker,
+    BasicTickFormatter,
     BoxAnnotation,
+    CategoricalColorMapper,
     ColorBar,
     ColumnDataSource,
     FactorRange,
     HoverTool,
+    Legend,
     LinearColorMapper,
+    LinearScale,
+    LogScale,
+    LogTicker,
+    LogTickFormatter,
+    Range1d,
     Span,
     TapTool,
 )
@@ -2429,7 +2438,7 @@ class ModelHeatMapView(pn.viewable.Viewer):
         self.source = ColumnDataSource(dict(tensor=[], scheme=[], value=[], shown=[]))
         self.mapper = LinearColorMapper(palette=HEAT_PALETTE, nan_color="#bdbdbd")
         p = figure(**figure_kw(x_range=FactorRange(), y_range=FactorRange(), height=400, tools="tap,reset",
-                               toolbar_location="above", title="Error by tensor and scheme"))
+                               toolbar_location="above", title="Error by tensor and scheme", name="qc-heat"))
         cells = p.rect("scheme", "tensor", 0.95, 0.95, source=self.source, line_color=None,
                        fill_color={"field": "value", "transform": self.mapper})
         p.add_tools(HoverTool(renderers=[cells], tooltips=[("tensor", "@tensor"), ("scheme", "@scheme"),
@@ -2473,6 +2482,60 @@ class ModelHeatMapView(pn.viewable.Viewer):
         return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.scan.param.metric, options={
             v: k for k, v in qc_model.METRICS.items()}, name="Colour", button_type="primary", button_style="outline"),
             self.pane, self.note, sizing_mode="stretch_width")
+
+
+class ModelLayersView(pn.viewable.Viewer):
+    """Relative RMSE by layer index, one line with markers per scheme (:func:`quantcalc_ui.modelscan.layer_curves`);
+    the figure is built once, its sources, y range and y scale follow the scan."""
+
+    def __init__(self, scan: ModelScan, **params):
+        super().__init__(**params)
+        self.scan = scan
+        self.lines = ColumnDataSource(dict(scheme=[], xs=[], ys=[]), name="qc-layer-lines")
+        self.points = ColumnDataSource(dict(layer=[], scheme=[], rel_rmse=[], shown=[], tensors=[]),
+                                       name="qc-layer-points")
+        # scheme k in Category10's colour k, cycling after ten, as quantcalc_ui.pdf.PALETTE draws it in the PDF
+        # (repeated to cover every scheme choice: a mapper gives a factor beyond its palette no colour)
+        self.colors = CategoricalColorMapper(
+            factors=[], palette=list(Category10_10) * (len(qc_model.SCHEME_CHOICES) // len(Category10_10) + 1))
+        p = figure(**figure_kw(height=320, title="Relative RMSE by layer", name="qc-layers",
+                               x_axis_label="layer index", y_axis_label="relative RMSE", y_range=Range1d(0.0, 1.0),
+                               tools="pan,wheel_zoom,box_zoom,reset,save"))
+        # beside the plot (flat curves leave no free corner); no click-to-hide: an entry grouped by legend_field
+        # would hide every scheme's line at once
+        p.add_layout(Legend(label_text_font_size="8pt", padding=2, spacing=0, border_line_alpha=0), "right")
+        p.multi_line("xs", "ys", source=self.lines, line_width=2, legend_field="scheme",
+                     line_color={"field": "scheme", "transform": self.colors})
+        dots = p.scatter("layer", "rel_rmse", source=self.points, size=6,
+                         color={"field": "scheme", "transform": self.colors})
+        p.add_tools(HoverTool(renderers=[dots], tooltips=[("layer", "@layer"), ("scheme", "@scheme"),
+                                                          ("relative RMSE", "@shown"), ("tensors", "@tensors")]))
+        self.figure, self.log_y = p, False
+        self.pane = pn.pane.Bokeh(p, sizing_mode="stretch_width", visible=False)
+        self.note = html_pane("", sizing_mode="stretch_width")
+        scan.param.watch(self._refresh, ["rows"])
+        self._refresh()
+
+    def _refresh(self, *events) -> None:
+        curves = qc_model.layer_curves(self.scan.rows, list(self.scan.schemes))
+        p = self.figure
+        if curves.log_y != self.log_y:
+            self.log_y = curves.log_y
+            p.y_scale = LogScale() if curves.log_y else LinearScale()
+            p.yaxis[0].ticker = LogTicker() if curves.log_y else BasicTicker()
+            p.yaxis[0].formatter = LogTickFormatter() if curves.log_y else BasicTickFormatter()
+        p.y_range.start, p.y_range.end = curves.y_range
+        p.title.text = "Relative RMSE by layer" + (" (log scale)" if curves.log_y else "")
+        self.colors.factors = list(curves.schemes)
+        self.lines.data = curves.lines
+        self.points.data = curves.points
+        self.pane.visible = bool(curves.points["layer"])
+        self.note.object = f"<p class='qc-note'>{esc(curves.note[:1].upper() + curves.note[1:])}.</p>" \
+            if curves.note and self.scan.rows else ""
+
+    def __panel__(self):
+        return pn.Column(html_pane("<h2 class='qc-h'>Error by layer</h2>", margin=(0, 5)), self.pane, self.note,
+                         sizing_mode="stretch_width")
 
 
 class ModelTableView(pn.viewable.Viewer):
@@ -2587,6 +2650,9 @@ class ModelExportView(pn.viewable.Viewer):
                                                 button_type="primary", width=150)
         self.json = pn.widgets.FileDownload(callback=self._json, filename="scan.json", label="JSON: scan and plan",
                                             button_type="primary", width=170)
+        self.pdf = DeclinableDownload(callback=self._pdf, filename="scan_report.pdf", label="PDF: whole report",
+                                      button_type="primary", width=170)
+        self.alert = alert_pane()
         scan.param.watch(self._rename, ["filename"])
 
     def _rename(self, *events) -> None:
@@ -2594,6 +2660,7 @@ class ModelExportView(pn.viewable.Viewer):
         self.rows_csv.filename = safe_filename(name, "scan.csv")
         self.plan_csv.filename = safe_filename(name, "plan.csv")
         self.json.filename = safe_filename(name, "scan.json")
+        self.pdf.filename = safe_filename(name, "scan_report.pdf")
 
     def _text(self, text: str) -> _bytes_io.BytesIO:
         return _bytes_io.BytesIO(text.encode("utf-8"))
@@ -2607,10 +2674,37 @@ class ModelExportView(pn.viewable.Viewer):
         return self._text(qc_model.report_json(s.filename, list(s.schemes), s.rows, s.skipped, s.problems, s.plan,
                                                s.state == "done"))
 
+    async def _pdf(self):
+        """The whole-model PDF report (the PDF library loaded on first use, as for the one-tensor report); None (no
+        download) with the reason next to the buttons when it cannot be made."""
+        try:
+            if await load_pdf_library(self.alert):
+                self.alert.visible = False
+            data = scan_pdf_report(self.scan)
+        except Exception as exc:  # shown next to the buttons, never a traceback
+            show_error(self.alert, f"The PDF report could not be made: {exc}")
+            return None
+        self.alert.visible = False
+        return _bytes_io.BytesIO(data)
+
     def __panel__(self):
         return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
-                         pn.FlexBox(self.rows_csv, self.plan_csv, self.json, flex_wrap="wrap"),
-                         sizing_mode="stretch_width")
+                         pn.FlexBox(self.rows_csv, self.plan_csv, self.json, self.pdf, flex_wrap="wrap"),
+                         self.alert, sizing_mode="stretch_width")
+
+
+def scan_pdf_report(scan: ModelScan) -> bytes:
+    """The Model view's PDF: :func:`quantcalc_ui.scanreport.scan_report` of the rows so far, drawn by
+    ``quantcalc_ui.pdf`` (which imports fpdf2 only when called)."""
+    from quantcalc_ui import pdf as ui_pdf
+    from quantcalc_ui import scanreport as ui_scanreport
+
+    if not scan.rows:
+        raise ValueError("there is nothing to report yet: choose a checkpoint and let the scan measure a tensor")
+    report = ui_scanreport.scan_report(
+        scan.filename, list(scan.schemes), scan.rows, scan.skipped, scan.problems, scan.plan, budget=scan.budget,
+        plan_error=scan.plan_error, complete=scan.state == "done", tensors_total=scan.tensors_total)
+    return ui_pdf.render_scan_pdf(report)
 
 
 class ModelView(pn.viewable.Viewer):
@@ -2622,13 +2716,14 @@ class ModelView(pn.viewable.Viewer):
         self.scan = scan
         self.file = ModelFileView(scan)
         self.heat = ModelHeatMapView(scan, on_open)
+        self.layers = ModelLayersView(scan)
         self.table = ModelTableView(scan, on_open)
         self.plan = ModelPlanView(scan)
         self.export = ModelExportView(scan)
 
     def __panel__(self):
         left = pn.Column(self.file, self.plan, self.export, styles=COLUMN_STYLE, sizing_mode="stretch_width")
-        right = pn.Column(self.table, self.heat, styles=COLUMN_STYLE, sizing_mode="stretch_width")
+        right = pn.Column(self.table, self.heat, self.layers, styles=COLUMN_STYLE, sizing_mode="stretch_width")
         return pn.Column(left, right, sizing_mode="stretch_width", stylesheets=[MAIN_GRID_CSS])
 
 

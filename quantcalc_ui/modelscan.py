@@ -1,5 +1,5 @@
 """The Model view's Panel-free pieces: reading a checkpoint's rows from a file known by byte ranges, and what
-the heat map, the damage table and the exports show, built from :mod:`quantcore.scan` rows.
+the heat map, the per-layer curves, the damage table and the exports show, built from :mod:`quantcore.scan` rows.
 
 Everything numeric comes from quantcore (:func:`quantcore.scan.plan_scan`, :class:`quantcore.scan.SteppedScan`,
 :func:`quantcore.plan.solve_plan`); this module only selects, orders and lays out those numbers.
@@ -21,6 +21,8 @@ from quantcore.io.checkpoint import TensorEntry, decode_rows, row_span
 from quantcore.io.ranges import RangeCache
 from quantcore.plan import MixedPlan, llama_quantize_overrides
 from quantcore.scanresults import ScanRow, Skipped, rows_csv, summarize, to_json_text
+
+from .pdf import use_log
 
 # A small default set: 8-bit per channel and q8_0 (near lossless), 4-bit per group of 32 and q4_0 (the usual
 # "does this tensor survive 4 bits" question). Canonical names (quantcore.schemes.parse_scheme).
@@ -104,6 +106,73 @@ def heat_map(rows: Sequence[ScanRow], schemes: Sequence[str], metric: str,
             cols["shown"].append(f"{v:.4g}" if math.isfinite(v) else ("∞" if v > 0 else "–"))
     data = {k: (np.asarray(v, float) if k == "value" else v) for k, v in cols.items()}
     return HeatMap(data, list(reversed(names)), list(schemes), note)
+
+
+@dataclass(frozen=True)
+class LayerCurves:
+    """Relative RMSE by layer index, one curve per scheme (:attr:`quantcore.scanresults.ScanSummary.by_layer`:
+    ``sqrt(sum sse / sum ssx)`` over the layer's tensors).
+
+    ``lines``: columns for a Bokeh ``multi_line`` (one row per scheme: ``scheme``, ``xs``, ``ys``; a value that
+    cannot be drawn is NaN, which leaves a gap); ``points``: one row per layer x scheme with a drawable value
+    (``layer``, ``scheme``, ``rel_rmse``, ``shown``: the value as text, ``tensors``: how many tensors the
+    layer has). Plain lists (no numpy), so the PDF report can hold them too."""
+
+    lines: dict
+    points: dict
+    layers: list[int]
+    schemes: list[str]
+    log_y: bool
+    y_range: tuple[float, float]   # the y axis' limits: (0, max + 8 %) linear, a factor 1.5 around the data on log
+    note: str                      # what is not drawn, in words
+
+
+def layer_curves(rows: Sequence[ScanRow], schemes: Sequence[str]) -> LayerCurves:
+    """Per-layer relative RMSE of each of ``schemes`` (in that order; schemes without rows are left out).
+
+    Tensors without a layer index (embeddings, the final norm, the output head) are not drawn and ``note`` says
+    how many. The y axis is logarithmic when the drawable values span more than a factor 30
+    (:func:`quantcalc_ui.pdf.use_log`); on it a zero error (a lossless scheme) cannot be drawn and is said too."""
+    groups = {(g.scheme, g.group): g for g in summarize(rows).by_layer}
+    layers = sorted({int(g) for _, g in groups if g != "-"})
+    present = [s for s in schemes if any(k[0] == s for k in groups)]
+    values = [groups[(s, str(i))].rel_rmse for s in present for i in layers if (s, str(i)) in groups]
+    log_y = use_log(values)
+
+    def drawable(v: float) -> bool:
+        return math.isfinite(v) and (v > 0 or not log_y)
+
+    lines: dict[str, list] = {"scheme": [], "xs": [], "ys": []}
+    points: dict[str, list] = {"layer": [], "scheme": [], "rel_rmse": [], "shown": [], "tensors": []}
+    for s in present:
+        ys = []
+        for i in layers:
+            g = groups.get((s, str(i)))
+            v = g.rel_rmse if g is not None else math.nan
+            ys.append(float(v) if drawable(v) else math.nan)
+            if g is not None and drawable(v):
+                for k, x in zip(points, (i, s, float(v), f"{v:.4g}", g.tensors)):
+                    points[k].append(x)
+        lines["scheme"].append(s)
+        lines["xs"].append([float(i) for i in layers])
+        lines["ys"].append(ys)
+    shown = points["rel_rmse"]
+    if not shown:
+        y_range = (0.0, 1.0)
+    elif log_y:
+        y_range = (min(shown) / 1.5, max(shown) * 1.5)
+    else:
+        y_range = (0.0, max(shown) * 1.08 or 1.0)
+    words = []
+    unlayered = {r.tensor for r in rows if r.layer is None}
+    if unlayered:
+        words.append(f"{len(unlayered)} tensor{'s' if len(unlayered) != 1 else ''} without a layer index "
+                     "(embeddings, final norm, output) not drawn")
+    hidden = sum(1 for v in values if not drawable(v))
+    if hidden:
+        words.append(f"{hidden} value{'s' if hidden != 1 else ''} of 0 or not finite not drawn on the log scale"
+                     if log_y else f"{hidden} value{'s' if hidden != 1 else ''} not finite not drawn")
+    return LayerCurves(lines, points, layers, present, log_y, y_range, "; ".join(words))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""The PDF report: ``render_pdf(model) -> bytes``, drawn with fpdf2's core fonts and vector primitives.
+"""The PDF reports, drawn with fpdf2's core fonts and vector primitives: one tensor's (``render_pdf(model)``,
+:class:`quantcalc_ui.report.ReportModel`) and a whole checkpoint's scan (``render_scan_pdf(report)``,
+:class:`quantcalc_ui.scanreport.ScanReport`). Both share the document, its page flow, tables and charts below.
 
 Layout (A4 portrait, 16 mm margins): title block (tensor, data source; no date, so the same model gives the
 same bytes), settings as a key/value list, the advice in a tinted box, the scheme comparison, four charts
 (per-channel ranges, per-channel RMSE by scheme, histogram with clip bounds, error-vs-memory frontier), then
-the per-channel tables and, for a small tensor, every value.
+the per-channel tables and, for a small tensor, every value. The whole-model report: title and facts (what was
+scanned and skipped), totals per scheme, the most damaged tensors, error by role, the per-layer chart and table,
+the mixed-precision plan.
 
 Typography and tables: Helvetica; tables have a header row, thin rules (top, below the header, bottom; no
 vertical lines), right-aligned numbers at a fixed number of significant digits per kind of column
@@ -18,16 +22,19 @@ spaces) and replaces anything else (CJK, emoji) with ``?``; every string reaches
 plain text (no markup; fpdf2's ``{nb}`` page-count alias is switched off, so a name containing it is printed
 as is).
 
-fpdf2 is imported only inside :func:`render_pdf` (the browser loads it on the first PDF).
+fpdf2 is imported only when a report is drawn (the browser loads it on the first PDF).
 """
 from __future__ import annotations
 
 import math
 import unicodedata
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .report import Column, ReportModel, Table
+
+if TYPE_CHECKING:   # the scan report imports this module (use_log): no import cycle at run time
+    from .scanreport import ScanReport
 
 # --- page and style -------------------------------------------------------------------------------
 PAGE_W, PAGE_H = 210.0, 297.0
@@ -215,10 +222,11 @@ def use_log(values: Sequence[float], ratio: float = 30.0) -> bool:
 class _Doc:
     """The fpdf2 document and the flow of blocks down the pages (page breaks are decided here)."""
 
-    def __init__(self, model: ReportModel, total_pages: int | None) -> None:
+    def __init__(self, title: str, footer: str, total_pages: int | None) -> None:
+        """``title``: the document's title (metadata); ``footer``: the text at the bottom left of every page."""
         from fpdf import FPDF
 
-        footer_left = pdf_text(f"quantcalc report: {model.tensor_name or 'unnamed tensor'}")
+        footer_left = pdf_text(footer)
 
         class ReportPDF(FPDF):
             def footer(self) -> None:
@@ -242,7 +250,7 @@ class _Doc:
         pdf.set_auto_page_break(False)  # blocks are placed by _Doc.ensure
         pdf.set_margins(MARGIN, MARGIN, MARGIN)
         pdf.set_creation_date(REPRODUCIBLE_DATE)
-        pdf.set_title(pdf_text(model.title))
+        pdf.set_title(pdf_text(title))
         pdf.set_creator("quantcalc")
         pdf.set_producer("quantcalc (fpdf2)")
         pdf.set_text_color(*INK)
@@ -350,24 +358,27 @@ class _Doc:
 
 
 # --- blocks ---------------------------------------------------------------------------------------
-def _title_block(doc: _Doc, model: ReportModel) -> None:
+def _title_block(doc: _Doc, title: str, full_name: str, facts: Sequence[tuple[str, str]]) -> None:
+    """The title (at most three lines; when cut, ``full_name`` follows in small type) and ``facts``, short
+    ``(label, text)`` lines under it (empty texts are left out), then a rule."""
     doc.font(15, "B")
-    lines = doc.wrap(model.title, CONTENT_W)
+    lines = doc.wrap(title, CONTENT_W)
     cut = len(lines) > 3
-    doc.lines_at(MARGIN, doc.wrap(model.title, CONTENT_W, max_lines=3), 6.6)
+    doc.lines_at(MARGIN, doc.wrap(title, CONTENT_W, max_lines=3), 6.6)
     if cut:   # a very long name: the title shows its start, the full name follows in small type
         doc.move(0.6)
-        doc.paragraph(f"Tensor: {model.tensor_name}", size=7, color=MUTED, line_h=3.2)
+        doc.paragraph(full_name, size=7, color=MUTED, line_h=3.2)
     doc.move(1.2)
-    doc.font(8.5, "", MUTED)
-    for label, text in (("Data", model.source), ("Size", _size_words(model))):
+    doc.font(8.5, "B", MUTED)
+    key_w = max([14.0] + [doc.width(pdf_text(label)) + 3.0 for label, text in facts if text])
+    for label, text in facts:
         if not text:
             continue
         doc.font(8.5, "B", MUTED)
         doc.pdf.set_xy(MARGIN, doc.y)
-        doc.pdf.cell(14, 4.2, label)
+        doc.pdf.cell(key_w, 4.2, pdf_text(label))
         doc.font(8.5, "", MUTED)
-        doc.lines_at(MARGIN + 14, doc.wrap(text, CONTENT_W - 14, max_lines=6), 4.2)
+        doc.lines_at(MARGIN + key_w, doc.wrap(text, CONTENT_W - key_w, max_lines=6), 4.2)
     doc.move(1.5)
     doc.rule(doc.y, RULE, 0.45)
     doc.move(1.0)
@@ -1109,8 +1120,9 @@ def _charts_block(doc: _Doc, model: ReportModel) -> None:
 
 # --- the report -----------------------------------------------------------------------------------
 def _draw(model: ReportModel, total_pages: int | None) -> _Doc:
-    doc = _Doc(model, total_pages)
-    _title_block(doc, model)
+    doc = _Doc(model.title, f"quantcalc report: {model.tensor_name or 'unnamed tensor'}", total_pages)
+    _title_block(doc, model.title, f"Tensor: {model.tensor_name}",
+                 (("Data", model.source), ("Size", _size_words(model))))
     _settings_block(doc, model)
     _advice_block(doc, model)
     if model.manual_table is not None or not model.schemes:
@@ -1126,7 +1138,87 @@ def _draw(model: ReportModel, total_pages: int | None) -> _Doc:
     return doc
 
 
+def _two_passes(draw: Callable[[int | None], _Doc]) -> bytes:
+    """``draw(total_pages)`` twice: first to count the pages, then with "page i of n" in the footers."""
+    return draw(draw(None).pdf.pages_count).output()
+
+
 def render_pdf(model: ReportModel) -> bytes:
     """The report as PDF bytes (A4). The same model gives the same bytes (no dates, fixed metadata)."""
-    pages = _draw(model, None).pdf.pages_count       # first pass: how many pages, for "page i of n"
-    return _draw(model, pages).output()
+    return _two_passes(lambda pages: _draw(model, pages))
+
+
+# --- the whole-model report -----------------------------------------------------------------------
+LAYER_MARKERS_MAX = 80   # layers; above this the curves are drawn without a dot per layer
+
+
+def _layer_chart(curves) -> _Chart:
+    """Relative RMSE by layer index, one line per scheme in the scheme's palette colour (as in the page)."""
+    title = "Per-layer curves"
+    if curves is None or not curves.points["rel_rmse"]:
+        return _Chart(title, "", [], no_data="no data (no tensor has a layer index)")
+    caption = ("Each layer's relative RMSE, sqrt(sum of squared errors / sum of squared weights) over its tensors"
+               + ("; log scale" if curves.log_y else "") + "."
+               + (f" {curves.note[0].upper()}{curves.note[1:]}." if curves.note else ""))
+    legend = [("line", PALETTE[k % len(PALETTE)], s) for k, s in enumerate(curves.lines["scheme"])]
+
+    def draw(doc: _Doc, x: float, top: float, width: float) -> None:
+        values = curves.points["rel_rmse"]
+        if curves.log_y:
+            lo, hi, ticks = log_axis(min(values), max(values))
+            labels = [tick_label(t, t) for t in ticks]
+        else:
+            lo, hi, ticks, step = linear_axis(0.0, max(values), 5)
+            labels = [tick_label(t, step) for t in ticks]
+        first, last = min(curves.layers), max(curves.layers)
+        ax = _Axes(doc, x, top, width, (first - 0.5, last + 0.5), (lo, hi), ylog=curves.log_y)
+        ax.frame(ticks, labels, "relative RMSE")
+        pdf = doc.pdf
+        dots = len(curves.layers) <= LAYER_MARKERS_MAX
+        for k, (xs, ys) in enumerate(zip(curves.lines["xs"], curves.lines["ys"])):
+            color = PALETTE[k % len(PALETTE)]
+            pdf.set_draw_color(*color)
+            pdf.set_line_width(0.5)
+            run: list[tuple[float, float]] = []
+            for xv, yv in list(zip(xs, ys)) + [(math.nan, math.nan)]:   # a NaN ends a run (a gap in the line)
+                if math.isfinite(yv):
+                    run.append((ax.X(xv), ax.Y(yv)))
+                    continue
+                if len(run) > 1:
+                    pdf.polyline(run)
+                if dots:
+                    for px, py in run:
+                        _marker(pdf, "dot", color, px, py, 1.3)
+                pdf.set_draw_color(*color)
+                pdf.set_line_width(0.5)
+                run = []
+        _, _, xt, _ = linear_axis(first, last, 8, integer=True)
+        xt = [t for t in xt if first <= t <= last]
+        ax.xticks(xt, [f"{int(t):,}" for t in xt], "layer index")
+
+    return _Chart(title, caption, legend, draw)
+
+
+def _scan_draw(report: "ScanReport", total_pages: int | None) -> _Doc:
+    doc = _Doc(report.title, f"quantcalc whole-model report: {report.checkpoint or 'checkpoint'}", total_pages)
+    _title_block(doc, report.title, f"Checkpoint: {report.checkpoint}", report.facts)
+    _notes_block(doc, report.notes)
+    _table_block(doc, report.totals)
+    _table_block(doc, report.worst)
+    _table_block(doc, report.by_role)
+    chart = _layer_chart(report.curves)
+    doc.heading("Error by layer", keep_with=chart.height(doc, CONTENT_W))
+    doc.pdf.set_xy(MARGIN, chart.render(doc, MARGIN, doc.y, CONTENT_W))
+    _table_block(doc, report.by_layer)
+    doc.heading("Mixed-precision plan")
+    doc.paragraph(report.plan_words)
+    _table_block(doc, report.plan_table)
+    _table_block(doc, report.plan_choices)
+    return doc
+
+
+def render_scan_pdf(report: "ScanReport") -> bytes:
+    """The whole-model report (:class:`quantcalc_ui.scanreport.ScanReport`) as PDF bytes (A4), laid out as
+    :func:`render_pdf`'s report: title and facts, then the totals per scheme, the most damaged tensors, the error
+    by role, the per-layer chart and table, and the mixed-precision plan. Same model, same bytes."""
+    return _two_passes(lambda pages: _scan_draw(report, pages))

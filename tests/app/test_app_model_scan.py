@@ -3,6 +3,8 @@
 the same file on disk; the files are written by the safetensors package (test oracle)."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,140 @@ def test_other_schemes_rescan_the_open_file_and_none_says_so(tmp_path):
     scan.schemes = ["q8_0", "f16"]
     assert scan.error == "" and scan.state == "done"
     assert {r.scheme for r in scan.rows} == {"q8_0", "f16"} and len(scan.rows) == 4
+
+
+def run_now(coro):
+    """The value of a coroutine that never waits (natively the PDF callback's library check awaits nothing). Not
+    asyncio.run: in a session with browser tests Playwright's event loop is already running in this thread."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the coroutine waited for something")
+
+
+def test_per_layer_curves_and_the_whole_report_pdf_follow_the_scan(tmp_path):
+    """The curves' sources hold layer_curves of the rows so far (layer 0 only: both weights are in it; the
+    scan's quantcore rows are the reference); the PDF download names the checkpoint, and before any row it
+    sends nothing and says why next to the buttons."""
+    from pypdf import PdfReader   # test oracle: reads the PDF back
+
+    from quantcalc_ui.modelscan import layer_curves
+
+    path, blob = checkpoint(tmp_path)
+    page = app.build_app()
+    scan, view = page.model.scan, page.model
+    assert run_now(view.export._pdf()) is None and "nothing to report yet" in view.export.alert.object
+    PageStandIn(scan, blob)
+    scan.open_file("tiny.safetensors", len(blob))
+    want, _ = scan_on_disk(open_checkpoint(str(path)), [parse_scheme(s) for s in scan.schemes])
+    curves = layer_curves(want, list(scan.schemes))
+    assert view.layers.points.data["layer"] == [0] * len(scan.schemes)
+    assert view.layers.points.data["rel_rmse"] == pytest.approx(curves.points["rel_rmse"], rel=1e-12)
+    assert view.layers.lines.data["scheme"] == list(scan.schemes) and view.layers.pane.visible
+    assert view.layers.colors.factors == list(scan.schemes)
+    data = run_now(view.export._pdf()).getvalue()
+    assert view.export.alert.visible is False
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages).split())
+    assert "Whole-model report: tiny.safetensors" in text and "Per-layer curves" in text
+    assert "Skipped 2 tensors" in text and BIG in text and SMALL in text
+    assert view.export.pdf.filename == "tiny_scan_report.pdf"
+
+
+# --- in a browser (both runtimes): downloads, the per-layer chart, a heat-map click -------------------------------
+
+# The live document's models: the static page also holds its pre-rendered document (empty sources, no views),
+# so a model counts only when its figure has a view in the page.
+LIVE_JS = """const live = (name) => { for (const doc of Bokeh.documents) { const m = doc.get_model_by_name(name);
+  if (m != null && Bokeh.index.find_one(m) != null) return [doc, m] } return [null, null] };"""
+# the heat map's cell (tensor, scheme) in page coordinates, scrolled into view: Bokeh's own scales place it
+HEAT_CELL_JS = """([tensor, scheme]) => { %s
+  const [doc, plot] = live('qc-heat');
+  if (plot == null) return null;
+  const view = Bokeh.index.find_one(plot);
+  view.el.scrollIntoView({block: 'center'});
+  const sx = view.frame.x_scale.compute(view.frame.x_range.synthetic(scheme));
+  const sy = view.frame.y_scale.compute(view.frame.y_range.synthetic(tensor));
+  const box = view.canvas_view.el.getBoundingClientRect();
+  return [box.left + sx, box.top + sy];
+}""" % LIVE_JS
+LAYER_POINTS_JS = """() => { %s
+  const [doc, plot] = live('qc-layers');
+  if (doc == null) return null;
+  const src = doc.get_model_by_name('qc-layer-points');
+  const col = (k) => Array.from(src.data instanceof Map ? src.data.get(k) : src.data[k]);
+  return {layer: col('layer'), scheme: col('scheme')};
+}""" % LIVE_JS
+
+
+@pytest.mark.browser
+def test_browser_scan_exports_csv_json_pdf_draws_layer_curves_and_a_heat_map_click_opens_the_tensor(
+        page, app_url, tmp_path):
+    import csv
+    import json
+
+    from pypdf import PdfReader   # test oracle: reads the PDF back
+
+    from page_helpers import poll, read_table
+    from test_app_browser import open_app
+
+    rng = np.random.default_rng(21)
+    tensors = {f"model.layers.{i}.self_attn.v_proj.weight": (rng.standard_normal((24, 64))
+                                                              * rng.uniform(10.0 ** -i, 1, (24, 1))).astype(np.float32)
+               for i in range(3)}
+    tensors["model.embed_tokens.weight"] = rng.standard_normal((40, 32)).astype(np.float16)
+    tensors["model.norm.weight"] = np.ones(64, np.float32)
+    path = tmp_path / "three-layers.safetensors"
+    st.save_file(tensors, str(path))
+    schemes = list(app.qc_model.DEFAULT_SCHEMES)
+    want, _ = scan_on_disk(open_checkpoint(str(path)), [parse_scheme(s) for s in schemes])
+    plan = solve_plan(want, bits_per_weight=5.0, schemes=schemes)
+
+    open_app(page, app_url)
+    page.get_by_text("Whole model", exact=True).click()
+    page.get_by_label("Upload checkpoint file").set_input_files(str(path))
+
+    def done():
+        text = page.locator(".qc-note[role=status]").inner_text()
+        assert "Done: 4 of 4 tensors" in text, text
+        assert page.locator("#qc-model-plan tbody tr").count() == 1 + len(schemes)
+    poll(done, timeout=120)
+
+    def download(label: str, timeout: float = 30_000) -> bytes:
+        with page.expect_download(timeout=timeout) as dl:
+            page.get_by_text(label, exact=True).click()
+        return open(dl.value.path(), "rb").read()
+
+    got = list(csv.DictReader(io.StringIO(download("CSV: scan rows").decode())))
+    assert [(r["tensor"], r["scheme"]) for r in got] == [(r.tensor, r.scheme) for r in want]
+    # (the worker's rows differ from CPython's by up to 1.7e-8 relative here: measured, not exact)
+    assert [float(r["rel_rmse"]) for r in got] == pytest.approx([r.rel_rmse for r in want], rel=1e-6)
+    doc = json.loads(download("JSON: scan and plan"))
+    assert doc["checkpoint"] == "three-layers.safetensors" and doc["complete"] is True
+    assert doc["summary"]["tensors_scanned"] == 4 and doc["summary"]["tensors_skipped"] == 1
+    assert doc["plan"]["tensors"] == dict(plan.choices)
+    pdf = download("PDF: whole report", timeout=120_000)   # the worker loads fpdf2 on the first PDF
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    worst = max(want, key=lambda r: r.rel_rmse).tensor
+    for needle in ["Whole-model report: three-layers.safetensors", "Per-layer curves", worst,
+                   f"The plan uses {plan.total_bytes:,} bytes"] + schemes:
+        assert needle in text, needle
+
+    # the per-layer chart's source: every layer x scheme, the embedding (no layer index) left out and said so
+    points = page.evaluate(LAYER_POINTS_JS)
+    assert sorted(zip(points["layer"], points["scheme"])) == sorted((i, s) for i in range(3) for s in schemes)
+    assert "1 tensor without a layer index" in page.locator(".qc-note", has_text="layer index").inner_text()
+
+    # a click on a heat-map cell opens that tensor in the one-tensor view, from the same file
+    target = "model.layers.1.self_attn.v_proj.weight"
+    x, y = page.evaluate(HEAT_CELL_JS, [target, "q4_0"])
+    page.mouse.click(x, y)
+    poll(lambda: _equal(page.locator(".qc-name").inner_text(), target), timeout=60)
+    poll(lambda: _equal(len(read_table(page, "qc-channels")), 24), timeout=60)
+    rows = read_table(page, "qc-channels")
+    assert [float(r["Max"].replace("−", "-")) for r in rows] == pytest.approx(tensors[target].max(axis=1).tolist(),
+                                                                              rel=1e-6)
+
+
+def _equal(a, b):
+    assert a == b, (a, b)

@@ -71,7 +71,7 @@ def test_channel_table_numbers_are_intact(rendered, big):
 
 def test_table_layout_fits_every_cell(big, example_models):
     """Column widths come from the content: every cell fits its column, the table fits the page."""
-    doc = _Doc(big[0], None)
+    doc = _Doc(big[0].title, "", None)
     for model in [big[0]] + [m for m, _ in example_models.values()]:
         for table in (model.comparison_table(), model.channel_table, model.channel_errors, model.values_table):
             if table is None:
