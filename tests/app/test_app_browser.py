@@ -93,8 +93,10 @@ def test_s0_seed_000_channel_ranges_and_comparison(page, app_url):
     assert not page.errors and not page.dialogs
 
 
+# only a document the page draws: the static page also holds its pre-rendered document (no views)
 PLOT_COLUMNS_JS = """(key) => {
   for (const doc of Bokeh.documents) for (const m of doc.all_models) {
+    if (!Array.from(doc.roots()).some((r) => Bokeh.index.find_one(r) != null)) break;
     const data = m.data instanceof Map ? Object.fromEntries(m.data) : m.data;
     if (data && typeof data === 'object' && key in data && data[key].length)
       return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Array.from(v)]));
