@@ -2343,11 +2343,14 @@ class ModelScan(param.Parameterized):
         weights = sum(r.n for r in self.rows) // max(1, len(self.schemes))
         if self.state == "done" and self.seconds > 0 and weights:
             done += f"; {weights / self.seconds / 1e6:,.2f} M weights/s measured ({len(self.schemes)} schemes)"
+        left_out = self._files.left_out if self._files is not None else ()
+        if left_out:    # a model folder's config / tokenizer JSON, picked along with the shards
+            done += f"; left out (not a checkpoint file): {', '.join(left_out)}"
         words = {"scanning": "Scanning", "done": "Done", "cancelled": "Cancelled", "failed": "Stopped"}
         return f"{words.get(self.state, '')}: {done}" if self.state in words else done
 
 
-MODEL_ACCEPT = ".safetensors,.gguf,.json"   # .json: a safetensors index (model.safetensors.index.json)
+MODEL_ACCEPT = ".safetensors,.gguf,.json"   # .json: a safetensors index (*.index.json; other JSON is left out)
 
 
 class ModelFileView(pn.viewable.Viewer):

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from quantcore.io import InputError, Limits
-from quantcore.io.checkpoint import (Checkpoint, ShardIndex, TensorEntry, check_index_shards, combine_files,
-                                     decode_rows, read_index, row_span, source_checkpoint)
+from quantcore.io.checkpoint import (INDEX_SUFFIX, Checkpoint, ShardIndex, TensorEntry, check_index_shards,
+                                     combine_files, decode_rows, read_index, row_span, source_checkpoint)
 from quantcore.io.ranges import RangeCache
 from quantcore.plan import MixedPlan, llama_quantize_overrides
 from quantcore.scanresults import ScanRow, Skipped, rows_csv, summarize, to_json_text
@@ -63,7 +63,12 @@ class PickedFile:
 
     @property
     def is_index(self) -> bool:
-        return self.name.lower().endswith(".json")
+        return self.name.lower().endswith(INDEX_SUFFIX)
+
+    @property
+    def is_other_json(self) -> bool:
+        """A model folder's other JSON (config.json, tokenizer.json, ...): picked along, never read."""
+        return self.name.lower().endswith(".json") and not self.is_index
 
 
 class PickedCheckpoint:
@@ -78,9 +83,10 @@ class PickedCheckpoint:
     (:func:`~quantcore.io.checkpoint.check_index_shards`), tensor names unique across files and where the index
     says (:func:`~quantcore.io.checkpoint.combine_files`). Bad input is an InputError naming the file.
 
-    File order: the shards in the order the index names them, then the other picked files by name (the order a
-    folder is read in by ``quantcore scan``). Once open, each file keeps only its header's bytes (:meth:`read`
-    drops a tensor's bytes once decoded)."""
+    An index is a file named ``*.index.json``; the other ``.json`` files of a model folder (config, tokenizer),
+    picked along with the shards, are left out unread (:attr:`left_out`). File order: the shards in the order the
+    index names them, then the other picked files by name (the order a folder is read in by ``quantcore scan``).
+    Once open, each file keeps only its header's bytes (:meth:`read` drops a tensor's bytes once decoded)."""
 
     def __init__(self, files: Sequence[PickedFile], limits: Limits = Limits()):
         if not files:
@@ -91,9 +97,16 @@ class PickedCheckpoint:
             if f.name in self.files:
                 raise InputError("two of the chosen files have this name; choose the files of one checkpoint",
                                  source=f.name)
-            if f.size <= 0:
+            if f.size <= 0 and not f.is_other_json:
                 raise InputError("the file is empty", source=f.name)
             self.files[f.name] = f
+        self.left_out = tuple(sorted(f.name for f in files if f.is_other_json))
+        for name in self.left_out:
+            del self.files[name]
+        if not self.files:
+            raise InputError("no checkpoint among the files chosen (.safetensors, .gguf, and an .index.json)",
+                             source=", ".join(self.left_out))
+        files = list(self.files.values())
         self.caches = {f.name: RangeCache(f.size, f.name) for f in files}
         self._indexes: dict[str, ShardIndex] = {}
         self._parts: dict[str, Checkpoint] = {}

@@ -218,6 +218,19 @@ def test_picked_shards_scan_as_one_checkpoint_with_the_rows_of_quantcore_scan(tm
     assert {s.tensor for s in scan.skipped} == {f"model.layers.{k}.input_layernorm.weight" for k in range(n_shards)}
     assert page.sent <= sum(p.stat().st_size for p in paths) + len(paths) * (1 << 20)
     assert scan.progress_text().startswith(f"Done: {2 * n_shards} of {2 * n_shards} tensors")
+    assert "left out" not in scan.progress_text()
+
+
+def test_a_model_folders_config_json_picked_along_is_left_out_and_said(tmp_path):
+    paths, _ = write_shards(tmp_path / "ckpt", 2, index=True)
+    config = tmp_path / "ckpt" / "config.json"
+    config.write_text('{"architectures": ["LlamaForCausalLM"]}')
+    scan = app.ModelScan()
+    open_picked(scan, paths + [config])
+    assert scan.state == "done" and scan.error == "" and scan.filename == f"{INDEX} (+2 files)"
+    assert scan.progress_text().endswith("; left out (not a checkpoint file): config.json")
+    want, _ = scan_on_disk(open_checkpoint(str(tmp_path / "ckpt")), [parse_scheme(s) for s in scan.schemes])
+    assert comparable(scan.rows) == comparable(want)
 
 
 def test_a_tensor_of_a_shard_opens_in_the_one_tensor_view_from_that_shard(tmp_path):

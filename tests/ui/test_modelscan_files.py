@@ -208,9 +208,26 @@ def test_picked_files_that_are_not_one_checkpoint_are_refused(tmp_path):
         PickedCheckpoint([PickedFile("a.safetensors", 10), PickedFile("a.safetensors", 10)])
     with pytest.raises(InputError, match="no file was chosen"):
         PickedCheckpoint([])
-    (folder / "notes.json").write_text('{"weight_map": [1]}')
-    assert page_error(folder, ["notes.json", shard_name(0, 2)]) == \
-        "notes.json: index has no 'weight_map' object of tensor name -> shard file name"
+    (folder / "bad.index.json").write_text('{"weight_map": [1]}')
+    assert page_error(folder, ["bad.index.json", shard_name(0, 2)]) == \
+        "bad.index.json: index has no 'weight_map' object of tensor name -> shard file name"
+    (folder / "config.json").write_text("{}")
+    assert page_error(folder, ["config.json"]) == \
+        "config.json: no checkpoint among the files chosen (.safetensors, .gguf, and an .index.json)"
     np.save(folder / "x.npy", np.ones(3, np.float32))
     assert "x.npy: a checkpoint here is one .safetensors or .gguf file; this looks like npy" == \
         page_error(folder, [shard_name(0, 2), "x.npy"])
+
+
+def test_a_model_folders_other_json_picked_along_is_left_out_unread(tmp_path):
+    """Choosing everything in a Hugging Face model folder picks config.json and tokenizer.json too: they are not
+    indexes (only ``*.index.json`` is), so they are left out, never read, and the checkpoint is the same."""
+    folder = tmp_path / "ckpt"
+    write_shards(folder, n_shards=2)
+    (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (folder / "tokenizer.json").write_text('{"weight_map": "not an index"}')
+    (folder / "empty.json").write_text("")
+    page, pc, ckpt = open_picked(folder, shuffle_seed=2)
+    assert pc.left_out == ("config.json", "empty.json", "tokenizer.json")
+    assert entries(ckpt) == entries(open_checkpoint(str(folder / INDEX)))
+    assert not any(name.endswith(("config.json", "tokenizer.json")) for name, _, _ in page.requests)
