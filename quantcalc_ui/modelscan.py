@@ -86,7 +86,8 @@ class PickedCheckpoint:
     An index is a file named ``*.index.json``; the other ``.json`` files of a model folder (config, tokenizer),
     picked along with the shards, are left out unread (:attr:`left_out`). File order: the shards in the order the
     index names them, then the other picked files by name (the order a folder is read in by ``quantcore scan``).
-    Once open, each file keeps only its header's bytes (:meth:`read` drops a tensor's bytes once decoded)."""
+    Once open, each file keeps only its header's bytes (the first file also what was read ahead with it, until its
+    first read; :meth:`read` drops a tensor's bytes once decoded): a thousand shards cost their headers."""
 
     def __init__(self, files: Sequence[PickedFile], limits: Limits = Limits()):
         if not files:
@@ -146,7 +147,8 @@ class PickedCheckpoint:
             first = min((t.offset for t in self._parts[name].tensors if t.offset >= 0), default=cache.size) \
                 if name in self._parts else 0
             self.keep_below[name] = first
-            cache.drop(first)           # the header stays; read-ahead past it (and an index, whole) goes
+            if name != order[0]:    # the header stays; read-ahead past it (and an index, whole) goes, except in
+                cache.drop(first)   # the file scanned first, whose first tensor is read next (as for one file)
             self._readers[name] = range_reader(cache, first)
         self.checkpoint = ckpt
         return ckpt
