@@ -57,7 +57,6 @@ import quantcore as qc
 import quantcore.ggml as qc_ggml
 import quantcore.examples as qc_examples
 import quantcore.io as qc_io
-import quantcore.io.checkpoint as qc_checkpoint
 import quantcore.plan as qc_plan
 import quantcore.scan as qc_scan
 import quantcore.schemes as qc_schemes
@@ -1351,20 +1350,22 @@ def html_table(table_id: str, caption: str, columns, table: dict, labels: list[s
 class BrowserFile(ReactiveHTML):
     """A file chooser that keeps the file in the browser and sends Python only the byte ranges it asks for.
 
-    Choosing a file sets ``chosen`` ({name, size, serial}); Python then sets ``request`` ({id, start, stop})
-    and the page answers in ``response`` ({id, start, b64}: the bytes ``[start, stop)`` read with
-    ``File.slice``, base64 as Panel's own FileInput sends a whole file; or {id, start, error}). In the static
+    Choosing a file sets ``chosen`` ({name, size, serial, key, files}: ``files`` lists {name, size, key} of every
+    file chosen, several when ``multiple``; name, size and key are the first's); Python then sets ``request``
+    ({id, start, stop, file}) and the page answers in ``response`` ({id, start, b64}: the bytes ``[start, stop)``
+    read with ``File.slice``, base64 as Panel's own FileInput sends a whole file; or {id, start, error}). In the static
     page the bytes go to the Python worker as a transferred ArrayBuffer instead (message ``file-bytes``, kept
     by the worker until Python takes it: :func:`transferred_bytes`) and ``response`` says {id, start,
     transferred}. A 5 GB checkpoint thus costs its header and one tensor, never the whole file in a message
     or in memory.
 
-    Every chosen file is also kept in the page under ``chosen["key"]``, and a request naming ``file`` (a key) is
+    Every chosen file is also kept in the page under its ``key``, and a request naming ``file`` (a key) is
     answered from that file, whichever chooser picked it: the Model view hands its file to the one-tensor view
     without asking the user to choose it again. :func:`deliver_file_bytes` passes an answer to its reader."""
 
     accept = param.String(default="")
     label = param.String(default="Upload tensor file", doc="The chooser's accessible name.")
+    multiple = param.Boolean(default=False, doc="Several files may be chosen at once (a sharded checkpoint).")
     chosen = param.Dict(default={})
     request = param.Dict(default={})
     response = param.Dict(default={})
@@ -1373,18 +1374,24 @@ class BrowserFile(ReactiveHTML):
     _scripts = {
         "render": """
             input.accept = data.accept
+            input.multiple = data.multiple
             input.setAttribute('aria-label', data.label)
             state.file = null
             state.key = 'f' + Math.random().toString(36).slice(2)""",
         "accept": "input.accept = data.accept",
         "choose": """
-            const f = input.files.length ? input.files[0] : null
-            if (f === null) { return }
-            state.file = f
+            const files = Array.from(input.files)
+            if (files.length === 0) { return }
+            state.file = files[0]
             const serial = (data.chosen.serial || 0) + 1
             if (window.quantcalcFiles == null) { window.quantcalcFiles = new Map() }
-            window.quantcalcFiles.set(state.key + '-' + serial, f)
-            data.chosen = {name: f.name, size: f.size, serial: serial, key: state.key + '-' + serial}""",
+            const picked = files.map((f, i) => {
+              const key = state.key + '-' + serial + (i ? '-' + i : '')
+              window.quantcalcFiles.set(key, f)   // a handle: no byte is read until a request names it
+              return {name: f.name, size: f.size, key: key}
+            })
+            data.chosen = {name: picked[0].name, size: picked[0].size, serial: serial, key: picked[0].key,
+                           files: picked}""",
         "request": """
             const r = data.request
             const f = r.file ? (window.quantcalcFiles || new Map()).get(r.file) : state.file
@@ -2166,18 +2173,22 @@ class DocsView(pn.viewable.Viewer):
 class ModelScan(param.Parameterized):
     """The Model view's state: the checkpoint chosen, the schemes, the scan's progress and rows, and the plan.
 
-    The file stays in the page: its header is read by byte range (``file_request``, answered like the
-    calculator's), then one unit of rows after another (:class:`quantcore.scan.SteppedScan`), each unit's bytes
-    dropped once measured. Between units the scan yields to the event loop (:func:`later`); a new file, a new set
-    of schemes or :meth:`cancel` stops it (work for an older scan is dropped by its generation number)."""
+    The files stay in the page (one checkpoint file, or the shards of one model with or without their index:
+    :class:`quantcalc_ui.modelscan.PickedCheckpoint`): every header is read by byte range (``file_request``, which
+    names the file, answered like the calculator's), then one unit of rows after another
+    (:class:`quantcore.scan.SteppedScan`), each unit's bytes dropped once measured. Between units the scan yields
+    to the event loop (:func:`later`); a new pick, a new set of schemes or :meth:`cancel` stops it (work for an older
+    scan is dropped by its generation number)."""
 
     schemes = param.ListSelector(default=list(qc_model.DEFAULT_SCHEMES), objects=list(qc_model.SCHEME_CHOICES),
                                  doc="Schemes every tensor is measured under (quantcore.schemes names).")
     metric = param.Selector(default="sqnr_db", objects=list(qc_model.METRICS), doc="What the heat map's colour shows.")
     budget = param.Number(default=5.0, bounds=(1.0, 32.0),
                           doc="Bits per weight the mixed-precision plan may spend over the scanned tensors.")
-    file_request = param.Dict(default={}, precedence=-1, doc="Bytes of the checkpoint wanted next: {id, start, stop}.")
-    filename = param.String(default="", precedence=-1)
+    file_request = param.Dict(default={}, precedence=-1,
+                              doc="Bytes of the checkpoint wanted next: {id, start, stop, file (the page's key)}.")
+    filename = param.String(default="", precedence=-1, doc="The checkpoint's name: its file, or the index / first "
+                                                           "file and how many more.")
     error = param.String(default="", precedence=-1, doc="Why the file cannot be scanned (shown by the file control).")
     problems = param.List(default=[], precedence=-1, doc="Tensors that failed, each with its reason.")
     running = param.Boolean(default=False, precedence=-1)
@@ -2192,12 +2203,10 @@ class ModelScan(param.Parameterized):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.size = 0
-        self.file_key = ""
-        self._cache: RangeCache | None = None
-        self._keep_below = 0          # the bytes before the first tensor (the header) stay in the cache
+        self._files: qc_model.PickedCheckpoint | None = None
         self._requests = ByteRequests()
         self._scan: qc_scan.SteppedScan | None = None
+        self._asked = ""              # the file the byte request in flight is for
         self._generation = 0
         self._ckpt = None
         self.seconds = 0.0            # time spent measuring (not waiting for bytes)
@@ -2206,44 +2215,54 @@ class ModelScan(param.Parameterized):
 
     # --- the file -------------------------------------------------------------------------------
     def open_file(self, filename: str, size: int, file_key: str = "") -> None:
-        """A checkpoint was chosen: stop any scan, read its header, then scan it."""
+        """One checkpoint file was chosen (:meth:`open_files` with one file)."""
+        self.open_files([qc_model.PickedFile(filename or "", int(size), file_key)])
+
+    def export_stem(self) -> str:
+        """The checkpoint's name for export files ("" before one is open)."""
+        return self._files.stem if self._files is not None else ""
+
+    def open_files(self, files: list[qc_model.PickedFile]) -> None:
+        """Checkpoint files were chosen: stop any scan, read every header, then scan them as one checkpoint."""
         self._generation += 1
         self._requests.cancel()
-        self.filename, self.size, self.file_key = filename or "", int(size), file_key
-        self._cache = RangeCache(self.size, self.filename or None) if self.size > 0 else None
-        self._keep_below = 0
         self._ckpt = None
+        try:
+            self._files, error = qc_model.PickedCheckpoint(files), ""
+        except ValueError as exc:   # InputError: no file, an empty one, two of one name
+            self._files, error = None, str(exc)
+        # (the files first: watchers of `filename` name the exports after them)
         self.param.update(error="", problems=[], rows=[], skipped=[], plan=None, plan_error="", bytes_read=0,
-                          tensors_done=0, tensors_total=0, running=False, state="")
-        if self._cache is None:
-            self._fail(f"{self.filename}: the file is empty")
+                          tensors_done=0, tensors_total=0, running=False, state="",
+                          filename=self._files.label if self._files else (files[0].name if files else ""))
+        if self._files is None:
+            self._fail(error)
             return
         self.state = "header"
         self._read_header(self._generation)
 
-    def header_bytes(self) -> bytes:
-        """The file's bytes before its first tensor (kept all along): what the one-tensor view needs first."""
-        if self._cache is None or not self._keep_below:
-            return b""
-        return self._cache.read(0, self._keep_below)
+    def tensor_file(self, tensor: str) -> tuple[qc_model.PickedFile, bytes] | None:
+        """The file holding ``tensor`` and its bytes before the first tensor (kept all along): what the one-tensor
+        view needs to open it from the same file."""
+        f = self._files.file_of(tensor) if self._files is not None else None
+        return (f, self._files.header_bytes(f.name)) if f is not None else None
 
     def _read_header(self, generation: int) -> None:
         if generation != self._generation:
             return
         try:
-            ckpt = qc_checkpoint.source_checkpoint(self._cache, self.filename or "checkpoint")
+            ckpt = self._files.open()
         except NeedBytes as need:
             self._fetch(need, lambda: self._read_header(generation))
             return
-        except ValueError as exc:   # InputError: not a checkpoint, a lying or truncated header
+        except ValueError as exc:   # InputError: not a checkpoint, a lying or truncated header, shards that disagree
             self._fail(str(exc))
             return
         self._ckpt = ckpt
-        self._keep_below = min((t.offset for t in ckpt.tensors if t.offset >= 0), default=self._cache.size)
         self._start_scan()
 
     def _restart(self) -> None:
-        if self._cache is not None and self._ckpt is not None:   # a header was read: scan it again
+        if self._files is not None and self._ckpt is not None:   # the headers were read: scan again
             self._generation += 1
             self._requests.cancel()
             self._start_scan()
@@ -2268,7 +2287,7 @@ class ModelScan(param.Parameterized):
             self._fail(f"{self.filename}: none of its {len(self._ckpt.tensors)} tensor(s) can be scanned"
                        + (f" ({'; '.join(reasons[:3])})" if reasons else ""))
             return
-        self._scan = qc_scan.SteppedScan(plan, qc_model.range_reader(self._cache, self._keep_below))
+        self._scan = qc_scan.SteppedScan(plan, self._files.read)
         self.seconds = 0.0
         self.param.update(running=True, state="scanning")
         if pn.state.curdoc is None:
@@ -2314,25 +2333,27 @@ class ModelScan(param.Parameterized):
         self._solve_plan()
 
     def _fetch(self, need: NeedBytes, then, read_ahead: int = READ_AHEAD) -> None:
-        request = self._requests.ask(need, self._cache.size, then, read_ahead)
-        self.file_request = {**request, "file": self.file_key}
+        f = self._files.files[need.source]
+        self._asked = f.name
+        request = self._requests.ask(need, f.size, then, read_ahead)
+        self.file_request = {**request, "file": f.key}
 
     def file_bytes(self, request_id: int, start: int, data: bytes) -> None:
         """The page answers ``file_request`` ``request_id`` (answers to older requests are ignored)."""
         then = self._requests.take(request_id)
-        if then is None or self._cache is None:
+        if then is None or self._files is None:
             return
         try:
-            self._cache.add(start, data)
+            self._files.add(self._asked, start, data)
         except ValueError as exc:
-            self._fail(f"{self.filename}: {exc}")
+            self._fail(f"{self._asked}: {exc}")
             return
         self.bytes_read += len(data)
         then()
 
     def file_unreadable(self, request_id: int, why: str) -> None:
         if self._requests.take(request_id) is not None:
-            self._fail(f"{self.filename}: the browser could not read the file ({why}); choose it again")
+            self._fail(f"{self._asked}: the browser could not read the file ({why}); choose it again")
 
     def _fail(self, message: str) -> None:
         self._generation += 1
@@ -2357,18 +2378,22 @@ class ModelScan(param.Parameterized):
     def progress_text(self) -> str:
         read = f"{self.bytes_read / 1e6:,.1f} MB read"
         if self.state == "header":
-            return f"Reading the header of {self.filename}… {read}"
+            n = len(self._files.files) if self._files is not None else 1
+            return f"Reading the header{'s' if n > 1 else ''} of {self.filename}… {read}"
         if not self.tensors_total:
             return ""
         done = f"{self.tensors_done} of {self.tensors_total} tensors, {read}"
         weights = sum(r.n for r in self.rows) // max(1, len(self.schemes))
         if self.state == "done" and self.seconds > 0 and weights:
             done += f"; {weights / self.seconds / 1e6:,.2f} M weights/s measured ({len(self.schemes)} schemes)"
+        left_out = self._files.left_out if self._files is not None else ()
+        if left_out:    # a model folder's config / tokenizer JSON, picked along with the shards
+            done += f"; left out (not a checkpoint file): {', '.join(left_out)}"
         words = {"scanning": "Scanning", "done": "Done", "cancelled": "Cancelled", "failed": "Stopped"}
         return f"{words.get(self.state, '')}: {done}" if self.state in words else done
 
 
-MODEL_ACCEPT = ".safetensors,.gguf"
+MODEL_ACCEPT = ".safetensors,.gguf,.json"   # .json: a safetensors index (*.index.json; other JSON is left out)
 
 
 class ModelFileView(pn.viewable.Viewer):
@@ -2377,8 +2402,8 @@ class ModelFileView(pn.viewable.Viewer):
     def __init__(self, scan: ModelScan, **params):
         super().__init__(**params)
         self.scan = scan
-        self.chooser = BrowserFile(accept=MODEL_ACCEPT, label="Upload checkpoint file", sizing_mode="stretch_width",
-                                   margin=(5, 10))
+        self.chooser = BrowserFile(accept=MODEL_ACCEPT, label="Upload checkpoint files", multiple=True,
+                                   sizing_mode="stretch_width", margin=(5, 10))
         self.chooser.param.watch(self._on_choose, "chosen")
         self.chooser.param.watch(lambda e: deliver_file_bytes(scan, e.new or {}), "response")
         scan.param.watch(lambda e: setattr(self.chooser, "request", e.new), "file_request")
@@ -2398,7 +2423,8 @@ class ModelFileView(pn.viewable.Viewer):
 
     def _on_choose(self, event) -> None:
         chosen = event.new or {}
-        self.scan.open_file(str(chosen.get("name", "")), int(chosen.get("size", 0)), str(chosen.get("key", "")))
+        self.scan.open_files([qc_model.PickedFile(str(f.get("name", "")), int(f.get("size", 0)), str(f.get("key", "")))
+                              for f in chosen.get("files") or [chosen]])
 
     def _refresh(self, *events) -> None:
         s = self.scan
@@ -2417,8 +2443,9 @@ class ModelFileView(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Column(
-            html_pane("<h2 class='qc-h'>Checkpoint</h2><p class='qc-note'>A .safetensors or .gguf file: its header "
-                      "is read first, then one tensor after another, by byte range (the file never travels whole)."
+            html_pane("<h2 class='qc-h'>Checkpoint</h2><p class='qc-note'>A .safetensors or .gguf file, or every "
+                      "shard of one model (choose them together, with its .index.json if it has one): the headers "
+                      "are read first, then one tensor after another, by byte range (a file never travels whole)."
                       "</p>", margin=(0, 5)),
             self.chooser, self.alert, html_pane("<b>Schemes</b>", margin=(5, 10, 0, 10)), self.schemes,
             pn.Row(self.cancel, self.progress, sizing_mode="stretch_width"), self.status, self.problems,
@@ -2560,13 +2587,16 @@ class ModelTableView(pn.viewable.Viewer):
             return
         k = 0 if s.metric == "rel_rmse" else 1
         unit = qc_model.METRICS[s.metric]
-        head = ("<th scope='col'>Tensor</th><th scope='col'>Shape</th><th scope='col'>Stored</th>"
+        sharded = len({row.file for row in s.rows}) > 1      # then each tensor says which file it is in
+        head = ("<th scope='col'>Tensor</th>" + ("<th scope='col'>File</th>" if sharded else "")
+                + "<th scope='col'>Shape</th><th scope='col'>Stored</th>"
                 "<th scope='col'>Role</th><th scope='col'>Worst rel. RMSE</th>"
                 + "".join(f"<th scope='col'>{esc(unit)} · {esc(sc)}</th>" for sc in schemes)
                 + "<th scope='col'>Plan</th>")
         body = []
         for i, r in enumerate(table):
-            cells = [f"<th scope='row' data-key='tensor'>{esc(r.tensor)}</th>", f"<td>{esc(r.shape)}</td>",
+            cells = [f"<th scope='row' data-key='tensor'>{esc(r.tensor)}</th>",
+                     *([f"<td data-key='file'>{esc(r.file)}</td>"] if sharded else []), f"<td>{esc(r.shape)}</td>",
                      f"<td>{esc(r.dtype)}</td>", f"<td>{esc(r.role)}</td>",
                      f"<td data-key='worst'>{fmt(r.worst, 5)}</td>"]
             cells += [f"<td data-key='{esc(sc)}'>{fmt(r.by_scheme[sc][k], 5) if sc in r.by_scheme else ''}</td>"
@@ -2656,7 +2686,7 @@ class ModelExportView(pn.viewable.Viewer):
         scan.param.watch(self._rename, ["filename"])
 
     def _rename(self, *events) -> None:
-        name = self.scan.filename.rsplit(".", 1)[0]
+        name = self.scan.export_stem()
         self.rows_csv.filename = safe_filename(name, "scan.csv")
         self.plan_csv.filename = safe_filename(name, "plan.csv")
         self.json.filename = safe_filename(name, "scan.json")
@@ -2806,7 +2836,11 @@ def build_app() -> pn.viewable.Viewable:
 
     def open_in_calculator(tensor: str) -> None:
         """A tensor picked in the Model view: the one-tensor view reads it from the same file (no new upload)."""
-        calc.open_file(scan.filename, scan.size, scan.header_bytes(), file_key=scan.file_key, tensor=tensor)
+        found = scan.tensor_file(tensor)
+        if found is None:
+            return
+        f, header = found
+        calc.open_file(f.name, f.size, header, file_key=f.key, tensor=tensor)
         tabs.active = 0
 
     model = ModelView(scan, on_open=open_in_calculator)

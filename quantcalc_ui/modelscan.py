@@ -1,5 +1,6 @@
-"""The Model view's Panel-free pieces: reading a checkpoint's rows from a file known by byte ranges, and what
-the heat map, the per-layer curves, the damage table and the exports show, built from :mod:`quantcore.scan` rows.
+"""The Model view's Panel-free pieces: opening a checkpoint from the files a page picked (one file, or the shards
+of one model with or without its safetensors index), reading its rows by byte range, and what the heat map, the
+per-layer curves, the damage table and the exports show, built from :mod:`quantcore.scan` rows.
 
 Everything numeric comes from quantcore (:func:`quantcore.scan.plan_scan`, :class:`quantcore.scan.SteppedScan`,
 :func:`quantcore.plan.solve_plan`); this module only selects, orders and lays out those numbers.
@@ -12,12 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from quantcore.io.checkpoint import TensorEntry, decode_rows, row_span
+from quantcore.io import InputError, Limits
+from quantcore.io.checkpoint import (INDEX_SUFFIX, Checkpoint, ShardIndex, TensorEntry, check_index_shards,
+                                     combine_files, decode_rows, read_index, row_span, source_checkpoint)
 from quantcore.io.ranges import RangeCache
 from quantcore.plan import MixedPlan, llama_quantize_overrides
 from quantcore.scanresults import ScanRow, Skipped, rows_csv, summarize, to_json_text
@@ -48,6 +52,133 @@ def range_reader(cache: RangeCache, keep_below: int) -> Callable[[TensorEntry, i
         cache.drop(keep_below)
         return decode_rows(entry, raw, r0, r1)
     return read
+
+
+@dataclass(frozen=True)
+class PickedFile:
+    """A file the page holds: its name (base name, as a browser gives it), size in bytes, and the page's handle
+    for it (``BrowserFile``'s ``key``: byte requests name it)."""
+
+    name: str
+    size: int
+    key: str = ""
+
+    @property
+    def is_index(self) -> bool:
+        return self.name.lower().endswith(INDEX_SUFFIX)
+
+    @property
+    def is_other_json(self) -> bool:
+        """A model folder's other JSON (config.json, tokenizer.json, ...): picked along, never read."""
+        return self.name.lower().endswith(".json") and not self.is_index
+
+
+class PickedCheckpoint:
+    """The checkpoint in the files a page picked, known by byte range: one ``.safetensors`` / ``.gguf`` file, or
+    the shards of one model, with or without its ``*.safetensors.index.json``.
+
+    :meth:`open` reads each index whole (capped at ``Limits.max_header_bytes``), then every header, and raises
+    :class:`quantcore.io.ranges.NeedBytes` (its ``source`` names the file) until the bytes it needs have been
+    :meth:`add`-ed; call it again then (files already parsed are not parsed again). The checks are quantcore's
+    own, as for paths (:func:`quantcore.io.checkpoint.open_checkpoint`): each header by
+    :func:`~quantcore.io.checkpoint.source_checkpoint`, every shard an index names among the picked files
+    (:func:`~quantcore.io.checkpoint.check_index_shards`), tensor names unique across files and where the index
+    says (:func:`~quantcore.io.checkpoint.combine_files`). Bad input is an InputError naming the file.
+
+    An index is a file named ``*.index.json``; the other ``.json`` files of a model folder (config, tokenizer),
+    picked along with the shards, are left out unread (:attr:`left_out`). File order: the shards in the order the
+    index names them, then the other picked files by name (the order a folder is read in by ``quantcore scan``).
+    Once open, each file keeps only its header's bytes (the first file also what was read ahead with it, until its
+    first read; :meth:`read` drops a tensor's bytes once decoded): a thousand shards cost their headers."""
+
+    def __init__(self, files: Sequence[PickedFile], limits: Limits = Limits()):
+        if not files:
+            raise InputError("no file was chosen")
+        self.limits = limits
+        self.files: dict[str, PickedFile] = {}
+        for f in files:
+            if f.name in self.files:
+                raise InputError("two of the chosen files have this name; choose the files of one checkpoint",
+                                 source=f.name)
+            if f.size <= 0 and not f.is_other_json:
+                raise InputError("the file is empty", source=f.name)
+            self.files[f.name] = f
+        self.left_out = tuple(sorted(f.name for f in files if f.is_other_json))
+        for name in self.left_out:
+            del self.files[name]
+        if not self.files:
+            raise InputError("no checkpoint among the files chosen (.safetensors, .gguf, and an .index.json)",
+                             source=", ".join(self.left_out))
+        files = list(self.files.values())
+        self.caches = {f.name: RangeCache(f.size, f.name) for f in files}
+        self._indexes: dict[str, ShardIndex] = {}
+        self._parts: dict[str, Checkpoint] = {}
+        self.keep_below: dict[str, int] = {}      # per file: the bytes before its first tensor (its header)
+        self.checkpoint: Checkpoint | None = None
+        self._readers: dict[str, Callable[[TensorEntry, int, int], np.ndarray]] = {}
+
+    @property
+    def label(self) -> str:
+        """The checkpoint's name in the page: the file, or the index (else the first file) and how many more."""
+        names = sorted(self.files, key=lambda n: (not self.files[n].is_index, n))
+        return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} files)"
+
+    @property
+    def stem(self) -> str:
+        """The checkpoint's name for export files: the index's or the one file's name without its extensions
+        (``model.safetensors.index.json`` -> ``model``; shards without an index: the first shard's)."""
+        name = sorted(self.files, key=lambda n: (not self.files[n].is_index, n))[0]
+        for suffix in (".index.json", ".safetensors", ".gguf", ".npz"):
+            name = name[:-len(suffix)] if name.endswith(suffix) else name
+        return name
+
+    def add(self, name: str, offset: int, data: bytes) -> None:
+        self.caches[name].add(offset, data)
+
+    def open(self) -> Checkpoint:
+        """The checkpoint once every header has arrived (NeedBytes before); InputError for bad input."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        for f in self.files.values():
+            if f.is_index and f.name not in self._indexes:
+                self._indexes[f.name] = read_index(self.caches[f.name], self.limits)
+        picked = {f.name for f in self.files.values() if not f.is_index}
+        indexes = list(self._indexes.values())
+        for index in indexes:
+            check_index_shards(index, lambda shard: os.path.basename(shard) in picked)
+        order = list(dict.fromkeys([os.path.basename(s) for index in indexes for s in index.shards] + sorted(picked)))
+        if not order:
+            raise InputError("the index names no shard; choose the .safetensors files too",
+                             source=next(iter(self.files)))
+        for name in order:
+            if name not in self._parts:
+                self._parts[name] = source_checkpoint(self.caches[name], name, self.limits)
+        ckpt = combine_files([self._parts[n] for n in order], indexes)
+        for name, cache in self.caches.items():
+            first = min((t.offset for t in self._parts[name].tensors if t.offset >= 0), default=cache.size) \
+                if name in self._parts else 0
+            self.keep_below[name] = first
+            if name != order[0]:    # the header stays; read-ahead past it (and an index, whole) goes, except in
+                cache.drop(first)   # the file scanned first, whose first tensor is read next (as for one file)
+            self._readers[name] = range_reader(cache, first)
+        self.checkpoint = ckpt
+        return ckpt
+
+    def read(self, entry: TensorEntry, r0: int, r1: int) -> np.ndarray:
+        """:func:`range_reader` over the file ``entry`` is in (for :class:`quantcore.scan.SteppedScan`)."""
+        return self._readers[entry.file.name](entry, r0, r1)
+
+    def header_bytes(self, name: str) -> bytes:
+        """The bytes of file ``name`` before its first tensor (what the one-tensor view needs first)."""
+        n = self.keep_below.get(name, 0)
+        return self.caches[name].read(0, n) if n else b""
+
+    def file_of(self, tensor: str) -> PickedFile | None:
+        """The picked file holding ``tensor`` (None before :meth:`open` succeeded or for an unknown name)."""
+        if self.checkpoint is None:
+            return None
+        entry = self.checkpoint.by_name().get(tensor)
+        return self.files[entry.file.name] if entry is not None else None
 
 
 def _damage(r: ScanRow) -> float:
@@ -186,6 +317,7 @@ class DamageRow:
     worst: float
     by_scheme: dict       # scheme -> (rel_rmse, sqnr_db)
     planned: str
+    file: str = ""        # the file it is stored in (a shard's name)
 
 
 def damage_table(rows: Sequence[ScanRow], schemes: Sequence[str], plan: MixedPlan | None,
@@ -198,7 +330,8 @@ def damage_table(rows: Sequence[ScanRow], schemes: Sequence[str], plan: MixedPla
         rs = table[t]
         any_row = next(iter(rs.values()))
         out.append(DamageRow(t, any_row.shape, any_row.dtype, any_row.role, max(_damage(r) for r in rs.values()),
-                             {s: (rs[s].rel_rmse, rs[s].sqnr_db) for s in schemes if s in rs}, picks.get(t, "")))
+                             {s: (rs[s].rel_rmse, rs[s].sqnr_db) for s in schemes if s in rs}, picks.get(t, ""),
+                            any_row.file))
     return out
 
 

@@ -6,7 +6,10 @@ folder (its index if it has one, else every ``*.safetensors``, else its one ``*.
 ``*.npz``). Every header is parsed and validated by :mod:`quantcore.io.safetensors` /
 :mod:`quantcore.io.gguf` (offsets inside the file, no overlap, sizes matching shapes) before any
 tensor byte is read; the index is checked against the shards (a shard named but missing, a tensor
-named but absent from its shard, a tensor in two shards are errors).
+named but absent from its shard, a tensor in two shards are errors). Those checks across files are pure
+functions over parsed headers (:func:`read_index`, :func:`check_index_shards`, :func:`combine_files`), so a
+page that knows its files only by byte range (``quantcalc_ui.modelscan.PickedCheckpoint``, each file parsed by
+:func:`source_checkpoint`) applies exactly the same ones.
 
 :func:`read_rows` reads axis-0 slices ``[r0, r1)`` of one tensor: exactly their bytes (``pread`` of
 ``offset + r0 * row_bytes``), decoded to float32 (F32, F16, BF16, and every GGML block type that
@@ -28,6 +31,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -256,10 +260,24 @@ def _npz_file(path: str, name: str, limits: Limits) -> tuple[FileId, list[Tensor
     return fid, out
 
 
-def _read_index(path: str, limits: Limits) -> tuple[list[str], dict[str, str]]:
-    """Shard paths (in first-appearance order) and tensor -> shard file name from an HF index."""
-    name = os.path.basename(path)
-    src = _RangeSource(path, name)
+@dataclass(frozen=True)
+class ShardIndex:
+    """A safetensors index (``model.safetensors.index.json``): which shard file holds each tensor."""
+
+    name: str                       # the index file's display name (errors name it)
+    weight_map: dict[str, str]      # tensor name -> shard file name, relative to the index's folder
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        """The shard file names, in order of first appearance in ``weight_map``."""
+        return tuple(dict.fromkeys(self.weight_map.values()))
+
+
+def read_index(src: Source, limits: Limits = Limits()) -> ShardIndex:
+    """Parse and check an HF index read whole from ``src`` (a path's or a page's file; at most
+    ``Limits.max_header_bytes``): valid UTF-8 JSON with a ``weight_map`` object of tensor name -> shard file
+    name, every shard name a file inside the index's folder (not absolute, no ``..``)."""
+    name = src.name or "index"
     if src.size > limits.max_header_bytes:
         raise InputError(f"index is {src.size:,} bytes, over the cap of {limits.max_header_bytes:,}", source=name)
     try:
@@ -269,15 +287,50 @@ def _read_index(path: str, limits: Limits) -> tuple[list[str], dict[str, str]]:
     wm = obj.get("weight_map") if isinstance(obj, dict) else None
     if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
         raise InputError("index has no 'weight_map' object of tensor name -> shard file name", source=name)
-    base = path[: -len(os.path.basename(path))] if not is_url(path) else path.rsplit("/", 1)[0] + "/"
-    shards: list[str] = []
     for tensor, shard in wm.items():
         if os.path.isabs(shard) or ".." in shard.replace("\\", "/").split("/") or not shard:
             raise InputError(f"shard {quote(shard)} of tensor {quote(tensor)} is not a file name inside the "
                              f"index's folder", source=name)
-        if shard not in shards:
-            shards.append(shard)
-    return [base + s if base else s for s in shards], wm
+    return ShardIndex(name, dict(wm))
+
+
+def check_index_shards(index: ShardIndex, present: Callable[[str], bool]) -> None:
+    """InputError naming the first shard of ``index`` for which ``present(shard file name)`` is false (a file
+    that does not exist, or was not among the files picked), and one tensor the index puts there."""
+    for shard in index.shards:
+        if not present(shard):
+            first = next(t for t, sh in index.weight_map.items() if sh == shard)
+            raise InputError(f"shard {quote(os.path.basename(shard))} named in the index (tensor {quote(first)}, ...) "
+                             f"is missing", source=index.name)
+
+
+def combine_files(parts: Sequence[Checkpoint], indexes: Sequence[ShardIndex] = ()) -> Checkpoint:
+    """One checkpoint from the checkpoints of single files (their order kept), checked as a whole: a tensor
+    name in two files is an InputError naming both; so is a tensor of an index that is not in the shard the
+    index names (compared by base name: a page knows files by base name only). ``metadata``: the first
+    non-empty one (a GGUF's)."""
+    files: list[FileId] = []
+    tensors: list[TensorEntry] = []
+    meta: dict = {}
+    seen: dict[str, str] = {}
+    for part in parts:
+        files.extend(part.files)
+        meta = meta or part.metadata
+        for t in part.tensors:
+            if t.name in seen:
+                raise InputError(f"tensor {quote(t.name)} is in both {quote(seen[t.name])} and "
+                                 f"{quote(t.file.name)}", source=t.file.name)
+            seen[t.name] = t.file.name
+            tensors.append(t)
+    for index in indexes:
+        for t, shard in index.weight_map.items():
+            if t not in seen:
+                raise InputError(f"the index names tensor {quote(t)} in shard {quote(shard)}, but that shard has "
+                                 f"no such tensor", source=index.name)
+            if os.path.basename(seen[t]) != os.path.basename(shard):
+                raise InputError(f"the index puts tensor {quote(t)} in {quote(shard)} but it is in "
+                                 f"{quote(seen[t])}", source=index.name)
+    return Checkpoint(tuple(files), tuple(tensors), meta)
 
 
 def _expand(path: str) -> list[tuple[str, str]]:
@@ -313,62 +366,42 @@ def _expand(path: str) -> list[tuple[str, str]]:
 
 
 def open_checkpoint(paths: list[str] | tuple[str, ...] | str, limits: Limits = Limits()) -> Checkpoint:
-    """Parse and validate every header of a checkpoint given as files, folders and/or an index."""
+    """Parse and validate every header of a checkpoint given as files, folders and/or an index (the checks
+    across files: :func:`check_index_shards`, then :func:`combine_files`)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    items: list[tuple[str, str, str | None]] = []   # (kind, path, index name)
-    index_map: dict[str, tuple[str, str]] = {}       # tensor -> (shard file name, index name)
+    items: list[tuple[str, str]] = []   # (kind, path)
+    indexes: list[ShardIndex] = []
     for p in map(os.fspath, paths):
         for kind, f in _expand(p):
             if kind != "index":
-                items.append((kind, f, None))
+                items.append((kind, f))
                 continue
-            shards, wm = _read_index(f, limits)
-            iname = os.path.basename(f)
-            for s in shards:
-                if not is_url(s) and not os.path.isfile(s):
-                    first = next(t for t, sh in wm.items() if os.path.basename(s) == os.path.basename(sh))
-                    raise InputError(f"shard {quote(os.path.basename(s))} named in the index (tensor "
-                                     f"{quote(first)}, ...) is missing", source=iname)
-                items.append(("safetensors", s, iname))
-            for t, sh in wm.items():
-                index_map[t] = (sh, iname)
-    files: list[FileId] = []
-    tensors: list[TensorEntry] = []
-    meta: dict = {}
-    seen: dict[str, str] = {}
+            index = read_index(_RangeSource(f, os.path.basename(f)), limits)
+            base = f[: -len(os.path.basename(f))] if not is_url(f) else f.rsplit("/", 1)[0] + "/"
+            check_index_shards(index, lambda shard: is_url(base + shard) or os.path.isfile(base + shard))
+            items.extend(("safetensors", base + s) for s in index.shards)
+            indexes.append(index)
+    parts: list[Checkpoint] = []
     seen_paths: set[str] = set()
-    roots = {os.path.dirname(os.path.abspath(p)) for _, p, _ in items if not is_url(p)}
+    roots = {os.path.dirname(os.path.abspath(p)) for _, p in items if not is_url(p)}
     common = os.path.commonpath(list(roots)) if roots else ""
-    for kind, path, _ in items:
+    for kind, path in items:
         key = path if is_url(path) else os.path.abspath(path)
         if key in seen_paths:
             continue
         seen_paths.add(key)
         name = os.path.relpath(os.path.abspath(path), common) if (common and not is_url(path)) else \
             os.path.basename(path.rstrip("/"))
+        meta: dict = {}
         if kind == "safetensors":
             fid, ts = _safetensors_file(path, name, limits)
         elif kind == "gguf":
-            fid, ts, m = _gguf_file(path, name, limits)
-            meta = meta or m
+            fid, ts, meta = _gguf_file(path, name, limits)
         else:
             fid, ts = _npz_file(path, name, limits)
-        files.append(fid)
-        for t in ts:
-            if t.name in seen:
-                raise InputError(f"tensor {quote(t.name)} is in both {quote(seen[t.name])} and {quote(name)}",
-                                 source=name)
-            seen[t.name] = name
-            tensors.append(t)
-    for t, (shard, iname) in index_map.items():
-        if t not in seen:
-            raise InputError(f"the index names tensor {quote(t)} in shard {quote(shard)}, but that shard has no "
-                             f"such tensor", source=iname)
-        if os.path.basename(seen[t]) != os.path.basename(shard):
-            raise InputError(f"the index puts tensor {quote(t)} in {quote(shard)} but it is in "
-                             f"{quote(seen[t])}", source=iname)
-    return Checkpoint(tuple(files), tuple(tensors), meta)
+        parts.append(Checkpoint((fid,), tuple(ts), meta))
+    return combine_files(parts, indexes)
 
 
 # --- reading rows ----------------------------------------------------------------------------------

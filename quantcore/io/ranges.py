@@ -28,11 +28,12 @@ PIECE = 8 << 20        # the largest single request: one websocket message stays
 
 
 class NeedBytes(Exception):
-    """The reader needs bytes ``[offset, offset + n)`` that have not been fetched yet (not an input error)."""
+    """The reader needs bytes ``[offset, offset + n)`` that have not been fetched yet (not an input error);
+    ``source``: the name of the :class:`RangeCache` that lacks them (which file, when a reader reads several)."""
 
-    def __init__(self, offset: int, n: int):
+    def __init__(self, offset: int, n: int, source: str | None = None):
         super().__init__(f"bytes {offset:,}..{offset + n:,} are not loaded yet")
-        self.offset, self.n = offset, n
+        self.offset, self.n, self.source = offset, n, source
 
 
 class RangeCache(Source):
@@ -105,8 +106,8 @@ class RangeCache(Source):
                 return c[offset - s:offset - s + n]
             covered = s + len(c)
             if covered > offset:
-                raise NeedBytes(covered, offset + n - covered)
-        raise NeedBytes(offset, n)
+                raise NeedBytes(covered, offset + n - covered, self.name)
+        raise NeedBytes(offset, n, self.name)
 
 
 def fetch_span(need: NeedBytes, size: int, read_ahead: int = READ_AHEAD, piece: int = PIECE) -> tuple[int, int]:

@@ -50,9 +50,11 @@ def poll(check, timeout: float = 15.0, interval: float = 0.25):
 
 class PageStandIn:
     """What the page does for a BrowserFile: answers each ``file_request`` of ``reader`` (the calculator or the
-    Model view's scan) with those bytes of the file. ``hold=True``: requests wait until :meth:`answer` is called."""
+    Model view's scan) with those bytes of the file (``blob``; or ``{key: bytes}``, the files picked together,
+    each request answered from the file its ``file`` key names). ``hold=True``: requests wait until
+    :meth:`answer` is called."""
 
-    def __init__(self, reader, blob: bytes, hold: bool = False):
+    def __init__(self, reader, blob: bytes | dict[str, bytes], hold: bool = False):
         self.reader, self.blob, self.hold = reader, blob, hold
         self.sent, self.requests, self.waiting, self.largest = 0, 0, [], 0
         reader.param.watch(self._asked, "file_request")
@@ -65,7 +67,8 @@ class PageStandIn:
             self._send(event.new)
 
     def _send(self, r: dict) -> None:
-        data = self.blob[r["start"]:r["stop"]]
+        blob = self.blob[r["file"]] if isinstance(self.blob, dict) else self.blob
+        data = blob[r["start"]:r["stop"]]
         self.sent += len(data)
         self.largest = max(self.largest, len(data))
         self.reader.file_bytes(r["id"], r["start"], data)

@@ -1,14 +1,19 @@
-"""The Model view scans a checkpoint by byte range natively, without a browser: the page's part (answering
-``file_request`` with bytes of the file) is played by PageStandIn. Expected rows come from quantcore.scan run on
-the same file on disk; the files are written by the safetensors package (test oracle)."""
+"""The Model view scans a checkpoint by byte range: natively without a browser (the page's part, answering
+``file_request`` with bytes of the file it names, is played by PageStandIn), and in a real browser in both runtimes
+(tests marked ``browser``: the native page and the static Pyodide worker). Expected rows come from quantcore.scan
+run on the same files on disk (the CLI engine, ``open_checkpoint``); the files are written by the safetensors
+package (test oracle)."""
 from __future__ import annotations
 
+import csv
 import io
+import json
+import random
 
 import numpy as np
 import pytest
 
-from page_helpers import PageStandIn
+from page_helpers import PageStandIn, is_static, poll, read_table
 from quantcore.io.checkpoint import open_checkpoint
 from quantcore.plan import solve_plan
 from quantcore.scan import scan as scan_on_disk
@@ -289,3 +294,216 @@ def test_browser_scan_exports_csv_json_pdf_draws_layer_curves_and_a_heat_map_cli
 
 def _equal(a, b):
     assert a == b, (a, b)
+
+
+# --- several files picked together: the shards of one checkpoint, with or without its index ------------------------
+
+INDEX = "model.safetensors.index.json"
+
+
+def shard_name(k: int, n: int) -> str:
+    return f"model-{k + 1:05d}-of-{n:05d}.safetensors"
+
+
+def write_shards(folder, n_shards: int, index: bool, seed: int = 5, nan_in: str | None = None):
+    """Per layer a float32 q_proj, a float16 down_proj and a norm (skipped), cut into ``n_shards`` files written by
+    safetensors.numpy.save_file, and the index when ``index``; returns the paths (index first) and the tensors."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for layer in range(n_shards):
+        p = f"model.layers.{layer}."
+        tensors[p + "self_attn.q_proj.weight"] = rng.laplace(size=(32, 96)).astype(np.float32)
+        tensors[p + "mlp.down_proj.weight"] = (rng.standard_normal((48, 64)) * rng.uniform(0.01, 1, (48, 1))
+                                               ).astype(np.float16)
+        tensors[p + "input_layernorm.weight"] = np.ones(96, np.float32)
+    if nan_in is not None:
+        tensors[nan_in][1, 2] = np.nan
+    folder.mkdir(parents=True, exist_ok=True)
+    names, weight_map, paths = list(tensors), {}, []
+    per = len(names) // n_shards
+    for k in range(n_shards):
+        part = {t: tensors[t] for t in names[k * per:(k + 1) * per]}
+        st.save_file(part, str(folder / shard_name(k, n_shards)))
+        weight_map.update({t: shard_name(k, n_shards) for t in part})
+        paths.append(folder / shard_name(k, n_shards))
+    if index:
+        (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+        paths.insert(0, folder / INDEX)
+    return paths, tensors
+
+
+def open_picked(scan, paths, hold: bool = False, shuffle: int = 1) -> PageStandIn:
+    """Pick ``paths`` together (in a shuffled order: a browser's order is not the user's), answered by a stand-in."""
+    order = list(paths)
+    random.Random(shuffle).shuffle(order)
+    page = PageStandIn(scan, {f"k-{p.name}": p.read_bytes() for p in order}, hold=hold)
+    scan.open_files([app.qc_model.PickedFile(p.name, p.stat().st_size, f"k-{p.name}") for p in order])
+    return page
+
+
+@pytest.mark.parametrize("n_shards, with_index", [(3, True), (2, False)])
+def test_picked_shards_scan_as_one_checkpoint_with_the_rows_of_quantcore_scan(tmp_path, n_shards, with_index):
+    paths, _ = write_shards(tmp_path / "ckpt", n_shards, with_index)
+    scan = app.ModelScan()
+    page = open_picked(scan, paths)
+    assert scan.error == "" and scan.problems == [] and scan.state == "done"
+    assert (scan.tensors_done, scan.tensors_total) == (2 * n_shards, 2 * n_shards)
+    assert scan.filename == f"{paths[0].name} (+{len(paths) - 1} files)"
+    # export files are named after the checkpoint, not after the label's "(+N files)"
+    assert scan.export_stem() == ("model" if with_index else shard_name(0, n_shards).removesuffix(".safetensors"))
+    want, _ = scan_on_disk(open_checkpoint(str(tmp_path / "ckpt")), [parse_scheme(s) for s in scan.schemes])
+    assert comparable(scan.rows) == comparable(want)
+    assert {r.file for r in scan.rows} == {shard_name(k, n_shards) for k in range(n_shards)}
+    assert {s.tensor for s in scan.skipped} == {f"model.layers.{k}.input_layernorm.weight" for k in range(n_shards)}
+    assert page.sent <= sum(p.stat().st_size for p in paths) + len(paths) * (1 << 20)
+    assert scan.progress_text().startswith(f"Done: {2 * n_shards} of {2 * n_shards} tensors")
+    assert "left out" not in scan.progress_text()
+
+
+def test_a_model_folders_config_json_picked_along_is_left_out_and_said(tmp_path):
+    paths, _ = write_shards(tmp_path / "ckpt", 2, index=True)
+    config = tmp_path / "ckpt" / "config.json"
+    config.write_text('{"architectures": ["LlamaForCausalLM"]}')
+    scan = app.ModelScan()
+    open_picked(scan, paths + [config])
+    assert scan.state == "done" and scan.error == "" and scan.filename == f"{INDEX} (+2 files)"
+    assert scan.progress_text().endswith("; left out (not a checkpoint file): config.json")
+    want, _ = scan_on_disk(open_checkpoint(str(tmp_path / "ckpt")), [parse_scheme(s) for s in scan.schemes])
+    assert comparable(scan.rows) == comparable(want)
+
+
+def test_a_tensor_of_a_shard_opens_in_the_one_tensor_view_from_that_shard(tmp_path):
+    paths, tensors = write_shards(tmp_path / "ckpt", 3, index=True)
+    page = app.build_app()
+    scan, calc = page.model.scan, page.calc
+    order = list(paths)
+    blobs = {f"k-{p.name}": p.read_bytes() for p in order}
+    PageStandIn(scan, blobs)
+    reads = PageStandIn(calc, blobs)
+    scan.open_files([app.qc_model.PickedFile(p.name, p.stat().st_size, f"k-{p.name}") for p in order])
+    table = page.model.table
+    assert "<th scope='col'>File</th>" in table.html.content["html"]
+    wanted = "model.layers.1.self_attn.q_proj.weight"
+    table.html.picked = table._names.index(wanted)
+    assert page.tabs.active == 0 and calc.input_error == ""
+    assert calc.file_request["file"] == f"k-{shard_name(1, 3)}" and calc.upload_tensor == wanted
+    assert reads.sent <= tensors[wanted].nbytes + (1 << 20)
+    np.testing.assert_array_equal(calc.data, tensors[wanted])
+
+
+def test_a_shard_missing_from_the_pick_or_truncated_is_named_next_to_the_picker(tmp_path):
+    paths, _ = write_shards(tmp_path / "ckpt", 3, index=True)
+    scan = app.ModelScan()
+    open_picked(scan, [p for p in paths if p.name != shard_name(1, 3)])
+    assert scan.state == "failed" and scan.rows == []
+    assert scan.error.startswith(f"{INDEX}: shard '{shard_name(1, 3)}' named in the index (tensor 'model.layers.")
+    assert scan.error.endswith("is missing")
+    cut = paths[2]
+    cut.write_bytes(cut.read_bytes()[:-64])
+    scan = app.ModelScan()
+    open_picked(scan, paths)
+    assert scan.state == "failed" and scan.rows == []
+    assert scan.error.startswith(f"{cut.name}, byte offset 8, tensor 'model.layers.") and "past the end" in scan.error
+
+
+def test_a_bad_tensor_or_a_shard_the_browser_cannot_read_keeps_the_rows_measured(tmp_path):
+    bad = "model.layers.1.self_attn.q_proj.weight"
+    paths, _ = write_shards(tmp_path / "nan", 2, index=False, nan_in=bad)
+    scan = app.ModelScan()
+    open_picked(scan, paths)
+    assert scan.state == "done" and scan.error == ""
+    assert len(scan.problems) == 1 and scan.problems[0].startswith(f"{shard_name(1, 2)}, tensor '{bad}': ")
+    assert len({r.tensor for r in scan.rows}) == 3
+
+    paths, _ = write_shards(tmp_path / "ckpt", 2, index=False)
+    scan = app.ModelScan()
+    page = open_picked(scan, paths, hold=True)
+    while page.waiting and page.waiting[0]["file"] != f"k-{shard_name(1, 2)}" or not scan.rows:
+        assert page.answer()
+    done = list(scan.rows)
+    assert {r.file for r in done} == {shard_name(0, 2)}
+    scan.file_unreadable(page.waiting.pop(0)["id"], "NotReadableError")
+    assert scan.state == "failed" and not scan.running
+    assert scan.error == (f"{shard_name(1, 2)}: the browser could not read the file (NotReadableError); "
+                          "choose it again")
+    assert scan.rows == done and scan.plan is not None
+
+
+# --- in a real browser, both runtimes: the picker takes the shards (and the index) at once ---------------------------
+
+def _open_model_tab(page, app_url):
+    from test_app_browser import open_app    # the one-tensor page first, as a user lands on it
+    open_app(page, app_url)
+    page.get_by_text("Whole model", exact=True).click()
+
+
+def _assert(ok, what):
+    assert ok, what
+
+
+def _csv_rows(text: str) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "file_key"} for r in csv.DictReader(io.StringIO(text))]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("n_shards, with_index", [(3, True), (2, False)])
+def test_model_scan_of_picked_shards_in_the_page_equals_quantcore_scan(page, app_url, tmp_path, n_shards, with_index):
+    from quantcore.scanresults import rows_csv
+    paths, _ = write_shards(tmp_path / "ckpt", n_shards, with_index)
+    order = list(paths)
+    random.Random(n_shards).shuffle(order)
+    _open_model_tab(page, app_url)
+    page.get_by_label("Upload checkpoint files").set_input_files([str(p) for p in order])
+    n = 2 * n_shards
+    status = page.locator(".qc-note[role=status]")
+    poll(lambda: _assert(f"Done: {n} of {n} tensors" in status.inner_text(), status.inner_text()), timeout=180)
+    print(app_url, status.inner_text())
+    schemes = ("q8_0", "int8-sym-channel", "q4_0", "int4-sym-g32")     # the Model view's default set
+    want, _ = scan_on_disk(open_checkpoint(str(tmp_path / "ckpt")), [parse_scheme(s) for s in schemes])
+    shown = {r["Tensor"]: r for r in read_table(page, "qc-model-worst")}
+    assert len(shown) == n
+    for r in want:
+        assert shown[r.tensor]["File"] == r.file
+        assert float(shown[r.tensor][f"SQNR dB · {r.scheme}"]) == pytest.approx(r.sqnr_db, rel=1e-4)
+    with page.expect_download(timeout=30_000) as dl:
+        page.get_by_text("CSV: scan rows", exact=True).click()
+    got = _csv_rows(open(dl.value.path(), encoding="utf-8").read())
+    expected = _csv_rows(rows_csv(want))
+    assert [(r["file"], r["tensor"], r["scheme"]) for r in got] == [(r["file"], r["tensor"], r["scheme"])
+                                                                     for r in expected]
+    # Natively the page runs the CLI's code on the same bytes: equal to the last bit. The worker's numpy (a wasm
+    # build) rounds some float32 sums differently: last float32 bits (measured: at most 3.7e-8 relative).
+    rel = 1e-6 if is_static(app_url) else 1e-12
+    worst = 0.0
+    for g, w in zip(got, expected):
+        for k, v in w.items():
+            try:
+                want_v, got_v = float(v), float(g[k])
+            except ValueError:
+                assert g[k] == v, (w["tensor"], w["scheme"], k)
+                continue
+            assert got_v == pytest.approx(want_v, rel=rel, nan_ok=True), (w["tensor"], w["scheme"], k)
+            if want_v and np.isfinite(want_v):
+                worst = max(worst, abs(got_v - want_v) / abs(want_v))
+    print(f"{app_url}: largest relative difference from the CLI over {len(got)} CSV rows: {worst:.3g}")
+    assert page.locator(".qc-msg-danger:visible").count() == 0
+
+
+@pytest.mark.browser
+def test_model_scan_names_the_shard_missing_from_the_pick_next_to_the_picker(page, app_url, tmp_path):
+    paths, _ = write_shards(tmp_path / "ckpt", 3, index=True)
+    _open_model_tab(page, app_url)
+    picker = page.get_by_label("Upload checkpoint files")
+    picker.set_input_files([str(p) for p in paths if p.name != shard_name(2, 3)])
+    alert = page.locator(".qc-msg-danger:visible")
+    poll(lambda: _assert(alert.count() == 1, "no error shown"), timeout=60)
+    text = alert.inner_text()
+    assert f"{INDEX}: shard '{shard_name(2, 3)}' named in the index (tensor 'model.layers.2." in text, text
+    assert "is missing" in text
+    # then the truncated shard: its name and the byte offset, and still no rows
+    paths[1].write_bytes(paths[1].read_bytes()[:-64])
+    picker.set_input_files([str(p) for p in paths])
+    poll(lambda: _assert(f"{paths[1].name}, byte offset 8, tensor 'model.layers." in alert.inner_text(),
+                         alert.inner_text()), timeout=60)
+    assert "past the end" in alert.inner_text()
+    assert page.locator("#qc-model-worst").count() == 0

@@ -113,3 +113,15 @@ def test_range_cache_merges_and_names_what_is_missing():
     assert fetch_span(NeedBytes(90, 4), 100) == (90, 100)
     assert fetch_span(NeedBytes(0, 4), 1 << 30) == (0, 1 << 20)
     assert fetch_span(NeedBytes(0, 1 << 30), 1 << 31) == (0, PIECE)
+
+
+def test_a_missing_range_names_the_cache_that_lacks_it():
+    """NeedBytes says which file it is for: a reader of several files (a sharded checkpoint) fetches from that one."""
+    cache = RangeCache(100, "model-00002-of-00003.safetensors")
+    cache.add(0, bytes(10))
+    with pytest.raises(NeedBytes) as e:
+        cache.read(5, 20)
+    assert (e.value.offset, e.value.n, e.value.source) == (10, 15, "model-00002-of-00003.safetensors")
+    with pytest.raises(NeedBytes) as e:
+        RangeCache(100).read(50, 1)
+    assert (e.value.offset, e.value.n, e.value.source) == (50, 1, None)

@@ -326,3 +326,32 @@ def test_a_stepped_scan_of_a_gguf_file_gives_the_rows_of_scan(tmp_path):
     schemes = parse_schemes("q4_0,int8-channel")
     want, _ = scan(open_checkpoint([str(path)]), schemes)
     assert _without_file_key(_stepped_rows(str(path), schemes, chunk_mb=1)) == _without_file_key(want)
+
+
+def test_the_checks_across_files_are_pure_functions_over_parsed_headers(sharded):
+    """read_index / check_index_shards / combine_files: what open_checkpoint does with paths, usable on headers
+    read any other way (a page's files known by byte range)."""
+    from quantcore.io._source import Source
+    from quantcore.io.checkpoint import check_index_shards, combine_files, read_index
+    folder, tensors = sharded
+    index = read_index(Source(str(folder / "model.safetensors.index.json")))
+    assert index.name == "model.safetensors.index.json" and list(index.weight_map) == list(tensors)
+    assert index.shards == tuple(f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3))
+    check_index_shards(index, lambda shard: True)
+    missing = (r"^model\.safetensors\.index\.json: shard 'model-00002-of-00003\.safetensors' named in the index "
+               r"\(tensor 'model\.layers\.[01]\.[a-z_.]+', \.\.\.\) is missing$")
+    with pytest.raises(InputError, match=missing):
+        check_index_shards(index, lambda shard: "00002" not in shard)
+    parts = [open_checkpoint([str(folder / s)]) for s in index.shards]
+    whole = open_checkpoint([str(folder)])
+    assert combine_files(parts, [index]) == whole
+    first = r"model-00001-of-00003\.safetensors"
+    with pytest.raises(InputError, match=rf"^{first}: tensor '.+' is in both '{first}' and '{first}'$"):
+        combine_files([parts[0], parts[0]])
+    with pytest.raises(InputError, match=r"^model\.safetensors\.index\.json: the index names tensor '.+' in shard "
+                                         r"'model-00003-of-00003\.safetensors', but that shard has no such tensor$"):
+        combine_files(parts[:2], [index])
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_index(Source(b"{weight_map", "bad.index.json"))
+    with pytest.raises(InputError, match=r"shard '\.\./x\.safetensors' of tensor 'w' is not a file name inside"):
+        read_index(Source(b'{"weight_map": {"w": "../x.safetensors"}}', "up.index.json"))
