@@ -35,7 +35,7 @@ from .export import jsonable
 from .ggml import GGMLType
 from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
                           block_view, canonical, check_finite)
-from .kernel import quantize_and_measure
+from .kernel import quantize_and_measure, quantize_codes
 from .memory import Memory
 from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, quantize_blocks, tiles
 from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
@@ -82,12 +82,20 @@ class Prepared:
         return FloatCodec(spec.element, bs.encode_op, self._rows(bs.encode_scale), self._rows(bs.scale),
                           min(self.work.size, TILE_ELEMENTS))
 
-    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False):
+    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False,
+            keep_boundary: bool = False):
         """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`)."""
         bv = self.blocks
         valid = None if self.work_valid is None else bv.rows(self.work_valid)
         return quantize_and_measure(bv.rows(self.work), self.codec(), valid, keep_codes=keep_codes,
-                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals)
+                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals,
+                                    keep_boundary=keep_boundary)
+
+
+    def codes(self) -> np.ndarray:
+        """The codes alone, statistics-row layout (:func:`quantcore.kernel.quantize_codes`): no x_hat, no
+        statistics."""
+        return quantize_codes(self.blocks.rows(self.work), self.codec())
 
 
 def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: tuple[float, float] | None = None,
@@ -209,7 +217,8 @@ class QuantResult:
     def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, scales: BlockScales,
                  q_rows: np.ndarray, stats: dict[str, np.ndarray], channel_names: Sequence[str] | None,
                  prepared: Prepared | None = None, raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
-                 sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None) -> None:
+                 sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None,
+                 ties: np.ndarray | None = None) -> None:
         self.spec = spec
         self.label = spec.label
         self.canon = canon
@@ -226,6 +235,8 @@ class QuantResult:
             self.__dict__["_raw_b"] = raw
         if xhat is not None:
             self.__dict__["_xhat_b"] = xhat
+        if ties is not None:
+            self.__dict__["ties_blocks"] = ties
         self._block_stats = blocks.block_stats(stats)
         self._channel_stats = blocks.channel_stats(stats)
         self.metrics = M.overall(self._block_stats)
@@ -323,24 +334,23 @@ class QuantResult:
                 return op(p.work, np.asarray(bs.encode_scale, np.float32)[:, None]).astype(np.float32)
         return self._prep.run(keep_codes=False, keep_raw=True).raw.reshape(self.blocks.values.shape)
 
-    @cached_property
-    def _float_flags(self) -> tuple[np.ndarray, np.ndarray]:
-        """Float elements: (boundary, clipped) per element in block layout, one tiled encoder pass."""
+    def _float_rows_pass(self, step) -> np.ndarray:
+        """Float elements: ``step(codec, tile, r0, r1)`` (a bool mask of the tile) over the statistics rows, tile
+        by tile, into one bool array in block layout."""
         p = self._prep
         codec = p.codec()
         rows = p.blocks.rows(p.work)
-        boundary, clipped = np.empty(rows.shape, bool), np.empty(rows.shape, bool)
+        out = np.empty(rows.shape, bool)
         for r0, r1, c0, c1 in tiles(*rows.shape):
-            boundary[r0:r1, c0:c1], clipped[r0:r1, c0:c1] = codec.flags(rows[r0:r1, c0:c1], r0, r1)
-        shape = self.blocks.values.shape
-        return boundary.reshape(shape), clipped.reshape(shape)
+            out[r0:r1, c0:c1] = step(codec, rows[r0:r1, c0:c1], r0, r1)
+        return out.reshape(self.blocks.values.shape)
 
     @cached_property
     def _clip_sign_b(self) -> np.ndarray:
         """-1 / +1 where an element was clipped below / above, 0 elsewhere (block layout)."""
-        if self.spec.kind == "float":
-            x = self._prep.work
-            return np.where(self._float_flags[1], np.sign(x), 0).astype(np.int64)
+        if self.spec.kind == "float":  # saturated elements: scale and compare only, no encoder pass
+            clipped = self._float_rows_pass(lambda codec, v, r0, r1: codec.clipped(v, r0, r1))
+            return np.where(clipped, np.sign(self._prep.work), 0).astype(np.int64)
         raw = self._raw_b
         return np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64)
 
@@ -415,8 +425,8 @@ class QuantResult:
         if spec.kind == "gguf":
             t = self.ggml_type
             return t.near_boundary(t.position(self.blocks.values, self.sub_scale, self.sub_min))
-        if spec.kind == "float":
-            return self._float_flags[0]
+        if spec.kind == "float":  # kept by analyze() from its encoder pass; else one encoder pass here
+            return self._float_rows_pass(lambda codec, v, r0, r1: codec.tile(v, r0, r1, boundary=True).boundary)
         if spec.effective_rounding == "stochastic":
             return np.zeros(self._q_b.shape, dtype=bool)
         ties = np.zeros(self._q_b.shape, dtype=bool)
@@ -612,9 +622,13 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names:
     if spec.kind == "gguf":
         return _analyze_gguf(x, spec, channel_axis, channel_names)
     p = prepare(x, spec, channel_axis, tensor_range, allow_nonfinite)
-    res = p.run(keep_raw=spec.effective_rounding == "stochastic")
-    raw = None if res.raw is None else res.raw.reshape(p.blocks.values.shape)
-    return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw)
+    # float elements: the boundary flags (the ties column) come from the same encoder run, for a bool per element
+    res = p.run(keep_raw=spec.effective_rounding == "stochastic", keep_boundary=spec.kind == "float")
+    shape = p.blocks.values.shape
+    raw = None if res.raw is None else res.raw.reshape(shape)
+    ties = None if res.boundary is None else res.boundary.reshape(shape)
+    return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw,
+                       ties=ties)
 
 
 def total_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float, float] | None = None

@@ -525,6 +525,7 @@ class TileEncoder:
         if isinstance(fmt, Codebook):
             self._idx = np.empty(n, np.intp)
             self._f = np.empty(n, np.float32)
+            self._cb_vmax_bits = _cb_tables(fmt)[4]
         else:
             p = _f32_plan(fmt)
             self._plan = p
@@ -538,6 +539,13 @@ class TileEncoder:
         else:
             self._run_float(x, codes, clipped, boundary, values)
 
+    def saturated(self, x: np.ndarray, clipped: np.ndarray) -> None:
+        """The ``clipped`` output of :meth:`run` alone: ``|x|`` rounds past the largest finite value."""
+        a = self._u[0][:x.size]
+        np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
+        limit = self._cb_vmax_bits if isinstance(self.fmt, Codebook) else self._plan.a_over
+        np.greater(a, limit, out=clipped)
+
     def _run_float(self, x, codes, clipped, boundary, values) -> None:
         p, n = self._plan, x.size
         u = x.view(np.uint32)
@@ -545,8 +553,7 @@ class TileEncoder:
         a_over = self._a_over[:n]
         f32 = np.float32
         af, Mf, yf, tf = a.view(f32), M.view(f32), y.view(f32), t.view(f32)
-        np.bitwise_and(u, _F32_ABS, out=a)
-        np.greater(a, p.a_over, out=clipped)
+        self.saturated(x, clipped)                           # a = |x| bits, clipped = a > a_over
         np.minimum(a, a_over, out=a)                         # saturate (and keep M finite)
         np.bitwise_and(a, _F32_EXP, out=M)
         np.maximum(M, self._emin[:n], out=M)                 # binade E = max(e, emin)
@@ -555,10 +562,9 @@ class TileEncoder:
         if boundary is not None:
             b = self._b[:n]
             np.add(a, 1, out=t)
+            np.minimum(t, a_over, out=t)                     # at a_over the next pattern only saturates: t = a
             np.add(tf, Mf, out=tf)
             np.greater(tf, yf, out=boundary)
-            np.less(a, p.a_over, out=b)                      # at a_over the next pattern only saturates
-            np.bitwise_and(boundary, b, out=boundary)
             np.subtract(a, 1, out=t)                         # a == 0 wraps to a NaN: compares False
             np.add(tf, Mf, out=tf)
             np.less(tf, yf, out=b)
@@ -577,7 +583,7 @@ class TileEncoder:
         np.copyto(codes, y, casting="unsafe")
 
     def _run_codebook(self, x, codes, clipped, boundary, values) -> None:
-        thr, vals, hi, lo, vmax_bits = _cb_tables(self.fmt)
+        thr, vals, hi, lo, _ = _cb_tables(self.fmt)
         n = x.size
         b = self._b[:n]
         codes[...] = 0
@@ -585,9 +591,7 @@ class TileEncoder:
         for t in thr.tolist():                                # code = number of thresholds t < x
             np.greater(x, t, out=b)       # a Python float: compared in float32 (exact), no scalar overhead
             np.add(codes, b8, out=codes)
-        a = self._u[0][:n]
-        np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
-        np.greater(a, vmax_bits, out=clipped)
+        self.saturated(x, clipped)
         if boundary is None and values is None:
             return
         idx = self._idx[:n]
