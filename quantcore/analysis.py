@@ -60,6 +60,7 @@ class Prepared:
     scales: BlockScales
     work: np.ndarray
     work_valid: np.ndarray | None
+    data_range: tuple[np.ndarray, np.ndarray] | None = None  # integer schemes: each block's data (min, max)
 
     @property
     def conv(self) -> Convention | None:
@@ -77,8 +78,9 @@ class Prepared:
             conv = self.conv
             qmin, qmax = conv.code_range(spec.element)
             rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+            rng_rows = None if self.data_range is None else tuple(self._rows(a) for a in self.data_range)
             return IntCodec(self._rows(bs.scale), self._rows(bs.zero_point), qmin, qmax, conv,
-                            spec.effective_rounding, rng, uses_fma(conv, self.blocks))
+                            spec.effective_rounding, rng, uses_fma(conv, self.blocks), row_range=rng_rows)
         return FloatCodec(spec.element, bs.encode_op, self._rows(bs.encode_scale), self._rows(bs.scale),
                           min(self.work.size, TILE_ELEMENTS))
 
@@ -125,10 +127,11 @@ def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: 
         if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
             check_finite(canon.to_input_layout(canon.values), "tensor")
         _check_working_range(canon, mn, mx, rule.convention(spec.convention))
+        data_range = (mn, mx)
         if per_tensor:
             mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
         scales = rule.block_scales(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
-        return Prepared(spec, canon, bv, scales, bv.values, bv.valid)
+        return Prepared(spec, canon, bv, scales, bv.values, bv.valid, data_range)
     amax = block_amax(bv.values)
     if not np.isfinite(amax).all() and not allow_nonfinite:
         check_finite(canon.to_input_layout(canon.values), "tensor")

@@ -3,8 +3,9 @@ codebook scheme (GGUF types, whose bytes come from their own classes, are measur
 reconstruction with :func:`quantcore.metrics.row_stats`).
 
 Quantizing and measuring a tensor takes about twenty elementwise numpy operations. Run one after the
-other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of about 64 Ki
-elements (a few hundred KB, resident in L2), only the first read of each tile touches memory. The
+other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of ``codec.max_tile``
+elements (64 Ki for float elements, 128 Ki for integers: a few hundred KB to a few MB, resident in L2 / L3),
+only the first read of each tile touches memory. The
 Python loop is over tiles, never over channels or elements; every tile is a rectangle of whole
 "stat rows" (channels or blocks) or, for very long rows, a column slice of one row, and the per-row
 statistics are accumulated across column slices.
@@ -30,7 +31,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, tiles
+from .quantize import FloatCodec, IntCodec, tiles
 
 Codec = Union[IntCodec, FloatCodec]
 
@@ -166,9 +167,10 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
     if keep_boundary and not isinstance(codec, FloatCodec):
         raise ValueError("boundary flags are computed by float and codebook codecs only")
     boundary_out = np.empty(rows.shape, dtype=bool) if keep_boundary else None
-    scratch = np.empty(min(rows.size, TILE_ELEMENTS), dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
-    masks = [np.empty(min(rows.size, TILE_ELEMENTS), bool) for _ in range(2)]
-    for r0, r1, c0, c1 in tiles(n_rows, row_len):
+    tile_len = min(rows.size, codec.max_tile)
+    scratch = np.empty(tile_len, dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
+    masks = [np.empty(tile_len, bool) for _ in range(2)]
+    for r0, r1, c0, c1 in tiles(n_rows, row_len, codec.max_tile):
         at = slice(0, 1) if totals else slice(r0, r1)
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
@@ -249,7 +251,7 @@ def quantize_codes(rows: np.ndarray, codec: Codec) -> np.ndarray:
     dequantizing or measuring: what an export of the quantized tensor needs."""
     dt = codec.dtype
     q = np.empty(rows.shape, dtype=codec.code_dtype)
-    for r0, r1, c0, c1 in tiles(*rows.shape):
+    for r0, r1, c0, c1 in tiles(*rows.shape, codec.max_tile):
         v = rows[r0:r1, c0:c1]
         q[r0:r1, c0:c1] = codec.tile(v if v.dtype == dt else v.astype(dt), r0, r1, xhat=False).q
     return q

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantcore import IntFormat, PerChannel, PerGroup, PerTensor, QuantSpec, analyze, preset
+from quantcore import IntFormat, PerChannel, PerGroup, PerTensor, Percentile, QuantSpec, analyze, preset
 from quantcore import floatfmt as ff
 from quantcore.analysis import prepare
 from quantcore.kernel import COUNT_WORDS, _row_count
@@ -55,6 +55,10 @@ INT_SPECS = {
                                                  granularity=PerGroup(1024), convention="torch-fake"),
     "torch per-tensor (scalar operands, FMA)": QuantSpec(fmt=IntFormat(8, True), mapping="affine",
                                                          granularity=PerTensor(), convention="torch"),
+    # clipped codes in every channel (rows whose min/max codes leave the range are checked and clamped)
+    "torch int4 percentile 99 per-channel": QuantSpec(fmt=IntFormat(4, True), mapping="symmetric",
+                                                      granularity=PerChannel(0), convention="torch",
+                                                      range=Percentile(99.0)),
 }
 
 
@@ -63,7 +67,8 @@ INT_SPECS = {
 def test_long_rows_match_the_untiled_formulas(name, shape):
     """On long rows the tiled codec (per-row operands in tile buffers, or scalars) gives the codes of the untiled
     ``quantize_blocks`` over the whole block view (per-row columns), x_hat = (q - zp) * scale, and statistics
-    equal to the per-element float64 sums: collapsed = #(x != 0 and x_hat == 0), clipped counts, max |error|."""
+    equal to the per-element ones: collapsed = #(x != 0 and x_hat == 0), clipped counts, max |x_hat - x| (formed in
+    the working dtype), mean squared and absolute error (float64 sums)."""
     rng = np.random.default_rng(7)
     x = lognormal_channels(rng, shape, 0)
     x[:, ::53] = 0.0                                     # exact zeros: never counted as collapsed
@@ -82,7 +87,10 @@ def test_long_rows_match_the_untiled_formulas(name, shape):
     m = r.metrics
     assert m.collapsed == int(((xd != 0) & (xh == 0)).sum())
     assert (m.clipped_low, m.clipped_high) == (int((raw < qmin).sum()), int((raw > qmax).sum()))
-    assert m.max_abs == np.abs(e).max()
+    if "percentile" in name:
+        assert m.clipped_low > 0 and m.clipped_high > 0          # the clamping path ran
+    work = r.dequantized.dtype                              # errors are formed in the working dtype
+    assert m.max_abs == np.abs(r.dequantized - x.astype(work)).max()
     np.testing.assert_allclose(m.mse, (e * e).mean(), rtol=2e-5)   # float32 runs of 256 (kernel._row_sum)
     np.testing.assert_allclose(m.mae, np.abs(e).mean(), rtol=2e-5)
 
