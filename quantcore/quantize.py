@@ -287,12 +287,21 @@ class IntCodec:
         return Tile(q, raw, xh, lo, hi, None)
 
     def dequantize(self, q: np.ndarray, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """``(q - zero_point) * scale_stored`` in the working dtype for the given rows (codes of any dtype);
-        computed in place in one new array."""
-        out = np.array(q, dtype=self.dtype)
-        out -= self.zp[rows, None]
+        """``(q - zero_point) * scale_stored`` in the working dtype for the given rows (codes of any dtype; the
+        conversion of an integer code is exact), into one new array. Every row: tile by tile, so each tile is
+        written once and scaled while in cache."""
+        if not (isinstance(rows, slice) and rows == slice(None) and q.ndim == 2 and q.shape[0] == self.scale.size):
+            out = np.array(q, dtype=self.dtype)
+            out -= self.zp[rows, None]
+            with np.errstate(over="ignore"):
+                out *= self.stored[rows, None]
+            return out
+        out = np.empty(q.shape, self.dtype)
         with np.errstate(over="ignore"):
-            out *= self.stored[rows, None]
+            for r0, r1, c0, c1 in tiles(*q.shape, self.max_tile):
+                o = out[r0:r1, c0:c1]
+                np.subtract(q[r0:r1, c0:c1], self._zp.operand(r0, r1, o.shape), out=o, dtype=self.dtype)
+                o *= self._stored.operand(r0, r1, o.shape)
         return out
 
     def describe(self, q: float, row: int, xhat: float) -> str:
