@@ -108,8 +108,10 @@ def main() -> None:
     int8 = IntFormat(8, True)
     pc_torch = QuantSpec(fmt=int8, mapping="affine", granularity=PerChannel(0), convention="torch")
     base = QuantSpec(fmt=int8, mapping="symmetric", convention="torch")
-    schemes = {
-        "per-channel int8 quantize to codes (torch)": lambda: prepare(x, pc_torch).codes(),
+    schemes = {}
+    if hasattr(prepare(x[:1], pc_torch), "codes"):  # absent before issue 11 item 6 (to time an older tree)
+        schemes["per-channel int8 quantize to codes (torch)"] = lambda: prepare(x, pc_torch).codes()
+    schemes |= {
         "per-channel int8 analysis (torch conv.)": lambda: qc.analyze(x, pc_torch),
         "  ... + materialize x_hat": lambda: qc.analyze(x, pc_torch).dequantized,
         "per-channel int8 analysis (float64 conv.)": lambda: qc.analyze(x, pc_torch.with_(convention="float64")),

@@ -37,7 +37,7 @@ from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, 
                           block_view, canonical, check_finite)
 from .kernel import quantize_and_measure, quantize_codes
 from .memory import Memory
-from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, quantize_blocks, tiles
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, tiles
 from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
 from .spec import QuantSpec
 
@@ -432,8 +432,12 @@ class QuantResult:
             return self._float_rows_pass(lambda codec, v, r0, r1: codec.tile(v, r0, r1, boundary=True).boundary)
         if spec.effective_rounding == "stochastic":
             return np.zeros(self._q_b.shape, dtype=bool)
-        ties = np.zeros(self._q_b.shape, dtype=bool)
-        data_max = float(np.max(np.abs(self.blocks.values)))
+        p = self._prep
+        rows = p.blocks.rows(p.work)
+        q_rows = self._q_rows.reshape(rows.shape)
+        ties = np.zeros(rows.shape, dtype=bool)
+        mn, mx = p.data_range
+        data_max = max(-float(np.min(mn)), float(np.max(mx)))
         rule = spec.scale_rule
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
@@ -441,10 +445,15 @@ class QuantResult:
             conv = rule.convention(name)
             if data_max > float(np.finfo(conv.dtype).max):
                 continue  # this convention cannot hold the data (values beyond float32): no comparison
-            _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
-                                       conv, spec.effective_rounding, fma=uses_fma(conv, self.blocks))
-            ties |= other != self._q_b
-        return ties
+            # the other convention's codes, tile by tile (IntCodec: same arithmetic as quantize_blocks)
+            other = IntCodec(p._rows(self.scale), p._rows(self.zero_point), self.qmin, self.qmax, conv,
+                             spec.effective_rounding, fma=uses_fma(conv, self.blocks),
+                             row_range=tuple(p._rows(a) for a in p.data_range))
+            for r0, r1, c0, c1 in tiles(*rows.shape, other.max_tile):
+                v = rows[r0:r1, c0:c1]
+                q = other.tile(v if v.dtype == conv.dtype else v.astype(conv.dtype), r0, r1, xhat=False).q
+                ties[r0:r1, c0:c1] |= q != q_rows[r0:r1, c0:c1]
+        return ties.reshape(self._q_b.shape)
 
     @property
     def ties(self) -> np.ndarray:

@@ -186,7 +186,8 @@ class RowOperands:
     def __init__(self, values: np.ndarray, dtype: type) -> None:
         self.values = np.asarray(values, dtype=dtype)
         v = self.values
-        self.uniform = v.size > 0 and bool((v == v[0]).all())
+        bits = v.view(f"u{v.itemsize}")      # bitwise: -0.0 and 0.0 differ (x + -0.0 keeps a -0.0 that x + 0.0 does not)
+        self.uniform = v.size > 0 and bool((bits == bits[0]).all())
         self.scalar = v.dtype.type(v[0]) if self.uniform else None
         self._buf = np.empty(0, dtype)
 
@@ -281,8 +282,9 @@ class IntCodec:
             if self.zp_all_zero:
                 np.multiply(q, ss, out=xh)
             else:
-                np.subtract(q, zp if not isinstance(zp, np.ndarray) or zp.shape == shape
-                            else self._zp.operand(r0, r1, shape), out=xh)
+                if np.ndim(zp) and zp.shape != shape:   # the FMA path's column
+                    zp = self._zp.operand(r0, r1, shape)
+                np.subtract(q, zp, out=xh)
                 xh *= ss
         return Tile(q, raw, xh, lo, hi, None)
 
