@@ -167,6 +167,7 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
     if keep_boundary and not isinstance(codec, FloatCodec):
         raise ValueError("boundary flags are computed by float and codebook codecs only")
     boundary_out = np.empty(rows.shape, dtype=bool) if keep_boundary else None
+    direct = isinstance(codec, FloatCodec)
     tile_len = min(rows.size, codec.max_tile)
     scratch = np.empty(tile_len, dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
     masks = [np.empty(tile_len, bool) for _ in range(2)]
@@ -175,11 +176,13 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
             v = v.astype(dt)
-        t = codec.tile(v, r0, r1, boundary=True) if keep_boundary else codec.tile(v, r0, r1)
+        if direct:  # the float encoder writes codes and flags into the results (a tile is contiguous)
+            t = codec.tile(v, r0, r1, codes_out=None if q_out is None else q_out[r0:r1, c0:c1],
+                           boundary_out=None if boundary_out is None else boundary_out[r0:r1, c0:c1])
+        else:
+            t = codec.tile(v, r0, r1)
         if raw_out is not None:
             raw_out[r0:r1, c0:c1] = t.raw
-        if boundary_out is not None:
-            boundary_out[r0:r1, c0:c1] = t.boundary
         m = None if valid is None else valid[r0:r1, c0:c1]
         if t.clip_low is not None:
             lo_hit, hi_hit = t.clip_low, t.clip_high
@@ -188,7 +191,7 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
                 hi_hit &= m
             stats["clipped_low"][at] += count(lo_hit)
             stats["clipped_high"][at] += count(hi_hit)
-        if q_out is not None:
+        if q_out is not None and not direct:
             q_out[r0:r1, c0:c1] = t.q
         xhat = t.xhat
         if t.collapsed is not None:

@@ -347,14 +347,21 @@ class FloatCodec:
             self.op(v, self._encode_scale.operand(r0, r1, v.shape), out=s)
         return s
 
-    def tile(self, v: np.ndarray, r0: int, r1: int, boundary: bool = False, xhat: bool = True) -> Tile:
+    def tile(self, v: np.ndarray, r0: int, r1: int, boundary: bool = False, xhat: bool = True,
+             codes_out: np.ndarray | None = None, boundary_out: np.ndarray | None = None) -> Tile:
         """Codes, x_hat (``xhat``) and clip masks of one tile; ``boundary``: the boundary flags too, computed by
-        the same encoder run from its own intermediates (:class:`quantcore.floatfmt.TileEncoder`)."""
+        the same encoder run from its own intermediates (:class:`quantcore.floatfmt.TileEncoder`).
+        ``codes_out`` / ``boundary_out``: contiguous arrays of the tile's size the encoder writes into directly
+        (the caller's result arrays: no copy), else reused buffers."""
         n, shape = v.size, v.shape
+        for out in (codes_out, boundary_out):
+            if out is not None and not (out.flags.c_contiguous and out.size == n):
+                raise ValueError("codes_out / boundary_out must be contiguous arrays of the tile's size")
         s = self.scaled(v, r0, r1)
-        codes, clipped = self._codes[:n], self._clipped[:n]
+        codes = self._codes[:n] if codes_out is None else codes_out.reshape(-1)
+        clipped = self._clipped[:n]
         values = self._values[:n] if xhat else None
-        flags = self._boundary[:n] if boundary else None
+        flags = boundary_out.reshape(-1) if boundary_out is not None else self._boundary[:n] if boundary else None
         self._enc.run(s.reshape(-1), codes, clipped, flags, values)
         xh = None
         if xhat:
