@@ -4,14 +4,18 @@ Input: a 4096 x 4096 float32 weight with log-normal channel (row) scales (quantc
 For each scheme it prints
 
 * time / time(np.copyto of the same tensor)  -- the memory-bandwidth floor (targets from issue 2:
-  per-channel int8 analysis <= 4x, per-tensor + per-channel + per-group-128 trio <= 12x);
+  per-channel int8 analysis <= 4x, per-tensor + per-channel + per-group-128 trio <= 12x; issue 11 item 6:
+  per-channel int8 quantize-to-codes <= 4x). "quantize to codes" is ``prepare`` (min/max, scales) plus the
+  encoder alone (``Prepared.codes``: int8 codes, no x_hat, no statistics); "analysis" is ``qc.analyze`` (codes,
+  x_hat, per-channel error statistics). np.copy (which also allocates its output) is printed for reference;
 * the same per-channel int8 work done by torch with one thread (PerChannelMinMaxObserver +
   quantize_per_channel + dequantize + error metrics): target quantcore >= 2x faster;
 * peak extra memory during the call (tracemalloc, numpy allocations included) / input size
   (target <= 3x).
 
-Run:  .venv/bin/python benchmarks/bench_engine.py [--size 4096] [--repeat 3]
-Timings are the best of ``--repeat`` runs, one thread (OMP/MKL/OpenBLAS threads pinned to 1).
+Run:  .venv/bin/python benchmarks/bench_engine.py [--size 4096] [--repeat 3] [--cpu-time]
+Timings are the best of ``--repeat`` runs, one thread (OMP/MKL/OpenBLAS threads pinned to 1); ``--cpu-time``
+times with the process CPU clock instead of the wall clock (steadier on a shared machine).
 """
 from __future__ import annotations
 
@@ -28,15 +32,19 @@ import numpy as np  # noqa: E402
 
 import quantcore as qc  # noqa: E402
 from quantcore import IntFormat, PerChannel, QuantSpec  # noqa: E402
+from quantcore.analysis import prepare  # noqa: E402
+
+
+CLOCK = time.perf_counter
 
 
 def best_time(fn, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -80,7 +88,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     n = args.size
     x = qc.synthetic(n, n, channel_spread=1.0, seed=0)  # float32, log-normal row scales
     mb = x.nbytes / 2**20
@@ -88,12 +100,18 @@ def main() -> None:
 
     dst = np.empty_like(x)
     t_copy = best_time(lambda: np.copyto(dst, x), args.repeat + 2)
-    print(f"np.copyto (memory floor): {t_copy * 1e3:.1f} ms  ({x.nbytes / t_copy / 1e9:.2f} GB/s)\n")
+    t_np_copy = best_time(lambda: np.copy(x), args.repeat + 2)
+    print(f"np.copyto (memory floor): {t_copy * 1e3:.1f} ms  ({x.nbytes / t_copy / 1e9:.2f} GB/s); "
+          f"np.copy (allocating): {t_np_copy * 1e3:.1f} ms; ratios below are to np.copyto "
+          f"({'CPU' if args.cpu_time else 'wall'} time)\n")
 
     int8 = IntFormat(8, True)
     pc_torch = QuantSpec(fmt=int8, mapping="affine", granularity=PerChannel(0), convention="torch")
     base = QuantSpec(fmt=int8, mapping="symmetric", convention="torch")
-    schemes = {
+    schemes = {}
+    if hasattr(prepare(x[:1], pc_torch), "codes"):  # absent before issue 11 item 6 (to time an older tree)
+        schemes["per-channel int8 quantize to codes (torch)"] = lambda: prepare(x, pc_torch).codes()
+    schemes |= {
         "per-channel int8 analysis (torch conv.)": lambda: qc.analyze(x, pc_torch),
         "  ... + materialize x_hat": lambda: qc.analyze(x, pc_torch).dequantized,
         "per-channel int8 analysis (float64 conv.)": lambda: qc.analyze(x, pc_torch.with_(convention="float64")),
@@ -101,7 +119,8 @@ def main() -> None:
         "GGUF Q4_0 preset": lambda: qc.analyze(x, qc.preset("q4_0")),
         "GGUF Q8_0 preset": lambda: qc.analyze(x, qc.preset("q8_0")),
     }
-    targets = {"per-channel int8 analysis (torch conv.)": 4.0, "trio: tensor + channel + group-128": 12.0}
+    targets = {"per-channel int8 quantize to codes (torch)": 4.0, "per-channel int8 analysis (torch conv.)": 4.0,
+               "trio: tensor + channel + group-128": 12.0}
     print(f"{'scheme':44s} {'time ms':>9s} {'x copy':>8s} {'target':>7s} {'peak extra':>11s}")
     times = {}
     for name, fn in schemes.items():

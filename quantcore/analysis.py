@@ -35,9 +35,9 @@ from .export import jsonable
 from .ggml import GGMLType
 from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
                           block_view, canonical, check_finite)
-from .kernel import quantize_and_measure
+from .kernel import quantize_and_measure, quantize_codes
 from .memory import Memory
-from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, quantize_blocks, tiles
+from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, tiles
 from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
 from .spec import QuantSpec
 
@@ -60,6 +60,7 @@ class Prepared:
     scales: BlockScales
     work: np.ndarray
     work_valid: np.ndarray | None
+    data_range: tuple[np.ndarray, np.ndarray] | None = None  # integer schemes: each block's data (min, max)
 
     @property
     def conv(self) -> Convention | None:
@@ -77,17 +78,26 @@ class Prepared:
             conv = self.conv
             qmin, qmax = conv.code_range(spec.element)
             rng = np.random.default_rng(spec.seed) if spec.effective_rounding == "stochastic" else None
+            rng_rows = None if self.data_range is None else tuple(self._rows(a) for a in self.data_range)
             return IntCodec(self._rows(bs.scale), self._rows(bs.zero_point), qmin, qmax, conv,
-                            spec.effective_rounding, rng, uses_fma(conv, self.blocks))
+                            spec.effective_rounding, rng, uses_fma(conv, self.blocks), row_range=rng_rows)
         return FloatCodec(spec.element, bs.encode_op, self._rows(bs.encode_scale), self._rows(bs.scale),
                           min(self.work.size, TILE_ELEMENTS))
 
-    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False):
+    def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False,
+            keep_boundary: bool = False):
         """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`)."""
         bv = self.blocks
         valid = None if self.work_valid is None else bv.rows(self.work_valid)
         return quantize_and_measure(bv.rows(self.work), self.codec(), valid, keep_codes=keep_codes,
-                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals)
+                                    keep_raw=keep_raw, row_name=bv.row_name, totals=totals,
+                                    keep_boundary=keep_boundary)
+
+
+    def codes(self) -> np.ndarray:
+        """The codes alone, statistics-row layout (:func:`quantcore.kernel.quantize_codes`): no x_hat, no
+        statistics."""
+        return quantize_codes(self.blocks.rows(self.work), self.codec())
 
 
 def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: tuple[float, float] | None = None,
@@ -117,10 +127,11 @@ def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: 
         if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
             check_finite(canon.to_input_layout(canon.values), "tensor")
         _check_working_range(canon, mn, mx, rule.convention(spec.convention))
+        data_range = (mn, mx)
         if per_tensor:
             mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
         scales = rule.block_scales(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
-        return Prepared(spec, canon, bv, scales, bv.values, bv.valid)
+        return Prepared(spec, canon, bv, scales, bv.values, bv.valid, data_range)
     amax = block_amax(bv.values)
     if not np.isfinite(amax).all() and not allow_nonfinite:
         check_finite(canon.to_input_layout(canon.values), "tensor")
@@ -209,7 +220,8 @@ class QuantResult:
     def __init__(self, spec: QuantSpec, canon: Canonical, blocks: BlockView, scales: BlockScales,
                  q_rows: np.ndarray, stats: dict[str, np.ndarray], channel_names: Sequence[str] | None,
                  prepared: Prepared | None = None, raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
-                 sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None) -> None:
+                 sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None,
+                 ties: np.ndarray | None = None) -> None:
         self.spec = spec
         self.label = spec.label
         self.canon = canon
@@ -226,6 +238,8 @@ class QuantResult:
             self.__dict__["_raw_b"] = raw
         if xhat is not None:
             self.__dict__["_xhat_b"] = xhat
+        if ties is not None:
+            self.__dict__["ties_blocks"] = ties
         self._block_stats = blocks.block_stats(stats)
         self._channel_stats = blocks.channel_stats(stats)
         self.metrics = M.overall(self._block_stats)
@@ -323,24 +337,23 @@ class QuantResult:
                 return op(p.work, np.asarray(bs.encode_scale, np.float32)[:, None]).astype(np.float32)
         return self._prep.run(keep_codes=False, keep_raw=True).raw.reshape(self.blocks.values.shape)
 
-    @cached_property
-    def _float_flags(self) -> tuple[np.ndarray, np.ndarray]:
-        """Float elements: (boundary, clipped) per element in block layout, one tiled encoder pass."""
+    def _float_rows_pass(self, step) -> np.ndarray:
+        """Float elements: ``step(codec, tile, r0, r1)`` (a bool mask of the tile) over the statistics rows, tile
+        by tile, into one bool array in block layout."""
         p = self._prep
         codec = p.codec()
         rows = p.blocks.rows(p.work)
-        boundary, clipped = np.empty(rows.shape, bool), np.empty(rows.shape, bool)
+        out = np.empty(rows.shape, bool)
         for r0, r1, c0, c1 in tiles(*rows.shape):
-            boundary[r0:r1, c0:c1], clipped[r0:r1, c0:c1] = codec.flags(rows[r0:r1, c0:c1], r0, r1)
-        shape = self.blocks.values.shape
-        return boundary.reshape(shape), clipped.reshape(shape)
+            out[r0:r1, c0:c1] = step(codec, rows[r0:r1, c0:c1], r0, r1)
+        return out.reshape(self.blocks.values.shape)
 
     @cached_property
     def _clip_sign_b(self) -> np.ndarray:
         """-1 / +1 where an element was clipped below / above, 0 elsewhere (block layout)."""
-        if self.spec.kind == "float":
-            x = self._prep.work
-            return np.where(self._float_flags[1], np.sign(x), 0).astype(np.int64)
+        if self.spec.kind == "float":  # saturated elements: scale and compare only, no encoder pass
+            clipped = self._float_rows_pass(lambda codec, v, r0, r1: codec.clipped(v, r0, r1))
+            return np.where(clipped, np.sign(self._prep.work), 0).astype(np.int64)
         raw = self._raw_b
         return np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64)
 
@@ -415,12 +428,16 @@ class QuantResult:
         if spec.kind == "gguf":
             t = self.ggml_type
             return t.near_boundary(t.position(self.blocks.values, self.sub_scale, self.sub_min))
-        if spec.kind == "float":
-            return self._float_flags[0]
+        if spec.kind == "float":  # kept by analyze() from its encoder pass; else one encoder pass here
+            return self._float_rows_pass(lambda codec, v, r0, r1: codec.tile(v, r0, r1, boundary=True).boundary)
         if spec.effective_rounding == "stochastic":
             return np.zeros(self._q_b.shape, dtype=bool)
-        ties = np.zeros(self._q_b.shape, dtype=bool)
-        data_max = float(np.max(np.abs(self.blocks.values)))
+        p = self._prep
+        rows = p.blocks.rows(p.work)
+        q_rows = self._q_rows.reshape(rows.shape)
+        ties = np.zeros(rows.shape, dtype=bool)
+        mn, mx = p.data_range
+        data_max = max(-float(np.min(mn)), float(np.max(mx)))
         rule = spec.scale_rule
         for name in TIE_CONVENTIONS:
             if name == spec.convention:
@@ -428,10 +445,15 @@ class QuantResult:
             conv = rule.convention(name)
             if data_max > float(np.finfo(conv.dtype).max):
                 continue  # this convention cannot hold the data (values beyond float32): no comparison
-            _, other = quantize_blocks(self.blocks.values, self.scale, self.zero_point, self.qmin, self.qmax,
-                                       conv, spec.effective_rounding, fma=uses_fma(conv, self.blocks))
-            ties |= other != self._q_b
-        return ties
+            # the other convention's codes, tile by tile (IntCodec: same arithmetic as quantize_blocks)
+            other = IntCodec(p._rows(self.scale), p._rows(self.zero_point), self.qmin, self.qmax, conv,
+                             spec.effective_rounding, fma=uses_fma(conv, self.blocks),
+                             row_range=tuple(p._rows(a) for a in p.data_range))
+            for r0, r1, c0, c1 in tiles(*rows.shape, other.max_tile):
+                v = rows[r0:r1, c0:c1]
+                q = other.tile(v if v.dtype == conv.dtype else v.astype(conv.dtype), r0, r1, xhat=False).q
+                ties[r0:r1, c0:c1] |= q != q_rows[r0:r1, c0:c1]
+        return ties.reshape(self._q_b.shape)
 
     @property
     def ties(self) -> np.ndarray:
@@ -612,9 +634,13 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names:
     if spec.kind == "gguf":
         return _analyze_gguf(x, spec, channel_axis, channel_names)
     p = prepare(x, spec, channel_axis, tensor_range, allow_nonfinite)
-    res = p.run(keep_raw=spec.effective_rounding == "stochastic")
-    raw = None if res.raw is None else res.raw.reshape(p.blocks.values.shape)
-    return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw)
+    # float elements: the boundary flags (the ties column) come from the same encoder run, for a bool per element
+    res = p.run(keep_raw=spec.effective_rounding == "stochastic", keep_boundary=spec.kind == "float")
+    shape = p.blocks.values.shape
+    raw = None if res.raw is None else res.raw.reshape(shape)
+    ties = None if res.boundary is None else res.boundary.reshape(shape)
+    return QuantResult(spec, p.canon, p.blocks, p.scales, res.q, res.stats, channel_names, prepared=p, raw=raw,
+                       ties=ties)
 
 
 def total_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float, float] | None = None

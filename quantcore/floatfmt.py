@@ -439,7 +439,10 @@ def _encode_ref(x64: np.ndarray, fmt: Format, overflow: str) -> tuple[np.ndarray
 # rounded values (a neighbour in another binade lies next to a power of two, which is on both grids and
 # is what both round to), so "a one-ulp move changes the code" is
 #     fl(M + next_up(|x|)) > y  or  fl(M + next_down(|x|)) < y,
-# and the first test is dropped at a_over (saturation: no change above the largest finite value).
+# and the first test is dropped at a_over (saturation: no change above the largest finite value: next_up is
+# clamped to a_over). fl(M + .) is monotone, so fl(M + next_down) <= y <= fl(M + next_up) and the test is one
+# comparison, fl(M + next_up(|x|)) > fl(M + next_down(|x|)). At |x| = 0 the pattern 0 - 1 wraps to a NaN, which
+# compares False; the other side, 2**-149, is far below half a quantum of every eligible format (>= 2**-108).
 #
 # Work is done on tiles of TILE_ELEMENTS (256 KB of float32, resident in L2) with preallocated buffers;
 # numpy's minimum/maximum are several times slower with a scalar operand than with an array, so the
@@ -520,11 +523,12 @@ class TileEncoder:
             raise ValueError(f"{fmt.name} has no float32 fast path")
         self.fmt = fmt
         n = max(1, min(n, TILE_ELEMENTS))
-        self._u = [np.empty(n, np.uint32) for _ in range(4)]
+        self._u = [np.empty(n, np.uint32) for _ in range(5)]
         self._b = np.empty(n, bool)
         if isinstance(fmt, Codebook):
             self._idx = np.empty(n, np.intp)
             self._f = np.empty(n, np.float32)
+            self._cb_vmax_bits = _cb_tables(fmt)[4]
         else:
             p = _f32_plan(fmt)
             self._plan = p
@@ -538,31 +542,33 @@ class TileEncoder:
         else:
             self._run_float(x, codes, clipped, boundary, values)
 
+    def saturated(self, x: np.ndarray, clipped: np.ndarray) -> None:
+        """The ``clipped`` output of :meth:`run` alone: ``|x|`` rounds past the largest finite value."""
+        a = self._u[0][:x.size]
+        np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
+        limit = self._cb_vmax_bits if isinstance(self.fmt, Codebook) else self._plan.a_over
+        np.greater(a, limit, out=clipped)
+
     def _run_float(self, x, codes, clipped, boundary, values) -> None:
         p, n = self._plan, x.size
         u = x.view(np.uint32)
-        a, M, y, t = (b[:n] for b in self._u)
+        a, M, y, t, d = (b[:n] for b in self._u)
         a_over = self._a_over[:n]
         f32 = np.float32
-        af, Mf, yf, tf = a.view(f32), M.view(f32), y.view(f32), t.view(f32)
-        np.bitwise_and(u, _F32_ABS, out=a)
-        np.greater(a, p.a_over, out=clipped)
+        af, Mf, yf, tf, df = a.view(f32), M.view(f32), y.view(f32), t.view(f32), d.view(f32)
+        self.saturated(x, clipped)                           # a = |x| bits, clipped = a > a_over
         np.minimum(a, a_over, out=a)                         # saturate (and keep M finite)
         np.bitwise_and(a, _F32_EXP, out=M)
         np.maximum(M, self._emin[:n], out=M)                 # binade E = max(e, emin)
         np.add(M, p.add_bits, out=M)                         # M = 2**(E - m + 23)
         np.add(af, Mf, out=yf)                               # the one rounding
-        if boundary is not None:
-            b = self._b[:n]
+        if boundary is not None:                             # see "Boundary flags" above
             np.add(a, 1, out=t)
-            np.add(tf, Mf, out=tf)
-            np.greater(tf, yf, out=boundary)
-            np.less(a, p.a_over, out=b)                      # at a_over the next pattern only saturates
-            np.bitwise_and(boundary, b, out=boundary)
-            np.subtract(a, 1, out=t)                         # a == 0 wraps to a NaN: compares False
-            np.add(tf, Mf, out=tf)
-            np.less(tf, yf, out=b)
-            np.bitwise_or(boundary, b, out=boundary)
+            np.minimum(t, a_over, out=t)                     # at a_over the next pattern only saturates: t = a
+            np.add(tf, Mf, out=tf)                           # fl(M + next_up)
+            np.subtract(a, 1, out=d)                         # a == 0 wraps to a NaN: compares False
+            np.add(df, Mf, out=df)                           # fl(M + next_down)
+            np.greater(tf, df, out=boundary)
         np.bitwise_and(u, _F32_SIGN, out=t)
         if values is not None:
             np.subtract(yf, Mf, out=values)                  # rounded magnitude, exact
@@ -577,7 +583,7 @@ class TileEncoder:
         np.copyto(codes, y, casting="unsafe")
 
     def _run_codebook(self, x, codes, clipped, boundary, values) -> None:
-        thr, vals, hi, lo, vmax_bits = _cb_tables(self.fmt)
+        thr, vals, hi, lo, _ = _cb_tables(self.fmt)
         n = x.size
         b = self._b[:n]
         codes[...] = 0
@@ -585,9 +591,7 @@ class TileEncoder:
         for t in thr.tolist():                                # code = number of thresholds t < x
             np.greater(x, t, out=b)       # a Python float: compared in float32 (exact), no scalar overhead
             np.add(codes, b8, out=codes)
-        a = self._u[0][:n]
-        np.bitwise_and(x.view(np.uint32), _F32_ABS, out=a)
-        np.greater(a, vmax_bits, out=clipped)
+        self.saturated(x, clipped)
         if boundary is None and values is None:
             return
         idx = self._idx[:n]

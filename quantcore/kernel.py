@@ -3,8 +3,9 @@ codebook scheme (GGUF types, whose bytes come from their own classes, are measur
 reconstruction with :func:`quantcore.metrics.row_stats`).
 
 Quantizing and measuring a tensor takes about twenty elementwise numpy operations. Run one after the
-other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of about 64 Ki
-elements (a few hundred KB, resident in L2), only the first read of each tile touches memory. The
+other over a 64 MB tensor, each streams the whole tensor through memory; run on tiles of ``codec.max_tile``
+elements (64 Ki for float elements, 128 Ki for integers: a few hundred KB to a few MB, resident in L2 / L3),
+only the first read of each tile touches memory. The
 Python loop is over tiles, never over channels or elements; every tile is a rectangle of whole
 "stat rows" (channels or blocks) or, for very long rows, a column slice of one row, and the per-row
 statistics are accumulated across column slices.
@@ -30,7 +31,7 @@ from typing import Callable, Union
 
 import numpy as np
 
-from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, tiles
+from .quantize import FloatCodec, IntCodec, tiles
 
 Codec = Union[IntCodec, FloatCodec]
 
@@ -79,17 +80,28 @@ def _row_abs_max(a: np.ndarray, scratch: np.ndarray, absolute: bool = True) -> n
 
 
 def _row_count(mask: np.ndarray) -> np.ndarray | int:
-    """Per-row count of True; a cheap global count first, since most masks are all False. Rows of at most
-    255 elements are counted as uint8 sums (``einsum``; no overflow), several times faster than
-    ``count_nonzero(axis=1)`` on short rows."""
+    """Per-row count of True; a cheap global count first, since most masks are all False.
+
+    ``count_nonzero(axis=1)`` is slow on short and on long rows alike, so: rows of at most 255 elements are
+    summed as uint8 (``einsum``; no overflow); rows whose length is a multiple of :data:`COUNT_WORDS` bytes
+    are summed as uint64 words of 8 mask bytes, 128 words at a time, so every byte lane of a word sum counts
+    at most 128 (no carry into the next lane), and the lanes are then added as bytes. Exact in every case.
+    """
     total = np.count_nonzero(mask)
     if total == 0:
         return 0
-    if mask.shape[0] == 1:
+    rows, n = mask.shape
+    if rows == 1:
         return total
-    if mask.shape[1] <= 255:
+    if n <= 255:
         return np.einsum("ij->i", mask.view(np.uint8)).astype(np.int64)
+    if n % COUNT_WORDS == 0 and mask.flags.c_contiguous:
+        words = np.add.reduce(mask.view(np.uint64).reshape(rows, -1, 128), axis=2)
+        return words.view(np.uint8).reshape(rows, -1).sum(axis=1, dtype=np.int64)
     return np.count_nonzero(mask, axis=1)
+
+
+COUNT_WORDS = 8 * 128  # mask bytes per uint64 word sum of _row_count (each byte lane counts <= 128)
 
 
 def _total_count(mask: np.ndarray) -> int:
@@ -108,7 +120,10 @@ def _may_hold_wide_rows(sse: np.ndarray, ssx: np.ndarray, sae: np.ndarray, n: in
         return not (np.isfinite(sse).all() and np.isfinite(ssx).all())
     lo, hi = F32_SUM_RANGE
     big = hi * hi
-    return bool(np.any(~(sse < big) | ~(ssx < big) | (ssx < 2.0 * n * lo * lo) | ((sae > 0) & (sae < 2.0 * n * lo))))
+    # maxima and minima of the short per-row arrays (a NaN makes a comparison False: then wide)
+    if not (sse.max() < big and ssx.max() < big and ssx.min() >= 2.0 * n * lo * lo):
+        return True
+    return sae.min() < 2.0 * n * lo and bool(np.any((sae > 0) & (sae < 2.0 * n * lo)))
 
 
 @dataclass
@@ -116,11 +131,13 @@ class PassResult:
     stats: dict[str, np.ndarray]   # additive per-row statistics (see metrics.ROW_FIELDS)
     q: np.ndarray | None           # integer codes, same shape as the rows array
     raw: np.ndarray | None         # unclamped codes in the working dtype (kept only when asked)
+    boundary: np.ndarray | None = None  # float elements: boundary flags (kept only when asked)
 
 
 def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | None = None, keep_codes: bool = True,
                          keep_raw: bool = False, row_name: Callable[[int], str] = lambda r: f"row {r}",
-                         refuse_overflow: bool = True, totals: bool = False) -> PassResult:
+                         refuse_overflow: bool = True, totals: bool = False, keep_boundary: bool = False
+                         ) -> PassResult:
     """Quantize every row of ``rows`` (2-D) with ``codec`` (one scale per row) and accumulate row statistics.
 
     ``rows`` may be in any float dtype; tiles are cast to the codec's dtype. Statistics are those of
@@ -128,7 +145,9 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
     collapsed``. ``row_name(i)`` names row ``i`` in error messages ("block 3"). With
     ``refuse_overflow=False`` a row whose x_hat or sums overflow gets ``sse = inf`` instead of an error
     (a search over candidate ranges skips it). ``keep_raw``: the unclamped integer codes (integer
-    elements) or the scaled values fed to the element encoder (float elements).
+    elements) or the scaled values fed to the element encoder (float elements). ``keep_boundary`` (float and
+    codebook codecs): the boundary flags of :class:`quantcore.floatfmt.Encoded` per element, computed in the
+    same encoder run (no second pass).
 
     ``totals=True`` (the scan's metrics-only pass): the statistics are summed over every row (arrays of
     length 1). Each row's float32 partial sums are the same as per row, added in float64 in another order
@@ -145,13 +164,23 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
         stats[k] = np.zeros(n_out, dtype=np.int64)
     q_out = np.empty(rows.shape, dtype=codec.code_dtype) if keep_codes else None
     raw_out = np.empty(rows.shape, dtype=dt) if keep_raw else None
-    scratch = np.empty(min(rows.size, TILE_ELEMENTS), dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
-    for r0, r1, c0, c1 in tiles(n_rows, row_len):
+    if keep_boundary and not isinstance(codec, FloatCodec):
+        raise ValueError("boundary flags are computed by float and codebook codecs only")
+    boundary_out = np.empty(rows.shape, dtype=bool) if keep_boundary else None
+    direct = isinstance(codec, FloatCodec)
+    tile_len = min(rows.size, codec.max_tile)
+    scratch = np.empty(tile_len, dtype=dt) if row_len < SHORT_ROW else np.empty(0, dt)
+    masks = [np.empty(tile_len, bool) for _ in range(2)]
+    for r0, r1, c0, c1 in tiles(n_rows, row_len, codec.max_tile):
         at = slice(0, 1) if totals else slice(r0, r1)
         v = rows[r0:r1, c0:c1]
         if v.dtype != dt:
             v = v.astype(dt)
-        t = codec.tile(v, r0, r1)
+        if direct:  # the float encoder writes codes and flags into the results (a tile is contiguous)
+            t = codec.tile(v, r0, r1, codes_out=None if q_out is None else q_out[r0:r1, c0:c1],
+                           boundary_out=None if boundary_out is None else boundary_out[r0:r1, c0:c1])
+        else:
+            t = codec.tile(v, r0, r1)
         if raw_out is not None:
             raw_out[r0:r1, c0:c1] = t.raw
         m = None if valid is None else valid[r0:r1, c0:c1]
@@ -162,14 +191,17 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
                 hi_hit &= m
             stats["clipped_low"][at] += count(lo_hit)
             stats["clipped_high"][at] += count(hi_hit)
-        if q_out is not None:
+        if q_out is not None and not direct:
             q_out[r0:r1, c0:c1] = t.q
         xhat = t.xhat
-        collapsed = t.collapsed if t.collapsed is not None else xhat == 0
+        if t.collapsed is not None:
+            collapsed = t.collapsed
+        else:
+            collapsed = np.equal(xhat, 0, out=masks[0][:xhat.size].reshape(xhat.shape))
         if m is not None:
             collapsed &= m
         if collapsed.any():
-            collapsed &= v != 0
+            collapsed &= np.not_equal(v, 0, out=masks[1][:v.size].reshape(v.shape))
             stats["collapsed"][at] += count(collapsed)
         with np.errstate(over="ignore", invalid="ignore"):
             err = np.subtract(xhat, v, out=xhat)
@@ -214,7 +246,18 @@ def quantize_and_measure(rows: np.ndarray, codec: Codec, valid: np.ndarray | Non
         where = "the tensor" if totals else row_name(int(bad[0]))
         raise ValueError(f"{where}: the sum of squared values or errors overflows float64 "
                          f"(largest error {stats['max_abs'][bad[0]]:.3g}); scale the tensor down to measure it")
-    return PassResult(stats, q_out, raw_out)
+    return PassResult(stats, q_out, raw_out, boundary_out)
+
+
+def quantize_codes(rows: np.ndarray, codec: Codec) -> np.ndarray:
+    """The codes of :func:`quantize_and_measure` alone (same tiles, same per-element arithmetic), without
+    dequantizing or measuring: what an export of the quantized tensor needs."""
+    dt = codec.dtype
+    q = np.empty(rows.shape, dtype=codec.code_dtype)
+    for r0, r1, c0, c1 in tiles(*rows.shape, codec.max_tile):
+        v = rows[r0:r1, c0:c1]
+        q[r0:r1, c0:c1] = codec.tile(v if v.dtype == dt else v.astype(dt), r0, r1, xhat=False).q
+    return q
 
 
 def _wide_row_stats(v: np.ndarray, q: np.ndarray, codec: Codec, rows: np.ndarray, mask: np.ndarray | None,
