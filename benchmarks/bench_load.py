@@ -44,6 +44,7 @@ import html
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -244,7 +245,9 @@ def start_server(app: Path, port: int, extra: list[str], log_path: Path, probe_l
     cmd = [str(panel), "serve", str(app), "--address", "127.0.0.1", "--port", str(port),
            f"--allow-websocket-origin=127.0.0.1:{port}", "--setup", str(HOOK), *extra]
     print("server:", " ".join(cmd[1:]))
-    proc = subprocess.Popen(cmd, cwd=app.parent, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+    # a session of its own: --num-procs forks workers, which the bench stops with the whole group
+    proc = subprocess.Popen(cmd, cwd=app.parent, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}/{app.stem}"
     deadline = time.time() + 90
     while True:
@@ -670,11 +673,11 @@ def main() -> None:
             spy.send_signal(2)
             spy.wait(60)
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     print(f"\nserver log: {log_path}")
 
 
