@@ -2788,7 +2788,6 @@ GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(aut
 COLUMN_STYLE = {"min-width": "0"}
 FRESH_STYLE = {"opacity": "1", "transition": "opacity 0.15s"}
 STALE_STYLE = {"opacity": "0.45", "transition": "opacity 0.15s"}   # results of the previous settings
-HIDDEN_STYLE, SHOWN_STYLE = {"visibility": "hidden"}, {"visibility": "visible"}
 
 
 def build_app() -> pn.viewable.Viewable:
@@ -2798,11 +2797,8 @@ def build_app() -> pn.viewable.Viewable:
     comparison, channels, samples = ComparisonView(calc), ChannelTableView(calc), SampleTableView(calc)
     by_scheme = ChannelsBySchemeView(calc)
     exports, plots = ExportView(calc), PlotsView(calc)
-    # Shown and hidden through CSS, not `visible`: toggling `visible` makes BokehJS lay the page out again,
-    # which cost ~1 s per settings change on a 1024² tensor (benchmarks/bench_interaction.py); a style
-    # change does not.
-    spinner = pn.indicators.LoadingSpinner(value=True, size=28, name="Computing…", align="center",
-                                           styles=HIDDEN_STYLE)
+    spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
+                                           align="center")
 
     progress = html_pane("", visible=False, align="center", css_classes=["qc-progress"])
 
@@ -2815,7 +2811,7 @@ def build_app() -> pn.viewable.Viewable:
     def on_busy(event) -> None:
         # Results on screen during a recomputation are the previous settings': dim them until the new ones land.
         busy = bool(event.new)
-        spinner.styles = SHOWN_STYLE if busy else HIDDEN_STYLE
+        spinner.value = spinner.visible = busy
         results.styles = {**COLUMN_STYLE, **(STALE_STYLE if busy else FRESH_STYLE)}
 
     header = pn.Row(

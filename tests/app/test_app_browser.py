@@ -315,8 +315,13 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     # spinner in the corner said otherwise).
     open_app(page, app_url, "source=synthetic&syn_rows=4096&syn_cols=2048")
     results = page.locator(".qc-results").first
-    results.evaluate("(el) => { window.qcStyles = []; new MutationObserver(() => window.qcStyles.push("
-                     "el.style.opacity)).observe(el, {attributes: true, attributeFilter: ['style']}) }")
+    # every style the results had, from the mutation records (a dim and an undim applied in one task of a busy
+    # page come as two records of one callback: reading el.style then saw only the last, and the worker run
+    # was flaky)
+    results.evaluate("(el) => { window.qcStyles = []; new MutationObserver((records) => { for (const r of records)"
+                     " window.qcStyles.push(/opacity: *([0-9.]+)/.exec(r.oldValue || '')?.[1] || '');"
+                     " window.qcStyles.push(el.style.opacity) }).observe(el, {attributes: true,"
+                     " attributeFilter: ['style'], attributeOldValue: true}) }")
     data = qc.synthetic(rows=4096, cols=2048)
     spec = qc.get_example("s3").spec.with_(fmt=qc.IntFormat(8, True, narrow=True))   # the page opens on s3's
     want = qc.compare(data, [spec.with_(granularity=g) for g in
@@ -340,6 +345,7 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     poll(lambda: _assert_equal(results.evaluate("(el) => getComputedStyle(el).opacity"), "1"))
     assert "0.45" in page.evaluate("window.qcStyles")   # dimmed in between
     assert not status.filter(has_text="schemes").count()   # the progress line goes with the work
+    assert not page.locator("b", has_text="Computing…").is_visible()   # and the busy spinner (hidden by CSS)
     # a change while another is being computed supersedes it: the page ends on the newest settings
     for value in ("6", "5"):
         bits.fill(value)
