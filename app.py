@@ -24,6 +24,7 @@ import html
 import io as _bytes_io
 import re
 import time
+from collections.abc import Callable
 
 import numpy as np
 import panel as pn
@@ -2012,18 +2013,8 @@ class ExportView(pn.viewable.Viewer):
         return self._text(qc_report.to_json(doc))
 
     async def _pdf(self):
-        """The PDF report; the PDF library is loaded on first use (in the browser it is not part of the start-up).
-
-        Returns None (no download) with the reason shown next to the buttons when the library cannot be loaded.
-        """
-        try:
-            if await load_pdf_library(self.alert):
-                self.alert.visible = False
-            data = pdf_report(self.calc)
-        except Exception as exc:  # shown next to the buttons, never a traceback
-            show_error(self.alert, f"The PDF report could not be made: {exc}")
-            return None
-        return _bytes_io.BytesIO(data)
+        """The PDF report (see :func:`pdf_download`)."""
+        return await pdf_download(self.alert, lambda: pdf_report(self.calc))
 
     def __panel__(self):
         return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
@@ -2040,6 +2031,21 @@ class DeclinableDownload(pn.widgets.FileDownload):
         fileobj = await self.callback()
         if fileobj is not None:
             self._sync_data(fileobj)
+
+
+async def pdf_download(alert: pn.pane.HTML, make: Callable[[], bytes]) -> _bytes_io.BytesIO | None:
+    """A PDF download's bytes from ``make()``, the PDF library loaded on first use (in the browser it is not part
+    of the start-up); None (no download) with the reason shown in ``alert``, next to the buttons, when the
+    library cannot be loaded or ``make`` raises."""
+    try:
+        if await load_pdf_library(alert):
+            alert.visible = False
+        data = make()
+    except Exception as exc:  # shown next to the buttons, never a traceback
+        show_error(alert, f"The PDF report could not be made: {exc}")
+        return None
+    alert.visible = False
+    return _bytes_io.BytesIO(data)
 
 
 async def load_pdf_library(alert: pn.pane.HTML) -> bool:
@@ -2722,17 +2728,8 @@ class ModelExportView(pn.viewable.Viewer):
                                                s.state == "done"))
 
     async def _pdf(self):
-        """The whole-model PDF report (the PDF library loaded on first use, as for the one-tensor report); None (no
-        download) with the reason next to the buttons when it cannot be made."""
-        try:
-            if await load_pdf_library(self.alert):
-                self.alert.visible = False
-            data = scan_pdf_report(self.scan)
-        except Exception as exc:  # shown next to the buttons, never a traceback
-            show_error(self.alert, f"The PDF report could not be made: {exc}")
-            return None
-        self.alert.visible = False
-        return _bytes_io.BytesIO(data)
+        """The whole-model PDF report (see :func:`pdf_download`)."""
+        return await pdf_download(self.alert, lambda: scan_pdf_report(self.scan))
 
     def __panel__(self):
         return pn.Column(html_pane("<h3 class='qc-h'>Export</h3>", margin=(0, 5)),
