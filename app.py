@@ -124,6 +124,11 @@ details.qc-docs summary { cursor: pointer; font-weight: 600; }
 .qc-msg-danger { background: #fdecea; border-color: #b3261e; color: #5f1410; }
 .qc-msg-warning { background: #fff4e5; border-color: #b35c00; color: #5a2e00; }
 .qc-msg-info { background: #eaf2fb; border-color: #1f5fa8; color: #0d2f57; }
+.qc-busy { display: inline-flex; align-items: center; gap: 0.4em; color: #404040; white-space: nowrap; }
+.qc-spin { width: 16px; height: 16px; border: 3px solid #c8d6e8; border-top-color: #1f5fa8; border-radius: 50%;
+  animation: qc-spin 0.8s linear infinite; }
+@keyframes qc-spin { to { transform: rotate(360deg); } }
+@media (prefers-reduced-motion: reduce) { .qc-spin { animation: none; } }
 """
 
 
@@ -2785,6 +2790,7 @@ GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(aut
 COLUMN_STYLE = {"min-width": "0"}
 FRESH_STYLE = {"opacity": "1", "transition": "opacity 0.15s"}
 STALE_STYLE = {"opacity": "0.45", "transition": "opacity 0.15s"}   # results of the previous settings
+BUSY_HTML = "<span class='qc-busy' role='status'><span class='qc-spin' aria-hidden='true'></span>Computing…</span>"
 
 
 def build_app() -> pn.viewable.Viewable:
@@ -2794,21 +2800,21 @@ def build_app() -> pn.viewable.Viewable:
     comparison, channels, samples = ComparisonView(calc), ChannelTableView(calc), SampleTableView(calc)
     by_scheme = ChannelsBySchemeView(calc)
     exports, plots = ExportView(calc), PlotsView(calc)
-    spinner = pn.indicators.LoadingSpinner(value=False, size=28, name="Computing…", visible=False,
-                                           align="center")
-
-    progress = html_pane("", visible=False, align="center", css_classes=["qc-progress"])
+    # The busy sign and the progress line change only their text, in a box of fixed size: toggling a pane's
+    # visible or css_classes makes BokehJS lay the whole page out again (0.25-0.6 s each on a page with five
+    # plots, four times per change, measured in Chromium), a text change does not.
+    spinner = html_pane("", width=130, height=28, align="center", css_classes=["qc-busy-box"])
+    progress = html_pane("", align="center", css_classes=["qc-progress"])
 
     def on_progress(event) -> None:
         progress.object = f"<span class='qc-note' role='status'>{esc(event.new)}</span>" if event.new else ""
-        progress.visible = bool(event.new)
 
     calc.param.watch(on_progress, "progress")
 
     def on_busy(event) -> None:
         # Results on screen during a recomputation are the previous settings': dim them until the new ones land.
         busy = bool(event.new)
-        spinner.value = spinner.visible = busy
+        spinner.object = BUSY_HTML if busy else ""
         results.styles = {**COLUMN_STYLE, **(STALE_STYLE if busy else FRESH_STYLE)}
 
     header = pn.Row(
