@@ -310,6 +310,31 @@ def test_upload_64_mib_tensor_arrives_by_range_and_computes(page, app_url, tmp_p
     assert "Loaded: float32 · 4096 × 4096 · 32 bits/weight as stored" in notes, notes
 
 
+def test_a_settings_change_does_not_lay_the_page_out_again(page, app_url):
+    # Before: the busy spinner's visible and css_classes were toggled four times per change, and each made
+    # BokehJS lay out the whole page with its five plots again (0.25-0.6 s each on 1024 x 1024).
+    open_app(page, app_url, "source=synthetic&syn_rows=64&syn_cols=256")
+    cells = page.locator("#qc-compare tbody tr td[data-key=rmse]")
+    page.wait_for_timeout(1500)   # the first results and the frontier settle
+    # every layout view's invalidate_layout, counted in the page (patched on each view class met)
+    patched = page.evaluate(
+        "() => { window.qcLayouts = []; const done = new Set(); for (const doc of Bokeh.documents) {"
+        " for (const m of doc.all_models) { for (const v of Bokeh.index.find(m)) {"
+        " const proto = Object.getPrototypeOf(v); if (done.has(proto) || !proto.invalidate_layout) continue;"
+        " done.add(proto); const orig = proto.invalidate_layout;"
+        " proto.invalidate_layout = function (...a) { window.qcLayouts.push(this.model.type); return orig.apply(this, a) } } } }"
+        " return done.size }")
+    assert patched > 0
+    before = cells.all_inner_texts()
+    bits = page.get_by_label("Bits", exact=True)
+    bits.fill("5")
+    bits.press("Enter")
+    poll(lambda: _assert_changed(cells.all_inner_texts(), before))
+    poll(lambda: _assert_equal(page.locator(".qc-busy").count(), 0))
+    page.wait_for_timeout(1000)   # the deferred tables and the frontier
+    assert page.evaluate("window.qcLayouts") == []
+
+
 def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     # Before: the previous settings' numbers stayed at full strength during a recomputation (only a small
     # spinner in the corner said otherwise).
@@ -362,6 +387,10 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
     spec5 = spec.with_(fmt=qc.IntFormat(5, True, narrow=True))
     poll(lambda: assert_compare_matches(page, qc.compare(data, [spec5.with_(granularity=g) for g in
          (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])), timeout=60)
+
+
+def _assert_changed(now, before):
+    assert now != before, now
 
 
 def _assert_equal(a, b):
