@@ -22,7 +22,7 @@ are accumulated in float64.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Sequence
 
@@ -85,11 +85,14 @@ class Prepared:
                           min(self.work.size, TILE_ELEMENTS))
 
     def run(self, keep_codes: bool = True, keep_raw: bool = False, totals: bool = False,
-            keep_boundary: bool = False):
-        """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`)."""
+            keep_boundary: bool = False, n_rows: int | None = None):
+        """The fused kernel over the statistics rows (:func:`quantcore.kernel.quantize_and_measure`); over the
+        first ``n_rows`` of them only when given (element-wise results are the same for those rows; not for
+        stochastic rounding, whose random stream restarts)."""
         bv = self.blocks
-        valid = None if self.work_valid is None else bv.rows(self.work_valid)
-        return quantize_and_measure(bv.rows(self.work), self.codec(), valid, keep_codes=keep_codes,
+        rows = slice(None, n_rows)
+        valid = None if self.work_valid is None else bv.rows(self.work_valid)[rows]
+        return quantize_and_measure(bv.rows(self.work)[rows], self.codec(), valid, keep_codes=keep_codes,
                                     keep_raw=keep_raw, row_name=bv.row_name, totals=totals,
                                     keep_boundary=keep_boundary)
 
@@ -330,31 +333,68 @@ class QuantResult:
         GGUF: :meth:`GGMLType.raw_codes`); float elements: the scaled value fed to the element encoder."""
         if self.spec.kind == "gguf":
             return gguf_pass(self.blocks, self.ggml_type, keep=True)["raw"]
+        return self._raw_rows().reshape(self.blocks.values.shape)
+
+    def _raw_rows(self, n_rows: int | None = None) -> np.ndarray:
+        """:attr:`_raw_b` as statistics rows, the first ``n_rows`` only (computed for those rows alone unless
+        the whole array is at hand)."""
+        if "_raw_b" in self.__dict__ or (n_rows is None and self.spec.kind == "gguf"):
+            return self.blocks.rows(self._raw_b)[:n_rows]
+        if self.spec.kind == "gguf":
+            return self._gguf_head(n_rows)["raw"]
+        p = self._prep
         if self.spec.kind == "float":
-            p, bs = self._prep, self.scales
+            bs = self.scales
             op = np.divide if bs.encode_op == "divide" else np.multiply
             with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-                return op(p.work, np.asarray(bs.encode_scale, np.float32)[:, None]).astype(np.float32)
-        return self._prep.run(keep_codes=False, keep_raw=True).raw.reshape(self.blocks.values.shape)
+                return op(p.blocks.rows(p.work)[:n_rows],
+                          np.asarray(p._rows(bs.encode_scale), np.float32)[:n_rows, None]).astype(np.float32)
+        return p.run(keep_codes=False, keep_raw=True, n_rows=n_rows).raw
 
-    def _float_rows_pass(self, step) -> np.ndarray:
-        """Float elements: ``step(codec, tile, r0, r1)`` (a bool mask of the tile) over the statistics rows, tile
-        by tile, into one bool array in block layout."""
+    def _xhat_rows(self, n_rows: int | None = None) -> np.ndarray:
+        """:attr:`_xhat_b` as statistics rows, the first ``n_rows`` only (computed for those rows alone unless
+        the whole array is at hand)."""
+        if "_xhat_b" in self.__dict__ or n_rows is None:
+            return self.blocks.rows(self._xhat_b)[:n_rows]
+        if self.spec.kind == "gguf":
+            return self._gguf_head(n_rows)["dequantized"]
+        return self._codec.dequantize(self._q_rows.reshape(self.blocks.rows_shape)[:n_rows], rows=slice(0, n_rows))
+
+    def _gguf_head(self, n_blocks: int) -> dict:
+        """:func:`gguf_pass` (raw codes and x_hat kept) over the first ``n_blocks`` blocks only (a GGUF type's
+        statistics rows are its blocks); the last one asked is kept."""
+        held = self.__dict__.get("_gguf_head_pass")
+        if held is None or held[0] != n_blocks:
+            bv = self.blocks
+            head = replace(bv, values=bv.values[:n_blocks], valid=None if bv.valid is None else bv.valid[:n_blocks],
+                           channel_of_block=bv.channel_of_block[:n_blocks])
+            held = self.__dict__["_gguf_head_pass"] = (n_blocks, gguf_pass(head, self.ggml_type, keep=True))
+        return held[1]
+
+    def _float_rows_pass(self, step, n_rows: int | None = None) -> np.ndarray:
+        """Float elements: ``step(codec, tile, r0, r1)`` (a bool mask of the tile) over the statistics rows (the
+        first ``n_rows``), tile by tile, into one bool array of those rows."""
         p = self._prep
         codec = p.codec()
-        rows = p.blocks.rows(p.work)
+        rows = p.blocks.rows(p.work)[:n_rows]
         out = np.empty(rows.shape, bool)
         for r0, r1, c0, c1 in tiles(*rows.shape):
             out[r0:r1, c0:c1] = step(codec, rows[r0:r1, c0:c1], r0, r1)
-        return out.reshape(self.blocks.values.shape)
+        return out
 
     @cached_property
     def _clip_sign_b(self) -> np.ndarray:
         """-1 / +1 where an element was clipped below / above, 0 elsewhere (block layout)."""
+        return self._clip_sign_rows().reshape(self.blocks.values.shape)
+
+    def _clip_sign_rows(self, n_rows: int | None = None) -> np.ndarray:
+        """:attr:`_clip_sign_b` as statistics rows, the first ``n_rows`` only."""
+        if "_clip_sign_b" in self.__dict__:
+            return self.blocks.rows(self._clip_sign_b)[:n_rows]
         if self.spec.kind == "float":  # saturated elements: scale and compare only, no encoder pass
-            clipped = self._float_rows_pass(lambda codec, v, r0, r1: codec.clipped(v, r0, r1))
-            return np.where(clipped, np.sign(self._prep.work), 0).astype(np.int64)
-        raw = self._raw_b
+            clipped = self._float_rows_pass(lambda codec, v, r0, r1: codec.clipped(v, r0, r1), n_rows)
+            return np.where(clipped, np.sign(self._prep.blocks.rows(self._prep.work)[:n_rows]), 0).astype(np.int64)
+        raw = self._raw_rows(n_rows)
         return np.sign(np.clip(raw, self.qmin - 1, self.qmax + 1) - np.clip(raw, self.qmin, self.qmax)).astype(np.int64)
 
     @cached_property
@@ -424,17 +464,25 @@ class QuantResult:
         neighbouring grid values of its sub-block (:meth:`GGMLType.near_boundary`). Always False for
         stochastic rounding.
         """
+        return self._ties_rows().reshape(self._q_b.shape)
+
+    def _ties_rows(self, n_rows: int | None = None) -> np.ndarray:
+        """:attr:`ties_blocks` as statistics rows, the first ``n_rows`` only (computed for those alone)."""
+        if "ties_blocks" in self.__dict__:
+            return self.blocks.rows(self.ties_blocks)[:n_rows]
         spec = self.spec
-        if spec.kind == "gguf":
-            t = self.ggml_type
-            return t.near_boundary(t.position(self.blocks.values, self.sub_scale, self.sub_min))
+        if spec.kind == "gguf":  # one statistics row per block
+            t, b = self.ggml_type, slice(None, n_rows)
+            return t.near_boundary(t.position(self.blocks.values[b], self.sub_scale[b],
+                                              None if self.sub_min is None else self.sub_min[b]))
         if spec.kind == "float":  # kept by analyze() from its encoder pass; else one encoder pass here
-            return self._float_rows_pass(lambda codec, v, r0, r1: codec.tile(v, r0, r1, boundary=True).boundary)
-        if spec.effective_rounding == "stochastic":
-            return np.zeros(self._q_b.shape, dtype=bool)
+            return self._float_rows_pass(lambda codec, v, r0, r1: codec.tile(v, r0, r1, boundary=True).boundary,
+                                         n_rows)
         p = self._prep
-        rows = p.blocks.rows(p.work)
-        q_rows = self._q_rows.reshape(rows.shape)
+        rows = p.blocks.rows(p.work)[:n_rows]
+        if spec.effective_rounding == "stochastic":
+            return np.zeros(rows.shape, dtype=bool)
+        q_rows = self._q_rows.reshape(p.blocks.rows_shape)[:n_rows]
         ties = np.zeros(rows.shape, dtype=bool)
         mn, mx = p.data_range
         data_max = max(-float(np.min(mn)), float(np.max(mx)))
@@ -453,7 +501,7 @@ class QuantResult:
                 v = rows[r0:r1, c0:c1]
                 q = other.tile(v if v.dtype == conv.dtype else v.astype(conv.dtype), r0, r1, xhat=False).q
                 ties[r0:r1, c0:c1] |= q != q_rows[r0:r1, c0:c1]
-        return ties.reshape(self._q_b.shape)
+        return ties
 
     @property
     def ties(self) -> np.ndarray:
@@ -550,7 +598,7 @@ class QuantResult:
             scale, zp, lo, hi = (np.full(C, np.nan) for _ in per_block)
         if self.spec.kind == "float":
             zp = np.full(C, np.nan)   # float elements have no zero-point
-        ties = self.blocks.channel_stats({"t": np.count_nonzero(self._ties_rows(), axis=1)})["t"]
+        ties = self.blocks.channel_stats({"t": np.count_nonzero(self._real_ties_rows(), axis=1)})["t"]
         with np.errstate(over="ignore"):  # a span beyond float64 (e.g. +-1.7e308) is reported as inf
             span = cmax - cmin
         t = {"channel": np.arange(C), "name": np.array(self.channel_names, dtype=object), "min": cmin, "max": cmax,
@@ -559,7 +607,8 @@ class QuantResult:
         t["ties"] = ties
         return t
 
-    def _ties_rows(self) -> np.ndarray:
+    def _real_ties_rows(self) -> np.ndarray:
+        """Tie flags of real elements (padding never counts), statistics rows."""
         t = self.ties_blocks
         if self.blocks.valid is not None:
             t = t & self.blocks.valid
@@ -567,23 +616,33 @@ class QuantResult:
 
     def sample_table(self, limit: int = 10_000) -> dict[str, np.ndarray]:
         """Per element, flattened in channel order (real elements only), at most ``limit`` rows. ``raw_q`` is
-        the unclamped code (integers), the scaled value fed to the element encoder (float elements)."""
+        the unclamped code (integers), the scaled value fed to the element encoder (float elements).
+
+        Only the channels holding those rows are computed (their statistics rows, a prefix of the block
+        view): on a large tensor the table costs what its rows cost, not another pass over the tensor."""
         C = self.canon.n_channels
-        def rows(a: np.ndarray) -> np.ndarray:
-            return self._canon(a).reshape(C, -1)
-        x = self.canon.values.reshape(C, -1)
-        valid = np.ones(x.shape, bool) if self.canon.valid is None else self.canon.valid.reshape(C, -1)
-        channel = np.broadcast_to(np.arange(C)[:, None], x.shape)
-        index = np.cumsum(valid, axis=1) - 1
+        valid = None if self.canon.valid is None else self.canon.valid.reshape(C, -1)
+        per_channel = (np.full(C, self.canon.values[0].size) if valid is None else valid.sum(axis=1))
+        k = min(C, int(np.searchsorted(np.cumsum(per_channel), limit)) + 1)   # channels [0, k) hold them
+        n_rows = self.blocks.rows_of_channels(k)
+
+        def head(a_rows: np.ndarray) -> np.ndarray:   # the first n_rows statistics rows -> channels [0, k)
+            return self.blocks.to_canonical(a_rows[:n_rows], channels=k).reshape(k, -1)
+
+        x = self.canon.values[:k].reshape(k, -1)
+        valid = np.ones(x.shape, bool) if valid is None else valid[:k]
         sel = np.flatnonzero(valid.ravel())[:limit]
-        raw, q, xhat = rows(self._raw_b).ravel()[sel], rows(self._q_b).ravel()[sel], rows(self._xhat_b).ravel()[sel]
+        channel = np.broadcast_to(np.arange(k)[:, None], x.shape).ravel()[sel]
+        index = (np.cumsum(valid, axis=1) - 1).ravel()[sel]
+        raw = head(self._raw_rows(n_rows)).ravel()[sel]
+        q = head(self._q_rows.reshape(self.blocks.rows_shape)).ravel()[sel]
+        xh = head(self._xhat_rows(n_rows)).ravel()[sel].astype(np.float64)
         xs = x.ravel()[sel].astype(np.float64)
-        xh = xhat.astype(np.float64)
         abs_err = np.abs(xh - xs)
-        return {"channel": channel.ravel()[sel], "index": index.ravel()[sel], "x": xs, "raw_q": raw.astype(np.float64),
+        return {"channel": channel, "index": index, "x": xs, "raw_q": raw.astype(np.float64),
                 "q": q.astype(np.int64), "dequantized": xh, "abs_error": abs_err, "pct_error": M.pct_error(xs, abs_err),
-                "clipped": rows(self._clip_sign_b).ravel()[sel],
-                "tie": rows(self.ties_blocks).ravel()[sel]}
+                "clipped": head(self._clip_sign_rows(n_rows)).ravel()[sel],
+                "tie": head(self._ties_rows(n_rows)).ravel()[sel]}
 
     def scheme_facts(self) -> dict:
         """The scheme as run, in readable form: element, granularity, scale rule, storage dtypes, convention."""

@@ -267,6 +267,19 @@ class BlockView:
         """A block-layout array viewed as statistics rows (no copy)."""
         return a.reshape(self.rows_shape)
 
+    def _leading_channels(self, channels: int) -> int:
+        """Channels (padding included) of the smallest prefix of blocks holding channels ``[0, channels)``:
+        blocks run channel-major, per-block tiles ``tile[0]`` channels at a time."""
+        lead = self.granularity.shape[0] if isinstance(self.granularity, PerBlock) else 1
+        return -(-channels // lead) * lead
+
+    def rows_of_channels(self, channels: int) -> int:
+        """How many statistics rows -- always a prefix of them -- hold every element of channels
+        ``[0, channels)``: what a per-element table of the first channels has to compute."""
+        C, R, D = self.layout
+        n_elements = self._leading_channels(min(channels, C)) * R * (D + self.pad[1])
+        return min(self.rows_shape[0], -(-n_elements // self.tile[1]))
+
     def block_stats(self, row_stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per-block statistics from per-row ones: each block is ``tile[0]`` consecutive rows."""
         return row_stats if self.tile[0] == 1 else combine_rows(row_stats, self.n_blocks)
@@ -295,10 +308,23 @@ class BlockView:
         return f"block {b} (channel {ch})"
 
     # --- back to the tensor --------------------------------------------------------------------
-    def to_canonical(self, a: np.ndarray) -> np.ndarray:
-        """Inverse of :func:`block_view` for a per-element array: drop padding, return ``(C, R, D)``."""
+    def to_canonical(self, a: np.ndarray, channels: int | None = None) -> np.ndarray:
+        """Inverse of :func:`block_view` for a per-element array: drop padding, return ``(C, R, D)``.
+
+        ``channels``: ``a`` holds only the first :meth:`rows_of_channels` rows (the blocks of channels
+        ``[0, channels)``); returns those channels, ``(channels, R, D)``."""
         C, R, D = self.layout
         pc, pd = self.pad
+        if channels is not None:
+            lead = self._leading_channels(min(channels, C))
+            C, pc = min(C, lead), lead - min(C, lead)
+            a = a.reshape(-1)[:lead * R * (D + pd)]
+            return self._from_blocks(a, C, pc)[:channels]
+        return self._from_blocks(a, C, pc)
+
+    def _from_blocks(self, a: np.ndarray, C: int, pc: int) -> np.ndarray:
+        _, R, D = self.layout
+        pd = self.pad[1]
         if isinstance(self.granularity, PerBlock):
             bo, bi = self.granularity.shape
             a = a.reshape((C + pc) // bo, R, (D + pd) // bi, bo, bi).transpose(0, 3, 1, 2, 4)
