@@ -86,8 +86,9 @@ MAX_PLOT_POINTS = 20_000     # never ship more than this many points to one plot
 MAX_CHANNEL_VALUES = 4_096   # points of one channel shown in the reconstruction plot
 SAMPLE_TABLE_LIMIT = 10_000  # per-sample table rows
 MAX_PASTE_CHARS = 4_000_000  # pasted text (a 4096 x 64 block of 15-character numbers); larger: upload a file
-DEFERRED_SAMPLES_ABOVE = 1 << 16  # elements; above this the per-sample table is filled in after the rest
 FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
+FRONTIER_DELAY = 0.4  # seconds after the results before the automatic frontier sweep starts
+FRONTIERS_KEPT = 8  # completed frontier sweeps kept per session (a few hundred bytes each)
 STEPWISE_ABOVE = 1 << 20  # elements; above this schemes are computed one per tick (progress shown, cancellable)
 # (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
@@ -171,11 +172,12 @@ def parse_number_list(text: str, what: str) -> float | list[float] | None:
     return values[0] if len(values) == 1 else values
 
 
-def later(step, doc=None) -> None:
+def later(step, doc=None, delay: float = 0.01) -> None:
     """Run ``step`` soon, after what is pending reaches the page, with the session's document current (a
     later tick does not set Panel's ``curdoc`` by itself; ``doc`` names it when the caller runs outside one).
-    Natively on a timeout of 50 ms (with the document lock; not the next tick, so this tick's websocket
-    writes go out first), in Pyodide (no lock there) as an asyncio task."""
+    Natively on a timeout of ``delay`` seconds (with the document lock; not the next tick: Bokeh writes a
+    callback's changes to the websocket after releasing the lock, and they must go out first), in Pyodide
+    (no lock there) as an asyncio task."""
     doc = pn.state.curdoc or doc
 
     def in_doc() -> None:
@@ -187,12 +189,12 @@ def later(step, doc=None) -> None:
 
     if getattr(pn.state, "_is_pyodide", False) or doc is None or doc.session_context is None:
         async def run() -> None:
-            await asyncio.sleep(0.01)   # lets the busy state reach the page first
+            await asyncio.sleep(delay)   # lets the busy state reach the page first
             in_doc()
 
         asyncio.ensure_future(run())
     else:
-        doc.add_timeout_callback(in_doc, 50)
+        doc.add_timeout_callback(in_doc, int(delay * 1000))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,6 +340,7 @@ class QuantCalcSettings(param.Parameterized):
         self._results = ResultCache()  # per (data, scheme): only what a change touches is recomputed
         self._name_edited = False     # the user typed a tensor name: new data does not overwrite it
         self._frontier_key = None     # the settings the shown frontier was swept with
+        self._frontiers: dict = {}    # completed sweeps by those settings (data version included), newest last
         self._apply_example(self.example, keep=set())
         self._load_data()
         self._analyze()
@@ -446,8 +449,8 @@ class QuantCalcSettings(param.Parameterized):
         self.busy = True
         self._later(lambda: self._run_if_current(generation))
 
-    def _later(self, step) -> None:
-        later(step, self._doc)
+    def _later(self, step, delay: float = 0.01) -> None:
+        later(step, self._doc, delay)
 
     def _run_if_current(self, generation: int) -> None:
         if generation != self._generation:
@@ -465,7 +468,9 @@ class QuantCalcSettings(param.Parameterized):
         if pn.state.curdoc is None:
             self._frontier_if_auto()
         else:
-            self._later(lambda: self._frontier_if_auto(generation))
+            # once the settings have been still a moment: a user stepping through options does not start
+            # sweeps the next change cancels, and the page draws the new results meanwhile
+            self._later(lambda: self._frontier_if_auto(generation), FRONTIER_DELAY)
 
     def _step(self) -> bool:
         """On a large tensor, do one piece of the pending work and return True: first say what comes next (a
@@ -521,10 +526,18 @@ class QuantCalcSettings(param.Parameterized):
         if result.metrics.n > FRONTIER_AUTO_LIMIT:
             self.frontier_pending = True
         elif generation is None:
-            self.frontier = self._sweep_or_empty()
-            self._frontier_key = key
+            self._show_frontier(key, self._sweep_or_empty())
         else:
             self._sweep_stepwise(generation, key)
+
+    def _show_frontier(self, key, rows: list[dict]) -> None:
+        """Show a completed sweep and keep it: settings seen before get their frontier back with no new sweep."""
+        self._frontiers.pop(key, None)
+        self._frontiers[key] = rows
+        while len(self._frontiers) > FRONTIERS_KEPT:
+            self._frontiers.pop(next(iter(self._frontiers)))
+        self._frontier_key = key
+        self.param.update(frontier=rows, frontier_pending=False)
 
     def _frontier_settings(self):
         """What the frontier depends on: the data and the sweep's base scheme (its bit width is swept)."""
@@ -550,8 +563,7 @@ class QuantCalcSettings(param.Parameterized):
             try:
                 rows.append(next(rows_iter))
             except StopIteration:
-                self.frontier = qc_report.mark_pareto(rows)
-                self._frontier_key = key
+                self._show_frontier(key, qc_report.mark_pareto(rows))
                 return
             except ValueError:
                 return  # the frontier is extra; the main results stand on their own
@@ -725,6 +737,7 @@ class QuantCalcSettings(param.Parameterized):
         self._names = [str(s) for s in labels] or None  # None: the engine names channels ch0, ch1, ...
         self._results.new_data()
         self._frontier_key = None
+        self._frontiers.clear()
         self.param.update(data=data, labels=list(self._names or []))
 
     # --- analysis -------------------------------------------------------------------------------
@@ -768,8 +781,11 @@ class QuantCalcSettings(param.Parameterized):
     def _analyze(self) -> None:
         out = dict(settings_error="", comparison=None, detail_result=None, tensor_result=None,
                    manual_rows=None)
-        if self._frontier_key != self._frontier_settings():
-            out.update(frontier=[], frontier_pending=False)
+        key = self._frontier_settings()
+        if self._frontier_key != key:
+            # another sweep's settings: the one kept for these, else none until it is swept
+            self._frontier_key = key if key in self._frontiers else None
+            out.update(frontier=self._frontiers.get(key, []), frontier_pending=False)
         try:
             if self.source == "manual":
                 self.input_error = ""
@@ -843,9 +859,7 @@ class QuantCalcSettings(param.Parameterized):
 
     def compute_frontier(self) -> None:
         try:
-            self.frontier = self._sweep()
-            self._frontier_key = self._frontier_settings()
-            self.frontier_pending = False
+            self._show_frontier(self._frontier_settings(), self._sweep())
         except ValueError as exc:
             self.settings_error = str(exc)
 
@@ -1616,26 +1630,15 @@ class ChannelsBySchemeView(pn.viewable.Viewer):
 
 class SampleTableView(pn.viewable.Viewer):
     """Per-sample table (the first SAMPLE_TABLE_LIMIT values, paged) or, in manual mode, seed 001's table.
-
-    Its raw codes take one more pass over the tensor: on a large tensor it is filled in after the other views
-    have shown the new numbers."""
+    The engine computes only the channels holding those values: a few ms whatever the tensor's size."""
 
     def __init__(self, calc: QuantCalcSettings, **params):
         super().__init__(**params)
         self.calc = calc
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
         self.table = PagedTable("qc-samples")
-        calc.param.watch(self._schedule, ["revision"])
+        calc.param.watch(self._refresh, ["revision"])
         self._refresh()
-
-    def _schedule(self, *events) -> None:
-        res = self.calc.detail_result
-        if res is None or res.metrics.n <= DEFERRED_SAMPLES_ABOVE or pn.state.curdoc is None:
-            self._refresh()
-            return
-        revision = self.calc.revision
-        self.caption.object = "<h3 class='qc-h'>Per-sample table</h3><p class='qc-note'>Computing…</p>"
-        self.calc._later(lambda: self._refresh() if revision == self.calc.revision else None)
 
     def _refresh(self, *events) -> None:
         c = self.calc
@@ -1678,6 +1681,23 @@ def positive_or_nan(values) -> np.ndarray:
     """Log axes cannot show 0: display exact zeros as gaps (no value is changed, only hidden)."""
     v = np.asarray(values, dtype=float)
     return np.where(v > 0, v, np.nan)
+
+
+def set_data(source: ColumnDataSource, data: dict) -> None:
+    """``source.data = data`` unless every column is already equal (NaN equal to NaN): an assignment sends
+    the whole source to the page and makes BokehJS repaint its figure even when nothing changed (a bits change
+    leaves a tensor's histogram and channel ranges as they were)."""
+    old = source.data
+    if old.keys() == data.keys() and all(_same_column(old[k], data[k]) for k in data):
+        return
+    source.data = data
+
+
+def _same_column(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def release_memory_soon(session_context) -> None:
@@ -1822,9 +1842,10 @@ class PlotsView(pn.viewable.Viewer):
         style_legend(p, "top_right")
         self.front_fig = p
         calc.param.watch(self._refresh, ["revision"])
-        calc.param.watch(self._refresh_frontier, ["frontier"])
+        calc.param.watch(self._refresh_frontier, ["frontier", "frontier_pending"])
         calc.param.watch(self._refresh_channel, ["channel"])
         self._refresh()
+        self._refresh_frontier()
 
     # --- linked selection -------------------------------------------------------------------
     def _tap(self, source: ColumnDataSource):
@@ -1857,10 +1878,10 @@ class PlotsView(pn.viewable.Viewer):
         n = len(table["channel"])
         sl, note = thin(n, MAX_PLOT_POINTS // 2)
         ch = np.asarray(table["channel"]).astype(int)[sl]
-        self.range_src.data = dict(channel=ch, label=[labels[i] if i < len(labels) else str(i) for i in ch],
-                                   lo=np.asarray(table["min"], float)[sl], hi=np.asarray(table["max"], float)[sl],
-                                   qlo=np.asarray(table["range_lo"], float)[sl],
-                                   qhi=np.asarray(table["range_hi"], float)[sl])
+        set_data(self.range_src, dict(channel=ch, label=[labels[i] if i < len(labels) else str(i) for i in ch],
+                                      lo=np.asarray(table["min"], float)[sl], hi=np.asarray(table["max"], float)[sl],
+                                      qlo=np.asarray(table["range_lo"], float)[sl],
+                                      qhi=np.asarray(table["range_hi"], float)[sl]))
         self.range_fig.title.text = "Per-channel ranges vs the per-tensor range (dashed)" + note
         if tres is not None:
             lo, hi = float(np.asarray(tres.lo)[0]), float(np.asarray(tres.hi)[0])
@@ -1881,17 +1902,16 @@ class PlotsView(pn.viewable.Viewer):
                 cols["scheme"].extend([r.label] * len(chj))
                 cols["color"].extend([Category10_10[j % 10]] * len(chj))
             self.err_fig.title.text = "Per-channel RMSE by scheme (log; 0 not shown)" + note2
-        self.err_src.data = cols
+        set_data(self.err_src, cols)
         self._refresh_histogram()
         self._refresh_channel()
-        self._refresh_frontier()
 
     def _refresh_histogram(self) -> None:
         res = self.calc.detail_result
         hist = res.histogram(bins=80)
-        self.hist_src.data = dict(left=hist["left"], right=hist["right"], count=hist["count"])
+        set_data(self.hist_src, dict(left=hist["left"], right=hist["right"], count=hist["count"]))
         levels = plot_grid(res, self.calc.channel)
-        self.hist_grid_src.data = dict(level=levels["level"] if levels["n"] <= 64 else [])
+        set_data(self.hist_grid_src, dict(level=levels["level"] if levels["n"] <= 64 else []))
         lo, hi = clip_bounds(res, self.calc.channel)
         self.clip_lo.location, self.clip_hi.location = lo, hi
         extra = "" if 0 < levels["n"] <= 64 else " (grid not drawn)"
@@ -1908,10 +1928,10 @@ class PlotsView(pn.viewable.Viewer):
         x, xhat = res.channel_values(c.channel)
         sl, note = thin(len(x), MAX_CHANNEL_VALUES)
         idx = np.arange(len(x))[sl]
-        self.chan_src.data = dict(index=idx, x=x[sl], xhat=xhat[sl])
+        set_data(self.chan_src, dict(index=idx, x=x[sl], xhat=xhat[sl]))
         levels = plot_grid(res, c.channel)
         shown = levels["level"] if levels["n"] <= 64 else []
-        self.grid_src.data = dict(level=shown, code=levels["code"][: len(shown)])
+        set_data(self.grid_src, dict(level=shown, code=levels["code"][: len(shown)]))
         label = c.labels[c.channel] if c.channel < len(c.labels) else str(c.channel)
         grid_note = "" if len(shown) else f" ({levels['n']} grid levels not drawn)"
         self.chan_fig.title.text = f"Channel {label}: values vs reconstruction{note}{grid_note}"
@@ -1921,15 +1941,15 @@ class PlotsView(pn.viewable.Viewer):
     def _refresh_frontier(self, *events) -> None:
         rows = self.calc.frontier or []
         colors = ["#2ca02c" if r.get("pareto") else "#7f7f7f" for r in rows]
-        self.front_src.data = dict(total_bytes=[float(r["total_bytes"]) for r in rows],
-                                   rmse=positive_or_nan([r["rmse"] for r in rows]).tolist(),
-                                   label=[str(r["label"]) for r in rows],
-                                   bpw=[float(r["bits_per_weight"]) for r in rows],
-                                   color=colors, size=[10 if r.get("pareto") else 6 for r in rows])
+        set_data(self.front_src, dict(total_bytes=[float(r["total_bytes"]) for r in rows],
+                                      rmse=positive_or_nan([r["rmse"] for r in rows]).tolist(),
+                                      label=[str(r["label"]) for r in rows],
+                                      bpw=[float(r["bits_per_weight"]) for r in rows],
+                                      color=colors, size=[10 if r.get("pareto") else 6 for r in rows]))
         par = [r for r in rows if r.get("pareto")]
         par.sort(key=lambda r: r["total_bytes"])
-        self.pareto_src.data = dict(total_bytes=[float(r["total_bytes"]) for r in par],
-                                    rmse=positive_or_nan([r["rmse"] for r in par]).tolist())
+        set_data(self.pareto_src, dict(total_bytes=[float(r["total_bytes"]) for r in par],
+                                       rmse=positive_or_nan([r["rmse"] for r in par]).tolist()))
         pending = " — press 'Compute frontier' (large input)" if self.calc.frontier_pending else ""
         self.front_fig.title.text = "Error vs memory frontier (bits × granularity; green = Pareto)" + pending
 

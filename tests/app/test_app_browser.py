@@ -331,7 +331,7 @@ def test_a_settings_change_does_not_lay_the_page_out_again(page, app_url):
     bits.press("Enter")
     poll(lambda: _assert_changed(cells.all_inner_texts(), before))
     poll(lambda: _assert_equal(page.locator(".qc-busy").count(), 0))
-    page.wait_for_timeout(1000)   # the deferred tables and the frontier
+    page.wait_for_timeout(1000)   # the frontier, swept after the results
     assert page.evaluate("window.qcLayouts") == []
 
 
