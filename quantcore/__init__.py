@@ -2,11 +2,11 @@
 
 A scheme is a value, :class:`QuantSpec` = element x granularity x scale rule x convention
 (:mod:`quantcore.spec`); named schemes are one table, :data:`PRESETS` (:mod:`quantcore.presets`).
-:func:`analyze` runs any scheme on a tensor and returns a :class:`QuantResult`; :mod:`quantcore.report`
-compares, sweeps and exports. Each module's docstring states the formulas it implements.
+:func:`analyze` runs any scheme on a tensor and returns a :class:`QuantResult` (:func:`analyze_steps`: the
+same in steps a caller can stop, :mod:`quantcore.steps`); :mod:`quantcore.report` compares, sweeps and exports. Each module's docstring states the formulas it implements.
 """
-from . import report
-from .analysis import QuantResult, analyze
+from . import report, steps
+from .analysis import QuantResult, analyze, analyze_steps
 from .conventions import CONVENTIONS, ROUNDINGS
 from .elements import GGUFType
 from .examples import EXAMPLES, get_example, synthetic
@@ -27,7 +27,7 @@ __all__ = [
     "E4M3FN", "E5M2", "E8M0", "EXAMPLES", "FloatFormat", "GGUFScales", "GGUFType", "IntFormat", "IntScale",
     "KLDivergence", "MAPPINGS", "MSEOptimal", "Memory", "Metrics", "MinMax", "NF4", "PRESETS", "PerBlock",
     "PerChannel", "PerGroup", "PerTensor", "Percentile", "PowerOfTwo", "QuantResult", "QuantSpec", "ROUNDINGS",
-    "StdScale", "TwoLevel", "analyze", "compare", "get_example", "manual", "memory_estimate", "preset",
-    "preset_names", "report", "standard_schemes", "sweep", "synthetic",
+    "StdScale", "TwoLevel", "analyze", "analyze_steps", "compare", "get_example", "manual", "memory_estimate", "preset",
+    "preset_names", "report", "standard_schemes", "steps", "sweep", "synthetic",
 ]
 __version__ = "0.1.0"

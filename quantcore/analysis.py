@@ -40,6 +40,7 @@ from .memory import Memory
 from .quantize import TILE_ELEMENTS, FloatCodec, IntCodec, code_dtype, tiles
 from .scales import BlockScales, IntScale, PowerOfTwo, ScaleInputs, TwoLevel, check_encoder_scale, uses_fma
 from .spec import QuantSpec
+from .steps import Steps, run
 
 ArrayLike = np.ndarray | Sequence[np.ndarray]
 TIE_CONVENTIONS = ("float64", "torch", "torch-fake")  # compared for tie flags (same rounding rule)
@@ -105,7 +106,14 @@ class Prepared:
 
 def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: tuple[float, float] | None = None,
             allow_nonfinite: bool = False) -> Prepared:
-    """Canonical layout, block view, reductions and block scales of ``x`` under ``spec`` (not for GGUF types).
+    """Canonical layout, block view, reductions and block scales of ``x`` under ``spec`` (not for GGUF types):
+    :func:`prepare_steps` run to its end."""
+    return run(prepare_steps(x, spec, channel_axis, tensor_range, allow_nonfinite))
+
+
+def prepare_steps(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0,
+                  tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False) -> Steps[Prepared]:
+    """:func:`prepare` as steps (:mod:`quantcore.steps`): a range search steps once per candidate.
 
     ``tensor_range``: ``(min, max)`` of the whole tensor when ``x`` is a part of it (a run of axis-0 slices):
     per-tensor scales and NVFP4's tensor scale then come from it. ``allow_nonfinite``: E8M0 (MX) scales only,
@@ -114,6 +122,7 @@ def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: 
     """
     if not isinstance(spec, QuantSpec):
         raise ValueError(f"spec must be a QuantSpec, got {type(spec).__name__}")
+    yield 0.0
     rule = spec.scale_rule
     if allow_nonfinite and not isinstance(rule, PowerOfTwo):
         raise ValueError(f"{spec.label}: allow_nonfinite applies to MX schemes only (E8M0 scales: the OCP MX 6.3 "
@@ -133,7 +142,7 @@ def prepare(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, tensor_range: 
         data_range = (mn, mx)
         if per_tensor:
             mn, mx = np.full(1, tensor_range[0], mn.dtype), np.full(1, tensor_range[1], mx.dtype)
-        scales = rule.block_scales(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
+        scales = yield from rule.block_scales_steps(ScaleInputs(bv, canon, mn, mx, tensor_range=tensor_range), spec)
         return Prepared(spec, canon, bv, scales, bv.values, bv.valid, data_range)
     amax = block_amax(bv.values)
     if not np.isfinite(amax).all() and not allow_nonfinite:
@@ -690,9 +699,21 @@ def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names:
     scheme uses its own axis, a per-block scheme its tile's row axis. ``tensor_range`` / ``allow_nonfinite``:
     see :func:`prepare`. Raises ValueError naming what is wrong and where.
     """
+    return run(analyze_steps(x, spec, channel_axis, channel_names, tensor_range=tensor_range,
+                             allow_nonfinite=allow_nonfinite))
+
+
+def analyze_steps(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names: Sequence[str] | None = None,
+                  *, tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False
+                  ) -> Steps[QuantResult]:
+    """:func:`analyze` as steps (:mod:`quantcore.steps`): the fractions are those of the range search (KL and
+    MSE-optimal ranges step once per candidate; a 4096 x 4096 search runs for seconds), then one last step
+    before the quantization pass. The same arithmetic and result as :func:`analyze`."""
     if spec.kind == "gguf":
+        yield 0.0
         return _analyze_gguf(x, spec, channel_axis, channel_names)
-    p = prepare(x, spec, channel_axis, tensor_range, allow_nonfinite)
+    p = yield from prepare_steps(x, spec, channel_axis, tensor_range, allow_nonfinite)
+    yield 1.0
     # float elements: the boundary flags (the ties column) come from the same encoder run, for a bool per element
     res = p.run(keep_raw=spec.effective_rounding == "stochastic", keep_boundary=spec.kind == "float")
     shape = p.blocks.values.shape

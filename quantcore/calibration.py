@@ -1,7 +1,8 @@
 """Search-based range selection: MSE-optimal clipping and KL (entropy) calibration.
 
 Both are vectorized over blocks; the only Python loop is over candidate clip ratios or thresholds.
-Cost is ``steps x n_elements`` for MSE and ``candidates x n_blocks x bins`` for KL.
+Cost is ``steps x n_elements`` for MSE and ``candidates x n_blocks x bins`` for KL. Each is also written as
+steps (:mod:`quantcore.steps`): one per candidate, so a caller can stop a long search between them.
 """
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ from .granularity import BlockView
 from .kernel import quantize_and_measure
 from .params import choose_qparams
 from .quantize import IntCodec
+from .steps import Steps, run
 
 KL_MAX_CANDIDATES = 64
 KL_MAX_WORK = 1 << 23  # n_blocks * bins: beyond it each block's histogram gets fewer bins (64 MiB per float64
                        # (n_blocks, bins) array; the search holds a few, which also bounds memory in the browser)
 
 
-def mse_optimal_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat, mapping: str,
-                      symmetric_scale: str, conv: Convention, rounding: str, steps: int, per_group: bool = False,
-                      fma: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mse_optimal_range(*args, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mse_optimal_range_steps` run to its end."""
+    return run(mse_optimal_range_steps(*args, **kwargs))
+
+
+def mse_optimal_range_steps(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat, mapping: str,
+                            symmetric_scale: str, conv: Convention, rounding: str, steps: int,
+                            per_group: bool = False, fma: bool = False
+                            ) -> Steps[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per block, the ratio ``a`` in ``{k/steps}`` minimizing ``sum((x_hat - x)^2)`` over ``[a*min, a*max]``.
 
     Returns ``(lo, hi, ratio)``. Ties between ratios go to the larger ratio (less clipping). Stochastic
@@ -49,6 +57,7 @@ def mse_optimal_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: 
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_ratio = np.where(better, ratio, best_ratio)
+        yield (steps - k + 1) / steps
     return (lo0 * best_ratio).astype(dt), (hi0 * best_ratio).astype(dt), best_ratio
 
 
@@ -67,6 +76,12 @@ def kl_bins(n_blocks: int, bins: int, n_q: int) -> int:
 
 def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat,
              bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`kl_range_steps` run to its end."""
+    return run(kl_range_steps(blocks, lo0, hi0, fmt, bins))
+
+
+def kl_range_steps(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat,
+                   bins: int) -> Steps[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """TensorRT-style entropy calibration of a symmetric threshold ``T`` per block.
 
     Histogram ``|x|`` over ``[0, amax]`` (``h``, float64 counts); for each candidate ``i`` (bins kept), the
@@ -96,6 +111,7 @@ def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat
     flat = (idx + np.arange(n_blocks)[:, None] * bins).ravel()
     hist = np.bincount(flat, weights=weights, minlength=n_blocks * bins).reshape(n_blocks, bins)
     del idx, flat
+    yield 0.0   # the histograms are built
     start = min(n_q, bins)
     stride = max(1, (bins - start) // KL_MAX_CANDIDATES)
     candidates = list(range(start, bins + 1, stride))
@@ -115,7 +131,7 @@ def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat
     rows = np.arange(n_blocks)
     best_kl = np.full(n_blocks, np.inf)
     best_i = np.full(n_blocks, bins)
-    for i in candidates:
+    for done, i in enumerate(candidates, 1):
         chunk = np.minimum(np.arange(i) * n_q // i, n_q - 1)
         starts = np.flatnonzero(np.diff(np.concatenate(([-1], chunk))))
         ends = np.append(starts[1:], i)
@@ -136,6 +152,7 @@ def kl_range(blocks: BlockView, lo0: np.ndarray, hi0: np.ndarray, fmt: IntFormat
         better = kl < best_kl
         best_kl = np.where(better, kl, best_kl)
         best_i = np.where(better, i, best_i)
+        yield done / len(candidates)
     threshold = np.minimum((best_i + 0.5) / bins, 1.0) * amax
     dt = blocks.values.dtype
     lo = np.maximum(lo0, -threshold.astype(dt))

@@ -179,23 +179,33 @@ def sweep_rows(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] 
                extra: Sequence[QuantSpec] = (), max_elements: int | None = None) -> Iterable[dict]:
     """The rows of :func:`sweep` one scheme at a time (no ``pareto`` yet), so a caller can stop early or
     yield to other work between schemes."""
-    base = base or QuantSpec(mapping="symmetric")
     sampled = None
     if max_elements is not None:
-        x, kept = channel_subsample(x, max_elements, channel_axis)
-        sampled = kept
+        x, sampled = channel_subsample(x, max_elements, channel_axis)
+    for s in sweep_specs(x, base, bits, granularities, extra):
+        yield sweep_row(analyze(x, s, channel_axis), sampled)
+
+
+def sweep_specs(x: ArrayLike, base: QuantSpec | None = None, bits: Sequence[int] = DEFAULT_SWEEP_BITS,
+                granularities: Sequence[Granularity] = DEFAULT_SWEEP_GRANULARITIES,
+                extra: Sequence[QuantSpec] = ()) -> list[QuantSpec]:
+    """The schemes a sweep runs: ``base`` at each bit width and granularity, then ``extra``; integer groups
+    at least as long as the tensor's group axis are left out (they would repeat per-channel)."""
+    base = base or QuantSpec(mapping="symmetric")
     specs = [base.with_(fmt=IntFormat(b, base.fmt.signed, base.fmt.narrow), granularity=g)
-             for b in bits for g in granularities]
-    for s in list(specs) + list(extra):
-        if isinstance(s.granularity, PerGroup) and s.kind == "int":
-            if _group_axis_length(x, s.granularity.axis) <= s.granularity.size:
-                continue
-        r = analyze(x, s, channel_axis)
-        row = summary_row(r)
-        row.update(bits=r.memory.bits, granularity=s.granularity.label if s.kind == "int" else s.label)
-        if sampled is not None:
-            row["sampled_channels"] = sampled
-        yield row
+             for b in bits for g in granularities] + list(extra)
+    return [s for s in specs if not (isinstance(s.granularity, PerGroup) and s.kind == "int"
+                                     and _group_axis_length(x, s.granularity.axis) <= s.granularity.size)]
+
+
+def sweep_row(r: QuantResult, sampled: int | None = None) -> dict:
+    """One sweep row: :func:`summary_row` plus bits per element and the granularity (``sampled_channels``:
+    how many channels a subsampled sweep kept)."""
+    row = summary_row(r)
+    row.update(bits=r.memory.bits, granularity=r.spec.granularity.label if r.spec.kind == "int" else r.spec.label)
+    if sampled is not None:
+        row["sampled_channels"] = sampled
+    return row
 
 
 def _group_axis_length(x: ArrayLike, axis: int) -> int:

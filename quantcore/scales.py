@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, ClassVar, Union
 import numpy as np
 
 from . import floatfmt as ff
-from .calibration import kl_range, mse_optimal_range
+from .calibration import kl_range_steps, mse_optimal_range_steps
 from .conventions import CONVENTIONS, ROUNDINGS, Convention, get_convention, store_scale
 from .elements import Element, GGUFType, is_float_element
 from .formats import IntFormat
 from .granularity import BlockView, Canonical, Granularity, PerBlock, PerChannel, PerGroup, PerTensor
 from .memory import dtype_bits
+from .steps import Steps, run
 from .params import (MAPPINGS, SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile,
                      RangeMethod, choose_qparams, custom_range, percentile_range)
 
@@ -135,6 +136,12 @@ class ScaleRule:
     def block_scales(self, inp: ScaleInputs, spec: "QuantSpec") -> BlockScales:
         raise NotImplementedError
 
+    def block_scales_steps(self, inp: ScaleInputs, spec: "QuantSpec") -> Steps[BlockScales]:
+        """:meth:`block_scales` as steps (:mod:`quantcore.steps`): one, unless the rule searches (a range
+        search takes one per candidate)."""
+        yield 0.0
+        return self.block_scales(inp, spec)
+
     @property
     def allowed_scale_dtypes(self) -> tuple[str, ...]:
         """Storage formats of the scale this rule can produce (the first is the default)."""
@@ -228,9 +235,12 @@ class IntScale(ScaleRule):
         return self.symmetric_scale or get_convention(convention).symmetric_scale
 
     def block_scales(self, inp: ScaleInputs, spec: "QuantSpec") -> BlockScales:
+        return run(self.block_scales_steps(inp, spec))
+
+    def block_scales_steps(self, inp: ScaleInputs, spec: "QuantSpec") -> Steps[BlockScales]:
         conv = self.convention(spec.convention)
         bv = inp.blocks
-        lo, hi, ratio = self._select_range(inp, spec, conv)
+        lo, hi, ratio = yield from self._select_range(inp, spec, conv)
         blocked = isinstance(bv.granularity, (PerGroup, PerBlock))
         with np.errstate(over="ignore", invalid="ignore"):  # an overflowing range is reported just below
             scale, zp = choose_qparams(lo, hi, spec.element, self.mapping,
@@ -243,9 +253,11 @@ class IntScale(ScaleRule):
                              f"overflows {np.dtype(np.asarray(scale).dtype).name}")
         return BlockScales(scale, zp, lo, hi, clip_ratio=ratio)
 
-    def _select_range(self, inp: ScaleInputs, spec: "QuantSpec", conv: Convention):
+    def _select_range(self, inp: ScaleInputs, spec: "QuantSpec", conv: Convention) -> Steps[tuple]:
+        """Each block's range ``(lo, hi, clip ratio or None)``; the searches step once per candidate."""
         r, bv = self.range, inp.blocks
         dt = conv.qparams_dtype
+        yield 0.0
         if isinstance(r, MinMax):
             return inp.min.astype(dt), inp.max.astype(dt), None
         if isinstance(r, CustomRange):
@@ -255,10 +267,11 @@ class IntScale(ScaleRule):
             lo, hi = percentile_range(bv, float(r.pct), conv.dtype)
             return lo.astype(dt), hi.astype(dt), None
         if isinstance(r, MSEOptimal):
-            return mse_optimal_range(bv, inp.min, inp.max, spec.element, self.mapping,
-                                     self.effective_symmetric_scale(spec.convention), conv, spec.effective_rounding,
-                                     int(r.steps), isinstance(bv.granularity, (PerGroup, PerBlock)), uses_fma(conv, bv))
-        lo, hi, ratio = kl_range(bv, inp.min, inp.max, spec.element, int(r.bins))
+            return (yield from mse_optimal_range_steps(
+                bv, inp.min, inp.max, spec.element, self.mapping, self.effective_symmetric_scale(spec.convention),
+                conv, spec.effective_rounding, int(r.steps), isinstance(bv.granularity, (PerGroup, PerBlock)),
+                uses_fma(conv, bv)))
+        lo, hi, ratio = yield from kl_range_steps(bv, inp.min, inp.max, spec.element, int(r.bins))
         return lo.astype(dt), hi.astype(dt), ratio
 
     @property
