@@ -64,6 +64,7 @@ import quantcore.schemes as qc_schemes
 import quantcalc_ui.modelscan as qc_model
 from quantcore.io.ranges import READ_AHEAD, ByteRequests, NeedBytes, RangeCache
 import quantcore.report as qc_report
+import quantcore.steps as qc_steps
 from quantcore.params import SYMMETRIC_SCALES
 
 pn.extension(notifications=False)
@@ -90,6 +91,8 @@ FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits f
 FRONTIER_DELAY = 0.4  # seconds after the results before the automatic frontier sweep starts
 FRONTIERS_KEPT = 8  # completed frontier sweeps kept per session (a few hundred bytes each)
 STEPWISE_ABOVE = 1 << 20  # elements; above this schemes are computed one per tick (progress shown, cancellable)
+SWEEP_BITS = (2, 3, 4, 5, 6, 8)  # the frontier's bit widths (each at the granularities of _sweep_granularities)
+STEP_SECONDS = 0.1  # a tick of stepwise work runs about this long (one range-search candidate at least)
 # (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
 
@@ -126,6 +129,7 @@ details.qc-docs summary { cursor: pointer; font-weight: 600; }
 .qc-msg-warning { background: #fff4e5; border-color: #b35c00; color: #5a2e00; }
 .qc-msg-info { background: #eaf2fb; border-color: #1f5fa8; color: #0d2f57; }
 .qc-busy { display: inline-flex; align-items: center; gap: 0.4em; color: #404040; white-space: nowrap; }
+.qc-bar { width: 8em; height: 0.8em; vertical-align: middle; margin-left: 0.4em; }
 .qc-spin { width: 16px; height: 16px; border: 3px solid #c8d6e8; border-top-color: #1f5fa8; border-radius: 50%;
   animation: qc-spin 0.8s linear infinite; }
 @keyframes qc-spin { to { transform: rotate(360deg); } }
@@ -230,7 +234,10 @@ class ResultCache:
         if key in self._items:
             self._items[key] = self._items.pop(key)   # most recently used last
             return self._items[key]
-        value = compute()
+        return self.put(key, compute())
+
+    def put(self, key, value):
+        self._items.pop(key, None)
         self._items[key] = value
         while len(self._items) > self.limit:
             self._items.pop(next(iter(self._items)))
@@ -303,6 +310,8 @@ class QuantCalcSettings(param.Parameterized):
     # --- cached results (not controls) --------------------------------------------------------
     busy = param.Boolean(default=False, precedence=-1)
     progress = param.String(default="", precedence=-1, doc="What a long computation is doing (one step at a time).")
+    progress_done = param.Number(default=None, allow_None=True, bounds=(0, 1), precedence=-1,
+                                 doc="Fraction of that step done, when known (a range search, a frontier sweep).")
     input_error = param.String(default="", precedence=-1, doc="Error about the data input.")
     input_note = param.String(default="", precedence=-1,
                               doc="What loading new data reset (the example's own options), said next to the input.")
@@ -337,6 +346,7 @@ class QuantCalcSettings(param.Parameterized):
         self._data_pending = False    # a change asked to reload the data and that has not run yet
         self._doc = None              # the session's document (later ticks run with it current)
         self._announced = None        # the piece of stepwise work the page was last told about
+        self._job = None              # (key, quantcore steps) of the scheme being computed a slice at a time
         self._results = ResultCache()  # per (data, scheme): only what a change touches is recomputed
         self._name_edited = False     # the user typed a tensor name: new data does not overwrite it
         self._frontier_key = None     # the settings the shown frontier was swept with
@@ -463,7 +473,7 @@ class QuantCalcSettings(param.Parameterized):
             self._recompute(need_data)
         finally:
             self.busy = False
-            self.progress = ""
+            self.param.update(progress="", progress_done=None)
             self._announced = None
         if pn.state.curdoc is None:
             self._frontier_if_auto()
@@ -474,9 +484,10 @@ class QuantCalcSettings(param.Parameterized):
 
     def _step(self) -> bool:
         """On a large tensor, do one piece of the pending work and return True: first say what comes next (a
-        tick of its own, so the page shows it while the work runs), then do it (load the data, or one scheme's
-        result). Between pieces a newer change cancels the rest. False when what is left is quick (small data,
-        or every scheme's result cached)."""
+        tick of its own, so the page shows it while the work runs), then do it (load the data, or about
+        STEP_SECONDS of one scheme's computation: a KL or MSE range search on 4096 x 4096 runs for seconds, in
+        steps of one candidate). Between pieces a newer change cancels the rest. False when what is left is
+        quick (small data, or every scheme's result cached)."""
         if self._data_pending:
             if self._announced != "data":
                 return self._announce("data", "Reading the data")
@@ -494,14 +505,26 @@ class QuantCalcSettings(param.Parameterized):
         if not todo:
             return False
         name, spec = todo[0]
-        if self._announced != (spec, self.axis):
+        key = (spec, self.axis)
+        if self._announced != key:
             done = len(specs) - len(todo)
-            return self._announce((spec, self.axis), f"Computing {name} ({done + 1} of {len(specs)} schemes, "
-                                                     f"{self.data.size:,} values)")
+            self.progress_done = None
+            return self._announce(key, f"Computing {name} ({done + 1} of {len(specs)} schemes, "
+                                       f"{self.data.size:,} values)")
+        job_key = (self._results.data_version, key)
+        if self._job is None or self._job[0] != job_key:   # a scheme no longer wanted is dropped here
+            self._job = (job_key, qc.analyze_steps(self.data, spec, channel_axis=self.axis,
+                                                   channel_names=self._names))
         try:
-            self._result(spec)
+            finished, value = qc_steps.advance(self._job[1], STEP_SECONDS)
         except ValueError:
+            self._job = None
             return False   # _analyze computes it again and shows the message
+        if finished:
+            self._job = None
+            self._results.put(key, value)
+        else:
+            self.progress_done = value
         return True
 
     def _announce(self, key, text: str) -> bool:
@@ -548,25 +571,43 @@ class QuantCalcSettings(param.Parameterized):
         return (self._results.data_version, base.with_(fmt=qc.IntFormat(8, base.fmt.signed, base.fmt.narrow)),
                 self.axis)
 
-    def _sweep_stepwise(self, generation: int, key) -> None:
-        """The frontier one scheme per tick: a newer change (bits, mapping, ...) stops it between schemes, so
-        the page stays responsive while a large tensor is swept (in the browser worker too)."""
+    def _sweep_stepwise(self, generation: int, key, announce: bool = False) -> None:
+        """The frontier about STEP_SECONDS per tick (a scheme, or a part of one's range search): a newer
+        change (bits, mapping, ...) stops it, so the page stays responsive while a large tensor is swept (in
+        the browser worker too). ``announce``: show which scheme of how many, and how far (asked for by the
+        user on a large tensor)."""
         try:
-            rows_iter = iter(self._sweep_rows())
+            specs = qc_report.sweep_specs(self.data, self._sweep_base(), SWEEP_BITS, self._sweep_granularities())
         except ValueError:
             return
         rows: list[dict] = []
+        job = None
 
         def step() -> None:
+            nonlocal job
             if generation != self._generation:
-                return
-            try:
-                rows.append(next(rows_iter))
-            except StopIteration:
+                return   # the newer change's results clear the progress line
+            if len(rows) == len(specs):
                 self._show_frontier(key, qc_report.mark_pareto(rows))
+                if announce:
+                    self.param.update(progress="", progress_done=None)
                 return
+            if job is None:
+                job = qc.analyze_steps(self.data, specs[len(rows)], channel_axis=self.axis)
+            try:
+                finished, value = qc_steps.advance(job, STEP_SECONDS)
             except ValueError:
+                if announce:
+                    self.param.update(progress="", progress_done=None)
                 return  # the frontier is extra; the main results stand on their own
+            if finished:
+                rows.append(qc_report.sweep_row(value))
+                job = None
+            if announce:
+                part = 0.0 if finished else value
+                self.param.update(progress=f"Sweeping the frontier: scheme {min(len(rows) + 1, len(specs))} of "
+                                           f"{len(specs)} ({self.data.size:,} values)",
+                                  progress_done=(len(rows) + part) / len(specs))
             self._later(step)
 
         step()
@@ -826,12 +867,13 @@ class QuantCalcSettings(param.Parameterized):
             base = base.with_(range=qc.MinMax())
         return base
 
+    def _sweep_granularities(self) -> tuple:
+        return qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32), qc.PerGroup(128)
+
     def _sweep_rows(self):
         """Bits x granularity frontier rows with the current options, one scheme at a time."""
-        base = self._sweep_base()
-        return qc_report.sweep_rows(self.data, base=base, bits=(2, 3, 4, 5, 6, 8),
-                                    granularities=(qc.PerTensor(), qc.PerChannel(axis=self.axis), qc.PerGroup(32),
-                                                   qc.PerGroup(128)), channel_axis=self.axis)
+        return qc_report.sweep_rows(self.data, base=self._sweep_base(), bits=SWEEP_BITS,
+                                    granularities=self._sweep_granularities(), channel_axis=self.axis)
 
     def _sweep(self) -> list[dict]:
         return qc_report.mark_pareto(list(self._sweep_rows()))
@@ -858,6 +900,13 @@ class QuantCalcSettings(param.Parameterized):
             return []  # the frontier is extra; the main results above stand on their own
 
     def compute_frontier(self) -> None:
+        """The sweep the user asked for (a large tensor): in the page a slice at a time, with its progress,
+        stopped by the next change; without a document (tests, scripts) at once."""
+        if pn.state.curdoc is not None:
+            self._doc = pn.state.curdoc
+            self.frontier_pending = False   # hides the button; a change that stops the sweep shows it again
+            self._sweep_stepwise(self._generation, self._frontier_settings(), announce=True)
+            return
         try:
             self._show_frontier(self._frontier_settings(), self._sweep())
         except ValueError as exc:
@@ -2810,6 +2859,15 @@ GRID_CSS = (":host { display: grid !important; grid-template-columns: repeat(aut
 COLUMN_STYLE = {"min-width": "0"}
 FRESH_STYLE = {"opacity": "1", "transition": "opacity 0.15s"}
 STALE_STYLE = {"opacity": "0.45", "transition": "opacity 0.15s"}   # results of the previous settings
+def progress_html(text: str, done: float | None) -> str:
+    """The progress line: what runs, and a bar when the fraction done is known."""
+    if not text:
+        return ""
+    bar = "" if done is None else (f" <progress class='qc-bar' max='1' value='{done:.3f}' "
+                                   f"aria-label='{esc(text)}'>{done:.0%}</progress>")
+    return f"<span class='qc-note' role='status'>{esc(text)}{bar}</span>"
+
+
 BUSY_HTML = "<span class='qc-busy' role='status'><span class='qc-spin' aria-hidden='true'></span>Computing…</span>"
 
 
@@ -2826,10 +2884,10 @@ def build_app() -> pn.viewable.Viewable:
     spinner = html_pane("", width=130, height=28, align="center", css_classes=["qc-busy-box"])
     progress = html_pane("", align="center", css_classes=["qc-progress"])
 
-    def on_progress(event) -> None:
-        progress.object = f"<span class='qc-note' role='status'>{esc(event.new)}</span>" if event.new else ""
+    def on_progress(*events) -> None:
+        progress.object = progress_html(calc.progress, calc.progress_done)
 
-    calc.param.watch(on_progress, "progress")
+    calc.param.watch(on_progress, ["progress", "progress_done"])
 
     def on_busy(event) -> None:
         # Results on screen during a recomputation are the previous settings': dim them until the new ones land.

@@ -7,8 +7,10 @@ else, from quantcore called directly in the test.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 import urllib.parse
 
 import numpy as np
@@ -389,8 +391,44 @@ def test_results_are_dimmed_while_new_ones_are_computed(page, app_url):
          (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))])), timeout=60)
 
 
+
+PROGRESS_WATCH = ("() => { window.qcProgress = []; let n = 0; for (const doc of Bokeh.documents) {"
+                  " for (const m of doc.all_models) { if ((m.css_classes || []).includes('qc-progress')) { n += 1;"
+                  " m.properties.text.change.connect(() => window.qcProgress.push(m.text)) } } } return n }")
+
+
+def test_a_long_range_search_shows_a_progress_bar_and_a_change_midway_ends_on_the_new_settings(page, app_url):
+    # Before: each scheme's KL search was one call (a 4096 x 4096 tensor: 2.6-5 s per scheme natively, about
+    # four times that in the worker) with nothing moving on the page, and a change waited for it to end.
+    open_app(page, app_url, "source=synthetic&syn_rows=2048&syn_cols=1024")
+    data = qc.synthetic(rows=2048, cols=1024)
+    opened = qc.get_example("s3").spec   # the page opens on s3's settings
+    schemes = (qc.PerTensor(), qc.PerChannel(0), qc.PerGroup(32, axis=-1))
+    poll(lambda: assert_compare_matches(page, qc.compare(data, [opened.with_(granularity=g) for g in schemes])),
+         timeout=120)
+    assert page.evaluate(PROGRESS_WATCH) >= 1, "no progress pane in the page"
+    page.get_by_label("Range from").select_option(label="KL divergence")
+
+    def bar_values() -> list[float]:
+        texts = html.unescape(" ".join(page.evaluate("window.qcProgress")))   # Panel sends a pane's HTML escaped
+        return [float(v) for v in re.findall(r"<progress[^>]* value='([0-9.]+)'", texts)]
+
+    poll(lambda: _assert_true(any(0 < v < 1 for v in bar_values())), timeout=120)
+    bits = page.get_by_label("Bits", exact=True)
+    bits.fill("6")
+    bits.press("Enter")
+    kl6 = opened.with_(fmt=qc.IntFormat(6, True, narrow=True), range=qc.KLDivergence())
+    poll(lambda: assert_compare_matches(page, qc.compare(data, [kl6.with_(granularity=g) for g in schemes])),
+         timeout=240)
+    poll(lambda: _assert_equal(page.locator(".qc-progress progress").count(), 0))   # the bar goes with the work
+
+
 def _assert_changed(now, before):
     assert now != before, now
+
+
+def _assert_true(value):
+    assert value
 
 
 def _assert_equal(a, b):

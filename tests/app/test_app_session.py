@@ -77,3 +77,81 @@ def test_a_settings_change_sends_only_the_plot_data_it_changes(monkeypatch):
     monkeypatch.setattr(ColumnDataSource, "__setattr__", record)
     calc.bits = 3 if calc.bits != 3 else 5
     assert assigned == ["err_src", "chan_src", "grid_src"]
+
+
+def test_a_long_range_search_shows_its_progress_and_the_next_change_drops_it(monkeypatch):
+    # Before: on a large tensor each scheme was one call (a KL search on 4096 x 4096: 2.6-5 s per scheme) with
+    # no progress inside it, and a change made meanwhile waited for it to end. Now the search runs a slice per
+    # tick, the progress line has the fraction done, and a change drops a scheme no longer wanted midway.
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    ticks = []
+    monkeypatch.setattr(app, "later", lambda step, doc=None, delay=0.0: ticks.append(step))
+    monkeypatch.setattr(app, "STEPWISE_ABOVE", 1000)   # this small tensor counts as large
+    monkeypatch.setattr(app, "STEP_SECONDS", 0.0)      # one step of the search per tick
+    started, finished = [], []   # (call number, spec) of each stepwise computation
+    steps = app.qc.analyze_steps
+
+    def recorded(x, spec, **kwargs):
+        call = (len(started), spec)
+        started.append(call)
+        result = yield from steps(x, spec, **kwargs)
+        finished.append(call)
+        return result
+
+    monkeypatch.setattr(app.qc, "analyze_steps", recorded)
+    calc = app.QuantCalcSettings()
+    calc.param.update(source="synthetic", syn_rows=64, syn_cols=1024)
+    shown = []
+    calc.param.watch(lambda *e: shown.append((calc.progress, calc.progress_done)), ["progress", "progress_done"])
+    with set_curdoc(Document()):
+        calc.range_method = "kl"
+        def midway_through_per_channel() -> bool:
+            return (bool(started) and started[-1][1].granularity == app.qc.PerChannel(0)
+                    and started[-1] not in finished and 0.5 < (calc.progress_done or 0))
+
+        while not midway_through_per_channel():
+            ticks.pop(0)()
+        midway = started[-1]
+        calc.bits = 6
+        while ticks:
+            ticks.pop(0)()
+    assert midway not in finished
+    spec = midway[1]
+    assert calc.detail_result.spec == spec.with_(fmt=app.qc.IntFormat(6, True, spec.fmt.narrow))
+    assert any(text.startswith("Computing per-channel") and done is not None and 0 < done < 1
+               for text, done in shown)
+    assert (calc.progress, calc.progress_done) == ("", None)
+
+
+def test_the_frontier_asked_for_runs_in_steps_with_progress_and_a_change_stops_it(monkeypatch):
+    # Before: "Compute error-vs-memory frontier" swept all 24 schemes in one call (a 4096 x 4096 tensor held the
+    # page for seconds, with KL for minutes) with no progress and no way to stop it.
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    ticks = []
+    monkeypatch.setattr(app, "later", lambda step, doc=None, delay=0.0: ticks.append(step))
+    monkeypatch.setattr(app, "FRONTIER_AUTO_LIMIT", 1000)   # this tensor waits for the button
+    calc = app.QuantCalcSettings()
+    calc.param.update(source="synthetic", syn_rows=32, syn_cols=256)
+    assert calc.frontier_pending and calc.frontier == []
+    shown = []
+    calc.param.watch(lambda *e: shown.append((calc.progress, calc.progress_done)), ["progress", "progress_done"])
+    with set_curdoc(Document()):
+        calc.compute_frontier()
+        for _ in range(3):
+            ticks.pop(0)()
+        calc.bits = 6                      # stops the sweep; the button comes back
+        while ticks:
+            ticks.pop(0)()
+        assert calc.frontier == [] and calc.frontier_pending
+        shown.clear()
+        calc.compute_frontier()
+        while ticks:
+            ticks.pop(0)()
+    assert not calc.frontier_pending and (calc.progress, calc.progress_done) == ("", None)
+    assert [(r["label"], r["rmse"]) for r in calc.frontier] == [(r["label"], r["rmse"]) for r in calc._sweep()]
+    fractions = [done for text, done in shown if text.startswith("Sweeping the frontier: scheme")]
+    assert len(fractions) >= 24 and fractions == sorted(fractions) and fractions[-1] == 1.0
