@@ -231,10 +231,19 @@ class ResultCache:
         return key in self._items
 
     def get(self, key, compute):
+        """The value for ``key``, computed once; a ValueError is kept too and raised again (a scheme the data
+        cannot take is not tried again at every change)."""
         if key in self._items:
             self._items[key] = self._items.pop(key)   # most recently used last
-            return self._items[key]
-        return self.put(key, compute())
+            value = self._items[key]
+            if isinstance(value, ValueError):
+                raise ValueError(str(value))
+            return value
+        try:
+            return self.put(key, compute())
+        except ValueError as exc:
+            self.put(key, exc)
+            raise
 
     def put(self, key, value):
         self._items.pop(key, None)
@@ -318,6 +327,8 @@ class QuantCalcSettings(param.Parameterized):
     source_info = param.String(default="", precedence=-1,
                                doc="What was loaded: dtype in the file, shape, stored bits/weight.")
     settings_error = param.String(default="", precedence=-1, doc="Error about the engine options.")
+    schemes_skipped = param.String(default="", precedence=-1,
+                                   doc="Compared schemes the data cannot take (each with the reason); the rest are shown.")
     url_error = param.String(default="", precedence=-1)
     data = param.Parameter(default=None, precedence=-1, doc="np.ndarray or list of 1-D arrays.")
     labels = param.List(default=[], precedence=-1, doc="Channel labels (untrusted text).")
@@ -517,9 +528,10 @@ class QuantCalcSettings(param.Parameterized):
                                                    channel_names=self._names))
         try:
             finished, value = qc_steps.advance(self._job[1], STEP_SECONDS)
-        except ValueError:
+        except ValueError as exc:
             self._job = None
-            return False   # _analyze computes it again and shows the message
+            self._results.put(key, exc)   # _analyze shows why, and compares the other schemes
+            return True
         if finished:
             self._job = None
             self._results.put(key, value)
@@ -820,7 +832,7 @@ class QuantCalcSettings(param.Parameterized):
         return chosen
 
     def _analyze(self) -> None:
-        out = dict(settings_error="", comparison=None, detail_result=None, tensor_result=None,
+        out = dict(settings_error="", schemes_skipped="", comparison=None, detail_result=None, tensor_result=None,
                    manual_rows=None)
         key = self._frontier_settings()
         if self._frontier_key != key:
@@ -838,15 +850,21 @@ class QuantCalcSettings(param.Parameterized):
                         rounding=none_if_default(self.rounding) or qc.CONVENTIONS[self.convention].rounding,
                         convention=self.convention)
             elif self.data is not None:
-                schemes = self.schemes()
-                specs = [self.scheme_spec(s) for s in schemes]
-                cmp = qc_report.Comparison(tuple(self._result(spec) for spec in specs))
+                specs = {s: self.scheme_spec(s) for s in self.schemes()}
+                results, skipped = {}, []
+                for name, spec in specs.items():
+                    try:
+                        results[name] = self._result(spec)
+                    except ValueError as exc:
+                        if name == self.detail:
+                            raise
+                        skipped.append(f"{name}: {exc}")   # the others are still compared
+                cmp = qc_report.Comparison(tuple(results.values()))
                 out["comparison"] = cmp
-                out["detail_result"] = cmp.results[schemes.index(self.detail)]
-                if "per-tensor" in schemes:
-                    out["tensor_result"] = cmp.results[schemes.index("per-tensor")]
-                else:
-                    out["tensor_result"] = self._per_tensor_or_none()
+                out["schemes_skipped"] = "Not compared: " + "; ".join(skipped) if skipped else ""
+                out["detail_result"] = results[self.detail]
+                out["tensor_result"] = (results["per-tensor"] if "per-tensor" in results
+                                        else self._per_tensor_or_none())
                 out["labels"] = [str(n) for n in out["detail_result"].channel_names]
         except ValueError as exc:
             out["settings_error"] = str(exc)
@@ -1338,7 +1356,9 @@ class ComparisonView(pn.viewable.Viewer):
             cls = " ".join(c_ for c_, on in (("qc-best", i == best), ("qc-over", over)) if on)
             body.append(f"<tr class='{cls}' data-scheme='{esc(row.get('label'))}'>{''.join(cells)}</tr>")
         style = "qc-advice" if best is not None else "qc-msg qc-msg-warning"
-        self.advice.object = f"<p class='{style}'><strong>Advice:</strong> {esc(cmp.advice(budget))}</p>"
+        skipped = (f"<p class='qc-msg qc-msg-warning' role='status'>{esc(c.schemes_skipped)}</p>"
+                   if c.schemes_skipped else "")
+        self.advice.object = f"<p class='{style}'><strong>Advice:</strong> {esc(cmp.advice(budget))}</p>{skipped}"
         what = f"most accurate within {budget:g} bits/weight" if budget is not None else "lowest RMSE"
         over_note = "; greyed: over the budget" if budget is not None else ""
         self.table.object = (

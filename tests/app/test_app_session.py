@@ -155,3 +155,27 @@ def test_the_frontier_asked_for_runs_in_steps_with_progress_and_a_change_stops_i
     assert [(r["label"], r["rmse"]) for r in calc.frontier] == [(r["label"], r["rmse"]) for r in calc._sweep()]
     fractions = [done for text, done in shown if text.startswith("Sweeping the frontier: scheme")]
     assert len(fractions) >= 24 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+@pytest.mark.parametrize("in_steps", [False, True], ids=["at once", "in steps"])
+def test_a_scheme_the_data_cannot_take_is_named_and_the_others_are_compared(monkeypatch, in_steps):
+    # Before: one compared scheme failing (KL calibration per group of 32 on a large tensor: more blocks than
+    # its histogram budget) left no results at all, only the error under Scheme options.
+    from contextlib import nullcontext
+
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    ticks = []
+    monkeypatch.setattr(app, "later", lambda step, doc=None, delay=0.0: ticks.append(step))
+    calc = app.QuantCalcSettings()
+    calc.param.update(source="synthetic", syn_rows=4096, syn_cols=1024, bits=8)   # 4 M values: stepwise in a page
+    with set_curdoc(Document()) if in_steps else nullcontext():
+        calc.range_method = "kl"
+        while ticks:
+            ticks.pop(0)()
+    assert [r.spec.granularity for r in calc.comparison.results] == [app.qc.PerTensor(), app.qc.PerChannel(0)]
+    assert calc.schemes_skipped.startswith("Not compared: per-group: KL calibration of 131,072 blocks")
+    assert calc.settings_error == ""
+    calc.detail = "per-group"                       # the scheme shown in detail cannot be skipped
+    assert calc.comparison is None and "KL calibration of 131,072 blocks" in calc.settings_error
