@@ -90,9 +90,9 @@ MAX_PASTE_CHARS = 4_000_000  # pasted text (a 4096 x 64 block of 15-character nu
 FRONTIER_AUTO_LIMIT = 1 << 20  # elements; above this the frontier sweep waits for a button
 FRONTIER_DELAY = 0.4  # seconds after the results before the automatic frontier sweep starts
 FRONTIERS_KEPT = 8  # completed frontier sweeps kept per session (a few hundred bytes each)
-STEPWISE_ABOVE = 1 << 20  # elements; above this schemes are computed one per tick (progress shown, cancellable)
 SWEEP_BITS = (2, 3, 4, 5, 6, 8)  # the frontier's bit widths (each at the granularities of _sweep_granularities)
 STEP_SECONDS = 0.1  # a tick of stepwise work runs about this long (one range-search candidate at least)
+STEPWISE_ABOVE = 1 << 20  # elements; above this schemes are computed one per tick (progress shown, cancellable)
 # (below it the frontier is computed right after the results are shown, never before them)
 UPLOAD_ACCEPT = ".npy,.npz,.csv,.txt,.safetensors,.gguf"
 
