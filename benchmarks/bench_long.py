@@ -47,6 +47,13 @@ def progress_seen(page) -> tuple[int, list[str]]:
     return bars, lines
 
 
+def sweep_line(page, since: float, note: str = "") -> str:
+    """The report of a finished frontier sweep started at ``since`` (perf_counter seconds)."""
+    bars, lines = progress_seen(page)
+    return (f"  sweep                  {time.perf_counter() - since:6.1f} s for 24 schemes{note}; {bars} progress-bar "
+            f"updates; {' | '.join(lines)}")
+
+
 def until_idle(page, timeout_s: float = 900.0) -> None:
     page.wait_for_timeout(300)   # the busy sign comes with the change's first tick
     deadline = time.perf_counter() + timeout_s
@@ -94,9 +101,7 @@ def measure(browser, url: str) -> list[str]:
     button.click()
     try:   # a small tensor is swept before the change below could stop it
         page.wait_for_function(FRONTIER_DRAWN, timeout=2000, polling=100)
-        bars, lines = progress_seen(page)
-        out.append(f"  sweep                  {time.perf_counter() - t:6.1f} s for 24 schemes (done within 2 s: not "
-                   f"stopped); {bars} progress-bar updates; {' | '.join(lines)}")
+        out.append(sweep_line(page, t, " (done within 2 s: not stopped)"))
         page.close()
         return out
     except PlaywrightTimeout:
@@ -112,9 +117,7 @@ def measure(browser, url: str) -> list[str]:
     t = time.perf_counter()
     button.click()
     page.wait_for_function(FRONTIER_DRAWN, timeout=1_800_000, polling=250)
-    bars, lines = progress_seen(page)
-    out.append(f"  sweep                  {time.perf_counter() - t:6.1f} s for 24 schemes; {bars} progress-bar "
-               f"updates; {' | '.join(lines)}")
+    out.append(sweep_line(page, t))
     page.close()
     return out
 
