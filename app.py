@@ -1061,6 +1061,19 @@ def help_html(layout) -> str:
     return "<dl class='qc-help'>" + "".join(items) + "</dl>"
 
 
+def lazy_card(make_objects, title: str, **kw) -> pn.Card:
+    """A collapsed card whose content joins the page the first time it is opened: a closed card's content is
+    Bokeh models all the same, built, serialised and drawn with the page before anything is usable."""
+    card = pn.Card(title=title, collapsed=True, **kw)
+
+    def on_toggle(event) -> None:
+        if not event.new and not card.objects:
+            card.objects = make_objects()
+
+    card.param.watch(on_toggle, "collapsed")
+    return card
+
+
 def show_error(pane: pn.pane.HTML, message: str, kind: str = "danger") -> None:
     """Show ``message`` (untrusted text, escaped here) in ``pane``: kind danger (red), warning, info."""
     pane.object = (f"<div class='qc-msg qc-msg-{kind}' role='{MESSAGE_ROLES[kind]}'>{esc(message)}</div>"
@@ -1272,21 +1285,22 @@ class SettingsView(pn.viewable.Viewer):
             CheckedNumber(calc, "budget", "Budget (bits/weight; empty: none)", widget=w.FloatInput, step=0.25,
                           width=220, placeholder="e.g. 4.5"),
             self.frontier_button,
-            pn.Card(
-                pn.Row(w.Select.from_param(calc.param.symmetric_scale, name="Symmetric scale rule", width=165),
-                       w.IntInput.from_param(calc.param.seed, name="Stochastic rounding seed", width=165,
-                                             stylesheets=NO_SPIN)),
-                pn.Row(w.Select.from_param(calc.param.scale_dtype, name="Scales stored as", width=165),
-                       w.Select.from_param(calc.param.zero_point_dtype, name="Zero-points stored as", width=165)),
-                pn.Row(CheckedNumber(calc, "qmin", "Custom qmin (empty: from bits)", width=165),
-                       CheckedNumber(calc, "qmax", "Custom qmax (empty: from bits)", width=165)),
-                title="Advanced: scale rule, storage, custom code range, seed", collapsed=True,
-                sizing_mode="stretch_width", margin=(5, 10)),
             sizing_mode="stretch_width")
+        self.advanced = pn.Column(
+            pn.Row(w.Select.from_param(calc.param.symmetric_scale, name="Symmetric scale rule", width=165),
+                   w.IntInput.from_param(calc.param.seed, name="Stochastic rounding seed", width=165,
+                                         stylesheets=NO_SPIN)),
+            pn.Row(w.Select.from_param(calc.param.scale_dtype, name="Scales stored as", width=165),
+                   w.Select.from_param(calc.param.zero_point_dtype, name="Zero-points stored as", width=165)),
+            pn.Row(CheckedNumber(calc, "qmin", "Custom qmin (empty: from bits)", width=165),
+                   CheckedNumber(calc, "qmax", "Custom qmax (empty: from bits)", width=165)),
+            sizing_mode="stretch_width")
+        self.widgets.append(lazy_card(lambda: [self.advanced], "Advanced: scale rule, storage, custom code range, "
+                                      "seed", sizing_mode="stretch_width", margin=(5, 10)))
         # Bokeh shows a control's "?" help on hover or click only; the same texts, reachable by keyboard.
-        self.help = pn.Card(html_pane(help_html(self.widgets), sizing_mode="stretch_width"),
-                            title="Help: what each setting means", collapsed=True, sizing_mode="stretch_width",
-                            margin=(5, 10))
+        self.help = lazy_card(lambda: [html_pane(help_html(pn.Column(self.widgets, self.advanced)),
+                                                 sizing_mode="stretch_width")],
+                              "Help: what each setting means", sizing_mode="stretch_width", margin=(5, 10))
         calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending"])
         self._refresh()
 
@@ -1789,12 +1803,12 @@ def release_memory_soon(session_context) -> None:
 AFTER_RENDER: list = []   # browser worker: what after_render() does once the first document is drawn
 
 
-def attach_after_load(holder: pn.Column, objects: list) -> None:
-    """Put ``objects`` into ``holder`` once the page has drawn the first document: natively through Panel's
-    onload; in the browser worker (where Panel runs onload callbacks at once) when the worker calls
+def attach_after_load(holder: pn.Column, make_objects) -> None:
+    """Put ``make_objects()`` into ``holder`` once the page has drawn the first document: natively through
+    Panel's onload; in the browser worker (where Panel runs onload callbacks at once) when the worker calls
     :func:`after_render`; at once without a document (tests, scripts)."""
     def attach() -> None:
-        holder.objects = objects
+        holder.objects = make_objects()
     if pn.state.curdoc is None:
         attach()
     elif getattr(pn.state, "_is_pyodide", False):
@@ -1825,11 +1839,10 @@ def style_legend(p, location: str) -> None:
     p.legend.click_policy = "hide"
 
 
-class PlotsView(pn.viewable.Viewer):
+class PlotFigures:
     """Five Bokeh plots, built once; every update replaces ``source.data``."""
 
-    def __init__(self, calc: QuantCalcSettings, **params):
-        super().__init__(**params)
+    def __init__(self, calc: QuantCalcSettings):
         self.calc = calc
         self._setting = False
         # 1. per-channel min/max with the per-tensor range
@@ -2022,17 +2035,33 @@ class PlotsView(pn.viewable.Viewer):
         pending = " — press 'Compute frontier' (large input)" if self.calc.frontier_pending else ""
         self.front_fig.title.text = "Error vs memory frontier (bits × granularity; green = Pareto)" + pending
 
+    def panes(self) -> list:
+        return [pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
+                (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)]
+
+
+class PlotsView(pn.viewable.Viewer):
+    """The Plots section: the channel picker, then the five figures (:class:`PlotFigures`) once the page is up.
+
+    The figures are ~half of the page's Bokeh models and ~40 % of the time to build the app: they are built and
+    join the page once it is shown, so the first document (built, serialised and drawn before anything is
+    usable; 3-4x slower in the browser worker) carries the numbers and controls only."""
+
+    def __init__(self, calc: QuantCalcSettings, **params):
+        super().__init__(**params)
+        self.calc = calc
+        self.figures: PlotFigures | None = None
+        self._plots = pn.Column(sizing_mode="stretch_width", min_height=5 * 260)
+        attach_after_load(self._plots, self._build)
+
+    def _build(self) -> list:
+        self.figures = PlotFigures(self.calc)
+        return self.figures.panes()
+
     def __panel__(self):
         picker = pn.widgets.IntInput.from_param(self.calc.param.channel, name="Selected channel (index; or click a "
                                                 "bar, point or table row)", width=300, stylesheets=NO_SPIN)
-        figures = [pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in
-                   (self.range_fig, self.err_fig, self.chan_fig, self.hist_fig, self.front_fig)]
-        plots = pn.Column(sizing_mode="stretch_width", min_height=len(figures) * 260)
-        # The five figures are ~half of the page's Bokeh models: they join the page once it is shown, so the
-        # first document (serialised and drawn before anything is usable, 3-4x slower in the browser worker)
-        # carries the numbers and controls only.
-        attach_after_load(plots, figures)
-        return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker, plots,
+        return pn.Column(html_pane("<h2 class='qc-h'>Plots</h2>", margin=(0, 5)), picker, self._plots,
                          sizing_mode="stretch_width")
 
 
@@ -2964,20 +2993,26 @@ def build_app() -> pn.viewable.Viewable:
         calc.open_file(f.name, f.size, header, file_key=f.key, tensor=tensor)
         tabs.active = 0
 
-    model = ModelView(scan, on_open=open_in_calculator)
-    # the Model view joins the page when its tab is first opened (then stays: a scan goes on in the background)
+    # The Model view is built and joins the page when its tab is first opened (then stays: a scan goes on in the
+    # background); building it with the page took a fifth of the time to build the app.
     model_tab = pn.Column(sizing_mode="stretch_width")
+    model_views: list[ModelView] = []
+
+    def model_view() -> ModelView:
+        if not model_views:
+            model_views.append(ModelView(scan, on_open=open_in_calculator))
+        return model_views[0]
 
     def attach_model(event) -> None:
         if event.new == 1 and not model_tab.objects:
-            model_tab.objects = [model]
+            model_tab.objects = [model_view()]
 
     tabs.param.watch(attach_model, "active")
     tabs.extend([("One tensor", pn.Column(url_alert, body, DocsView(), sizing_mode="stretch_width")),
                  ("Whole model", model_tab)])
     page = pn.Column(header, tabs, sizing_mode="stretch_width", styles={"padding": "0 8px"})
-    page.model, page.tabs = model, tabs
-    page.calc = calc  # for tests and debugging
+    page.model_view, page.tabs = model_view, tabs
+    page.calc, page.settings = calc, settings  # for tests and debugging
     return page
 
 

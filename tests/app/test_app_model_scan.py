@@ -132,11 +132,11 @@ def test_bad_input_says_what_next_to_the_file_and_keeps_the_rows_measured(tmp_pa
 def test_a_tensor_picked_in_the_model_view_opens_in_the_one_tensor_view_from_the_same_file(tmp_path):
     path, blob = checkpoint(tmp_path)
     page = app.build_app()
-    scan, calc = page.model.scan, page.calc
+    scan, calc = page.model_view().scan, page.calc
     PageStandIn(scan, blob)
     reads = PageStandIn(calc, blob)
     scan.open_file("tiny.safetensors", len(blob), "key-7")
-    table = page.model.table
+    table = page.model_view().table
     assert table._names[0] in (BIG, SMALL)
     row = table._names.index(SMALL)
     table.html.picked = row
@@ -179,7 +179,7 @@ def test_per_layer_curves_and_the_whole_report_pdf_follow_the_scan(tmp_path):
 
     path, blob = checkpoint(tmp_path)
     page = app.build_app()
-    scan, view = page.model.scan, page.model
+    scan, view = page.model_view().scan, page.model_view()
     assert run_now(view.export._pdf()) is None and "nothing to report yet" in view.export.alert.object
     PageStandIn(scan, blob)
     scan.open_file("tiny.safetensors", len(blob))
@@ -375,13 +375,13 @@ def test_a_model_folders_config_json_picked_along_is_left_out_and_said(tmp_path)
 def test_a_tensor_of_a_shard_opens_in_the_one_tensor_view_from_that_shard(tmp_path):
     paths, tensors = write_shards(tmp_path / "ckpt", 3, index=True)
     page = app.build_app()
-    scan, calc = page.model.scan, page.calc
+    scan, calc = page.model_view().scan, page.calc
     order = list(paths)
     blobs = {f"k-{p.name}": p.read_bytes() for p in order}
     PageStandIn(scan, blobs)
     reads = PageStandIn(calc, blobs)
     scan.open_files([app.qc_model.PickedFile(p.name, p.stat().st_size, f"k-{p.name}") for p in order])
-    table = page.model.table
+    table = page.model_view().table
     assert "<th scope='col'>File</th>" in table.html.content["html"]
     wanted = "model.layers.1.self_attn.q_proj.weight"
     table.html.picked = table._names.index(wanted)

@@ -23,7 +23,7 @@ def test_ranges_plot_shows_the_calibration_range_used_beside_the_data_range():
     # Before: seed 001's plot showed only each filter's data (one sample), not the min/max it is quantized to.
     calc = app.QuantCalcSettings()
     calc.example = "s1"
-    plots = app.PlotsView(calc)
+    plots = app.PlotFigures(calc)
     data = plots.range_src.data
     assert list(data["qlo"]) == [-1.2, -0.8, -1.5, -0.45] and list(data["qhi"]) == [1.0, 0.9, 1.7, 0.6]
     assert list(data["lo"]) == list(data["hi"]) == [0.73, -0.21, 1.11, 0.18]
@@ -63,7 +63,7 @@ def test_a_settings_change_sends_only_the_plot_data_it_changes(monkeypatch):
 
     calc = app.QuantCalcSettings()
     calc.param.update(source="synthetic", syn_rows=16, syn_cols=256)
-    plots = app.PlotsView(calc)
+    plots = app.PlotFigures(calc)
     names = {id(getattr(plots, n)): n for n in ("range_src", "hist_src", "front_src", "err_src", "chan_src",
                                                 "grid_src")}
     assigned = []
@@ -179,3 +179,38 @@ def test_a_scheme_the_data_cannot_take_is_named_and_the_others_are_compared(monk
     assert calc.settings_error == ""
     calc.detail = "per-group"                       # the scheme shown in detail cannot be skipped
     assert calc.comparison is None and "KL calibration of 131,072 blocks" in calc.settings_error
+
+
+def test_the_first_document_leaves_the_figures_the_closed_cards_and_the_model_view_for_later(monkeypatch):
+    # Before: every session built its five figures, the Model view and the closed cards' widgets with the page;
+    # the first document (built, serialised and drawn before anything is usable: 3-4x slower in the browser
+    # worker) paid for all of them. Now they are built when the page is up, or when opened.
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc, state
+
+    built = []
+    for cls in (app.PlotFigures, app.ModelView):
+        init = cls.__init__
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=init, **k: built.append(type(self).__name__)
+                            or _init(self, *a, **k))
+    doc = Document()
+    state._loaded[doc] = False          # a served session before its page has loaded
+    with set_curdoc(doc):
+        page = app.build_app()
+        page.server_doc(doc)
+    titles = {getattr(m, "title", None) for m in doc.models}
+    assert built == [] and "figure" not in {type(m).__name__ for m in doc.models}
+    assert "Symmetric scale rule" not in titles and "Stochastic rounding seed" not in titles
+    state._on_load(doc)                  # the page has drawn the first document
+    assert built == ["PlotFigures"] and sum(type(m).__name__ == "figure" for m in doc.models) == 5
+    settings = page.settings
+    advanced = [c for c in settings.widgets if isinstance(c, app.pn.Card)][0]
+    with set_curdoc(doc):
+        advanced.collapsed = False
+        settings.help.collapsed = False
+        page.tabs.active = 1
+    titles = {getattr(m, "title", None) for m in doc.models}
+    assert "Symmetric scale rule" in titles and "Stochastic rounding seed" in titles
+    assert built == ["PlotFigures", "ModelView"]
+    help_text = settings.help.objects[0].object
+    assert "Symmetric scale rule" in help_text and "Bits" in help_text
