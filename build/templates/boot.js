@@ -7,6 +7,8 @@
   var worker = new Worker("./__APP_JS__");
   worker.onmessage = function (event) { if (window.quantcalcEarly) window.quantcalcEarly.push(event); };
   worker.onerror = function (event) { if (window.quantcalcEarly) window.quantcalcEarly.push({error: event}); };
+  // the URL's settings, applied while the worker builds the app (not after its first document is drawn)
+  worker.postMessage({type: "location", location: JSON.stringify(window.location)});
   window.quantcalcWorker = worker;
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("./serviceWorker.js").catch(function () {});

@@ -160,6 +160,25 @@ async function keepImportedScripts() {
   }
 }
 
+const INIT_DOC = "\ninit_doc()\n";   // the end of panel convert's prologue (it creates the document)
+
+// The page's window.location (JSON) into Panel's Location of the current document: app.py syncs its settings
+// with it.
+function applyLocation(location) {
+  self.pyodide.globals.set('location', location)
+  return self.pyodide.runPythonAsync(`
+    import json
+    from panel.io.state import state
+    from panel.util import edit_readonly
+    if state.location:
+        loc_data = json.loads(location)
+        with edit_readonly(state.location):
+            state.location.param.update({
+                k: v for k, v in loc_data.items() if k in state.location.param
+            })
+    `)
+}
+
 async function python(code, stage, msg) {
   const result = await self.pyodide.runPythonAsync(code);
   if (stage) {
@@ -233,7 +252,20 @@ async function startApplication() {
     await python("import bokeh.models, bokeh.plotting", "imported-bokeh", "bokeh imported");
     await python("import panel", "imported-panel", "panel imported");
     await python("import quantcore, quantcore.io, quantcore.report", "imported-quantcore", "quantcore imported");
-    await python(code.trimEnd().slice(0, -writeDoc.length), "app-built", "Calculator built");
+    // The page's URL (sent by build/templates/boot.js as the worker starts) reaches Panel's Location right after
+    // panel convert's init_doc(), before app.py runs: app.py's URL sync then applies ?example=... while it
+    // builds, so the first document the worker writes already shows the settings in the URL (it used to show
+    // the default example, computed, then the URL's one, computed again once the page sent its location).
+    const prologueEnd = code.indexOf(INIT_DOC) + INIT_DOC.length;
+    if (prologueEnd < INIT_DOC.length) {
+      throw new Error("the converted app does not call init_doc(): build/ and panel disagree");
+    }
+    await python(code.slice(0, prologueEnd));
+    if (self.pageLocation !== undefined) {
+      await applyLocation(self.pageLocation);
+    }
+    await python(code.slice(prologueEnd).trimEnd().slice(0, -writeDoc.length), "app-built", "Calculator built");
+    self.appBuilt = true;
     const [docs_json, render_items, root_ids] = await python(writeDoc, "document-written", "Document written");
     self.postMessage({
       type: 'render',
@@ -280,18 +312,11 @@ self.onmessage = async (event) => {
     `)
     self.postMessage({type: 'idle'})
   } else if (msg.type === 'location') {
-    self.pyodide.globals.set('location', msg.location)
-    self.pyodide.runPythonAsync(`
-    import json
-    from panel.io.state import state
-    from panel.util import edit_readonly
-    if state.location:
-        loc_data = json.loads(location)
-        with edit_readonly(state.location):
-            state.location.param.update({
-                k: v for k, v in loc_data.items() if k in state.location.param
-            })
-    `)
+    if (self.appBuilt) {
+      applyLocation(msg.location);
+    } else {
+      self.pageLocation = msg.location;   // applied before app.py runs (startApplication)
+    }
   }
 }
 
