@@ -26,6 +26,11 @@ if ! command -v gcc >/dev/null; then
   apt_install gcc libc6-dev || echo "!! could not install gcc; the GGML C-parity tests will say why they skip"
 fi
 
+if ! command -v pdftoppm >/dev/null; then
+  echo "== installing poppler-utils (the PDF report tests draw its pages to PNG with pdftoppm)"
+  apt_install poppler-utils || echo "!! could not install poppler-utils; the PDF drawing test will say why it skips"
+fi
+
 PY=${PYTHON:-python3}
 # QUANTCALC_FRESH_VENV=1 (set by .ci/run) starts from an empty environment, as a newcomer does, so a
 # missing or drifting dependency fails here and not only on someone else's machine.
