@@ -52,6 +52,7 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10, RdYlGn11
 from bokeh.plotting import figure
 
+from panel.io.document import MockSessionContext
 from panel.io.state import set_curdoc
 
 import quantcore as qc
@@ -1806,13 +1807,19 @@ AFTER_RENDER: list = []   # browser worker: what after_render() does once the fi
 def attach_after_load(holder: pn.Column, make_objects) -> None:
     """Put ``make_objects()`` into ``holder`` once the page has drawn the first document: natively through
     Panel's onload; in the browser worker (where Panel runs onload callbacks at once) when the worker calls
-    :func:`after_render`; at once without a document (tests, scripts)."""
+    :func:`after_render`; at once without a document (tests, scripts); never in the static page's pre-rendered
+    preview (``panel convert`` runs onload callbacks while making it), which the worker's document replaces.
+    The pre-render drawn without the five figures shows 1.0 s sooner on a first visit (2.6 -> 1.6 s,
+    benchmarks/bench_bundle.py); it was a picture of the default example, whatever the URL asked for."""
     def attach() -> None:
         holder.objects = make_objects()
-    if pn.state.curdoc is None:
+    doc = pn.state.curdoc
+    if doc is None:
         attach()
     elif getattr(pn.state, "_is_pyodide", False):
         AFTER_RENDER.append(attach)
+    elif isinstance(doc.session_context, MockSessionContext):   # panel convert's pre-render
+        return
     else:
         pn.state.onload(attach)
 
@@ -2051,7 +2058,9 @@ class PlotsView(pn.viewable.Viewer):
         super().__init__(**params)
         self.calc = calc
         self.figures: PlotFigures | None = None
-        self._plots = pn.Column(sizing_mode="stretch_width", min_height=5 * 260)
+        self._plots = pn.Column(html_pane("<p class='qc-note'>The plots are drawn once the calculator has "
+                                          "started.</p>", margin=(0, 10)),
+                                sizing_mode="stretch_width", min_height=5 * 260)
         attach_after_load(self._plots, self._build)
 
     def _build(self) -> list:

@@ -148,6 +148,15 @@ def test_worker_starts_from_the_top_of_head_before_bokehjs(built_site):
     assert html.count("new Worker(") == 2   # boot script + the handler's fallback (window.quantcalcWorker || ...)
 
 
+def test_the_pre_rendered_preview_leaves_the_plots_to_the_worker(built_site):
+    # Before: the preview carried the five figures (half its Bokeh models, a picture of the default example
+    # whatever the URL asked for) and was drawn 1.0 s later on a first visit (benchmarks/bench_bundle.py).
+    html = (built_site["dir"] / f"{built_site['name']}.html").read_text()
+    assert '"name":"Figure"' not in html and '"name":"Plot"' not in html
+    assert "The plots are drawn once the calculator has started." in html
+    assert "qc-compare" in html              # the numbers and the controls are in it
+
+
 def test_content_security_policy_allows_only_the_pages_own_scripts(built_site):
     html = (built_site["dir"] / f"{built_site['name']}.html").read_text()
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html).group(1)
