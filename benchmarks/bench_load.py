@@ -52,6 +52,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,7 @@ class BokehSession(threading.Thread):
         self._last = None
         self.t_open = 0.0
         self.steps: list[tuple[str, float, dict]] = []   # (label, start, table wanted) for the server's side
+        self.figures = 0                                 # Bokeh figures in the session's document at the end
 
     # on the session's own thread ------------------------------------------------------------------------
     def run(self) -> None:
@@ -402,6 +404,7 @@ class BokehSession(threading.Thread):
             self.t_open = time.perf_counter()
             self.session = pull_session(url=self.url, io_loop=self.loop)
             self._find_models()
+            self._document_ready()
             self._poll()
             PeriodicCallback(self._poll, 50).start()
         except Exception as exc:
@@ -410,6 +413,14 @@ class BokehSession(threading.Thread):
             return
         self.ready.set()
         self.session._connection.loop_until_closed()
+
+    def _document_ready(self) -> None:
+        """Tell the server the document is drawn, as BokehJS does: Panel's onload callbacks run then (the app
+        builds and attaches its five figures, which every later change updates)."""
+        from bokeh.document.events import MessageSentEvent
+        from bokeh.events import DocumentReady
+        doc = self.session.document
+        doc.callbacks.trigger_on_change(MessageSentEvent(doc, "bokeh_event", DocumentReady()))
 
     def _find_models(self) -> None:
         from bokeh.models import RadioButtonGroup, Select, Spinner, TextInput
@@ -505,7 +516,10 @@ class BokehSession(threading.Thread):
             self.errors.append(f"{type(exc).__name__}: {str(exc)[:240]}")
         finally:
             if self.session is not None:
-                self.loop.add_callback(lambda: self.session.close())
+                def close() -> None:
+                    self.figures = sum(type(m).__name__ == "figure" for m in self.session.document.models)
+                    self.session.close()
+                self.loop.add_callback(close)
 
 
 async def drive_bokeh(url: str, n: int, timeout_s: float, expect: dict) -> tuple[list[BokehSession], float]:
@@ -591,6 +605,10 @@ def report(rnd: int, args, extra: list[str], sessions: list, elapsed: float, cpu
     for s in sessions:
         for e in s.errors:
             print(f"  {s.name}: {e}")
+    if isinstance(sessions[0], BokehSession):
+        figures = Counter(s.figures for s in sessions)
+        print("figures in each session's document at its end (5: the page's onload ran, as in a browser): "
+              + ", ".join(f"{n} in {k} session(s)" for n, k in sorted(figures.items())))
     bad = leaks(sessions, expect)
     n_states = sum(len(s.log) for s in sessions)
     print(f"cross-session data: {len(bad)} leak(s) in {n_states} recorded states" +
