@@ -361,6 +361,7 @@ class QuantCalcSettings(param.Parameterized):
         self._job = None              # (key, quantcore steps) of the scheme being computed a slice at a time
         self._results = ResultCache()  # per (data, scheme): only what a change touches is recomputed
         self._name_edited = False     # the user typed a tensor name: new data does not overwrite it
+        self.url_refused: set[str] = set()   # URL settings whose values were refused (build_app's url_error)
         self._frontier_key = None     # the settings the shown frontier was swept with
         self._frontiers: dict = {}    # completed sweeps by those settings (data version included), newest last
         self._apply_example(self.example, keep=set())
@@ -450,7 +451,7 @@ class QuantCalcSettings(param.Parameterized):
         loc = pn.state.location
         query = dict(loc.query_params) if loc is not None else {}
         if query.get("example") == self.example:
-            names = names | set(query)
+            names = names | (set(query) - self.url_refused)   # a refused URL value keeps nothing
         return {n for n in names if n in URL_PARAMS} - {"example", "source"}
 
     def _schedule(self, need_data: bool) -> None:
@@ -2966,16 +2967,24 @@ def build_app() -> pn.viewable.Viewable:
                         styles={**COLUMN_STYLE, **FRESH_STYLE}, sizing_mode="stretch_width", css_classes=["qc-results"])
     body = pn.Column(left, results, sizing_mode="stretch_width", stylesheets=[MAIN_GRID_CSS])
     calc.param.watch(on_busy, "busy")
+    # before the URL sync: in the browser worker it runs while the app is built, and its warning must show
+    url_alert = alert_pane()
+    calc.param.watch(lambda e: show_error(url_alert, e.new, kind="warning"), "url_error")
     if pn.state.location is not None:
         def url_error(bad: dict) -> None:
-            failed = []
+            """Some URL value was refused: apply the others in one batch, name the refused ones."""
+            failed, good = [], {}
             for key, value in bad.items():
+                p = calc.param[key]
                 try:
-                    calc.param.update(**{key: value})
-                except Exception as exc:  # param's own message names the parameter and the rule broken
-                    p = calc.param[key] if key in calc.param else None
+                    p._validate(value)   # param's own check (bounds, type, objects), without setting anything
+                except Exception as exc:  # param's message names the parameter and the rule broken
                     why = out_of_bounds(p, value) if isinstance(p, param.Number) else ""
                     failed.append(f"{key}={str(value)[:40]}: {why or str(exc).split(': ')[-1][:120]}")
+                    calc.url_refused.add(key)
+                else:
+                    good[key] = value
+            calc.param.update(**good)
             calc.url_error = ("URL settings not applied (the page uses the defaults instead): "
                               + "; ".join(failed)) if failed else ""
 
@@ -2984,8 +2993,6 @@ def build_app() -> pn.viewable.Viewable:
 
         # once the page is up: the URL then overrides the opening example's settings
         pn.state.onload(sync_url)
-    url_alert = alert_pane()
-    calc.param.watch(lambda e: show_error(url_alert, e.new, kind="warning"), "url_error")
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None and not getattr(pn.state, "_is_pyodide", False):
         doc.on_session_destroyed(release_memory_soon)

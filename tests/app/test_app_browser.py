@@ -224,6 +224,19 @@ def test_url_with_settings_reproduces_the_view(page, app_url):
     assert page.get_by_label("Mapping").input_value() == "symmetric"
 
 
+def test_url_values_out_of_bounds_are_named_in_a_warning_and_the_rest_applies(page, app_url):
+    # Before (static page): the worker applies the URL while it builds the app, and the warning's watcher was
+    # registered after that: bits=999 was dropped without a word. Natively the URL was applied after load.
+    open_app(page, app_url, "example=s0&bits=999&group=-1&tensor_name=linked")
+    poll(lambda: _assert_in("URL settings not applied", page.locator(".qc-msg-warning").inner_text()))
+    text = page.locator(".qc-msg-warning").inner_text()
+    assert "bits=999" in text and "group=-1" in text
+    ex = qc.get_example("s0")
+    poll(lambda: assert_compare_matches(page, qc.compare(ex.rows, [ex.spec, ex.spec.with_(
+        granularity=qc.PerChannel(0))], channel_names=ex.channel_names)))
+    assert page.locator(".qc-name").inner_text() == "linked"
+
+
 def test_k_quants_iq4_ternary_and_new_float_formats_compute_as_quantcore_says(page, app_url):
     # The formats of issue 11 (llama.cpp K-quants, IQ4_XS, TQ2_0, MXFP6, FP8 per-group 128 with fp32 scales),
     # from the presets table, in the page: every number equals quantcore's for the same synthetic tensor.
