@@ -1157,7 +1157,7 @@ class InputView(pn.viewable.Viewer):
                                                           placeholder="e.g. layer3.conv.weight",
                                                           sizing_mode="stretch_width")
         self.source = pn.widgets.RadioButtonGroup.from_param(
-            calc.param.source, name="Input", button_type="primary", button_style="outline",
+            calc.param.source, name="Input", color="primary", variant="outline",
             sizing_mode="stretch_width")
         self.example = pn.widgets.Select.from_param(
             calc.param.example, name="Example",
@@ -1260,7 +1260,7 @@ class SettingsView(pn.viewable.Viewer):
         self.custom = pn.Row(
             w.TextInput.from_param(calc.param.lo, name="Custom min (one, or one per channel)", width=190),
             w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
-        self.frontier_button = w.Button(name="Compute error-vs-memory frontier", button_type="default",
+        self.frontier_button = w.Button(name="Compute error-vs-memory frontier", color="default",
                                         visible=False)
         self.frontier_button.on_click(lambda e: calc.compute_frontier())
         self.widgets = pn.Column(
@@ -2082,15 +2082,15 @@ class ExportView(pn.viewable.Viewer):
         super().__init__(**params)
         self.calc = calc
         self.csv_summary = pn.widgets.FileDownload(callback=self._csv_summary, filename="summary.csv",
-                                                   label="CSV: summary", button_type="primary", width=150)
+                                                   label="CSV: summary", color="primary", width=150)
         self.csv_channels = pn.widgets.FileDownload(callback=self._csv_channels, filename="channels.csv",
-                                                    label="CSV: per-channel", button_type="primary", width=150)
+                                                    label="CSV: per-channel", color="primary", width=150)
         self.csv_samples = pn.widgets.FileDownload(callback=self._csv_samples, filename="samples.csv",
-                                                   label="CSV: per-sample", button_type="primary", width=150)
+                                                   label="CSV: per-sample", color="primary", width=150)
         self.json = pn.widgets.FileDownload(callback=self._json, filename="report.json",
-                                            label="JSON", button_type="primary", width=150)
+                                            label="JSON", color="primary", width=150)
         self.pdf = DeclinableDownload(callback=self._pdf, filename="report.pdf",
-                                      label="PDF report", button_type="primary", width=150)
+                                      label="PDF report", color="primary", width=150)
         self.alert = alert_pane()
         calc.param.watch(self._rename, ["tensor_name"])
         self._rename()
@@ -2566,7 +2566,7 @@ class ModelFileView(pn.viewable.Viewer):
         self.schemes = pn.widgets.CheckBoxGroup.from_param(
             scan.param.schemes, name="Schemes", inline=True, sizing_mode="stretch_width",
             stylesheets=[".bk-input-group { flex-wrap: wrap; gap: 2px 10px; }"])
-        self.cancel = pn.widgets.Button(name="Cancel scan", button_type="warning", disabled=True, width=130)
+        self.cancel = pn.widgets.Button(name="Cancel scan", color="warning", disabled=True, width=130)
         self.cancel.on_click(lambda e: scan.cancel())
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary",
                                                visible=False, margin=(12, 10, 0, 10))
@@ -2663,7 +2663,7 @@ class ModelHeatMapView(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Column(pn.widgets.RadioButtonGroup.from_param(self.scan.param.metric, options={
-            v: k for k, v in qc_model.METRICS.items()}, name="Colour", button_type="primary", button_style="outline"),
+            v: k for k, v in qc_model.METRICS.items()}, name="Colour", color="primary", variant="outline"),
             self.pane, self.note, sizing_mode="stretch_width")
 
 
@@ -2830,14 +2830,14 @@ class ModelExportView(pn.viewable.Viewer):
         super().__init__(**params)
         self.scan = scan
         self.rows_csv = pn.widgets.FileDownload(callback=lambda: self._text(qc_model.report_csv(scan.rows)),
-                                                filename="scan.csv", label="CSV: scan rows", button_type="primary",
+                                                filename="scan.csv", label="CSV: scan rows", color="primary",
                                                 width=150)
         self.plan_csv = pn.widgets.FileDownload(callback=self._plan_csv, filename="plan.csv", label="CSV: plan",
-                                                button_type="primary", width=150)
+                                                color="primary", width=150)
         self.json = pn.widgets.FileDownload(callback=self._json, filename="scan.json", label="JSON: scan and plan",
-                                            button_type="primary", width=170)
+                                            color="primary", width=170)
         self.pdf = DeclinableDownload(callback=self._pdf, filename="scan_report.pdf", label="PDF: whole report",
-                                      button_type="primary", width=170)
+                                      color="primary", width=170)
         self.alert = alert_pane()
         scan.param.watch(self._rename, ["filename"])
 
