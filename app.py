@@ -2991,10 +2991,8 @@ def build_app() -> pn.viewable.Viewable:
         def sync_url() -> None:
             pn.state.location.sync(calc, {k: k for k in URL_PARAMS}, on_error=url_error)
 
-        # while the app is built, so its first document and first results are the URL's: natively the request's
-        # URL is known by then; in the browser worker the page's URL reaches Panel before app.py runs
-        # (build/templates/pyodide_worker.js); panel convert's pre-render has none
-        sync_url()
+        # once the page is up: the URL then overrides the opening example's settings
+        pn.state.onload(sync_url)
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None and not getattr(pn.state, "_is_pyodide", False):
         doc.on_session_destroyed(release_memory_soon)

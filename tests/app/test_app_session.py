@@ -214,20 +214,3 @@ def test_the_first_document_leaves_the_figures_the_closed_cards_and_the_model_vi
     assert built == ["PlotFigures", "ModelView"]
     help_text = settings.help.objects[0].object
     assert "Symmetric scale rule" in help_text and "Bits" in help_text
-
-
-def test_the_first_document_of_a_link_already_shows_the_links_settings():
-    # Before: natively the URL was applied once the page had drawn the first document, so ?example=s0 computed
-    # and sent example s3 first, then s0 (the page showed s3 for a moment).
-    from bokeh.document import Document
-    from panel.io.location import Location
-    from panel.io.state import set_curdoc, state
-
-    doc = Document()
-    state._loaded[doc] = False          # a served session before its page has loaded
-    state._locations[doc] = Location(search="?example=s0&bits=4&tensor_name=linked")
-    with set_curdoc(doc):
-        page = app.build_app()
-    calc = page.calc
-    assert (calc.example, calc.bits, calc.tensor_name, calc.url_error) == ("s0", 4, "linked", "")
-    assert calc.mapping == "affine"     # the example's own settings, where the link names none
