@@ -2,7 +2,8 @@
 
 Appends one JSON line to $QC_BENCH_SERVER_LOG for every document message that carries the comparison table or the
 tensor name, at the moment the server (Bokeh; Panel itself once the page is drawn) hands it to the websocket
-(after the callbacks ran and the patch was serialized): ``{"t": time.perf_counter(), "session": id, "rmse": {scheme: text}, "name": text}``.
+(after the callbacks ran and the patch was serialized):
+``{"t": time.perf_counter(), "session": id, "rmse": {scheme: text}, "name": text}``.
 ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, so the bench compares it with its own clock. The app is not
 changed; the probe only reads the outgoing messages.
 """

@@ -225,8 +225,9 @@ def test_url_with_settings_reproduces_the_view(page, app_url):
 
 
 def test_url_values_out_of_bounds_are_named_in_a_warning_and_the_rest_applies(page, app_url):
-    # Before (static page): the worker applies the URL while it builds the app, and the warning's watcher was
-    # registered after that: bits=999 was dropped without a word. Natively the URL was applied after load.
+    # Before: natively s0 was loaded with s3's 4 bits (the example kept every setting the URL names, the refused
+    # bits too); in the static page, where the worker applies the URL while it builds the app, the warning's
+    # watcher was registered after that and bits=999 was dropped without a word.
     open_app(page, app_url, "example=s0&bits=999&group=-1&tensor_name=linked")
     poll(lambda: _assert_in("URL settings not applied", page.locator(".qc-msg-warning").inner_text()))
     text = page.locator(".qc-msg-warning").inner_text()
