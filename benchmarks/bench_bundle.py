@@ -77,7 +77,8 @@ def wait_stage(page, stages: set[str], timeout_s: float = 180.0) -> list[dict]:
 
 
 def visit(page, url: str) -> dict:
-    """Open ``url``; return {phase: page ms} plus 'prerender' and 'dom'."""
+    """Open ``url``; return {phase: page ms} plus 'prerender', 'dom' and 'boot' (how Python started: from the boot
+    snapshot, or anew and saving one)."""
     page.goto(url)
     page.wait_for_function("window.Bokeh && Bokeh.index && Bokeh.index.roots.length > 0", timeout=60_000)
     pre = page.evaluate("performance.now()")
@@ -88,6 +89,7 @@ def visit(page, url: str) -> dict:
     out = {e["stage"]: e["t"] for e in log if e.get("stage")}
     out["prerender"] = pre
     out["dom"] = page.evaluate("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd")
+    out["boot"] = next((e.get("boot") for e in log if e.get("stage") == "pyodide-ready"), None)
     return out
 
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             per_example.setdefault(ex, []).append(run["ready"])
             twice = {f: n for f, n in Counter(f for f, _ in served).items() if n > 1}
             total = sum(n for _, n in served)
-            print(f"cold run {i + 1} (example {ex}): interactive {run['ready']:.0f} ms, "
+            print(f"cold run {i + 1} (example {ex}): interactive {run['ready']:.0f} ms ({run['boot']}), "
                   f"{len(served)} requests, {total / 1e6:.1f} MB served"
                   + (f"; fetched more than once: {twice}" if twice else "; no file fetched twice"))
             # let the service worker keep the site, then come back: warm, then offline
@@ -167,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             server.log.clear()
             w = visit(page, f"{base}?example={ex}")
             warm.append(w)
-            print(f"  warm reload: interactive {w['ready']:.0f} ms, "
+            print(f"  warm reload: interactive {w['ready']:.0f} ms ({w['boot']}), "
                   f"{sum(n for _, n in server.log) / 1e6:.2f} MB served ({len(server.log)} requests)")
             ctx.set_offline(True)
             try:
                 o = visit(page, f"{base}?example={ex}")
                 offline.append(o)
-                print(f"  offline reload: interactive {o['ready']:.0f} ms")
+                print(f"  offline reload: interactive {o['ready']:.0f} ms ({o['boot']})")
             except Exception as exc:  # reported, not raised: this is a measurement
                 print(f"  offline reload FAILED: {str(exc)[:300]}")
             ctx.set_offline(False)

@@ -30,7 +30,7 @@ function quantcalcShowError(text) {
 function logEntry(msg) {
   const t = msg.at != null ? Math.round(msg.at - performance.timeOrigin) : Math.round(performance.now())
   window.quantcalcWorkerLog.push({type: msg.type, stage: msg.stage, msg: msg.msg, t: t,
-                                  missing: msg.missing, installed: msg.installed})
+                                  missing: msg.missing, installed: msg.installed, boot: msg.boot})
 }
 
 function onWorkerError(event) {

@@ -160,6 +160,74 @@ async function keepImportedScripts() {
   }
 }
 
+// --- a boot memory snapshot ----------------------------------------------------------------------------------------
+// Pyodide's `_makeSnapshot` / `_loadSnapshot`: the first visit saves the memory of a freshly started Python in the
+// site's cache, the next visits restore it instead of starting Python again (measured in benchmarks/bench_bundle.py).
+// Pyodide 0.29.3 can make one only before any package loads: after loadPackage, makeMemorySnapshot throws
+// "Unexpected hiwire entry" (pyodide#5195), and the numpy extension modules (separate wasm instances, each with
+// its own data and table slots) could not be restored from a memory image anyway. So packages load and import on
+// every visit. The snapshot lives in the build's versioned cache: a new build drops it with the rest.
+const SNAPSHOT_URL = INDEX_URL + "boot-memory.snapshot";   // a Cache Storage key only: never requested
+const SNAPSHOT_SHA256 = "X-Quantcalc-Sha256";   // the snapshot's digest, kept with it
+const snapshotReady = cacheReady.then(async (cache) => {
+  const response = cache && await cache.match(SNAPSHOT_URL);
+  if (!response) {
+    return null;
+  }
+  // Pyodide hangs on a damaged snapshot instead of failing: only one whose digest matches is used
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (response.headers.get(SNAPSHOT_SHA256) !== await sha256Base64(bytes)) {
+    console.warn("[quantcalc worker] the boot snapshot in the cache is damaged: starting Python anew");
+    await cache.delete(SNAPSHOT_URL);
+    return null;
+  }
+  return bytes;
+}).catch(() => null);
+
+async function bootPython(options) {
+  const snapshot = await snapshotReady;
+  if (snapshot) {
+    try {
+      const py = await loadPyodide({...options, _loadSnapshot: snapshot});
+      // the restored random state would repeat on every visit
+      py.runPython("import sys\nif 'random' in sys.modules: sys.modules['random'].seed()");
+      return [py, "snapshot restored"];
+    } catch (e) {
+      console.warn(`[quantcalc worker] the boot snapshot could not be restored (${e}); starting Python anew`);
+      (await cacheReady)?.delete(SNAPSHOT_URL).catch(() => {});
+    }
+  }
+  const cache = await cacheReady;
+  if (!cache) {
+    return [await loadPyodide(options), "no cache: no snapshot"];
+  }
+  const py = await loadPyodide({...options, _makeSnapshot: true});
+  let kind = "snapshot saved";
+  try {
+    // the standard library the packages import (build_site.py SNAPSHOT_IMPORTS) joins the snapshot
+    py.runPython(`
+import importlib
+for name in ${JSON.stringify(BUILD.snapshot_imports || [])}:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+del importlib, name
+`);
+    const bytes = py.makeMemorySnapshot();
+    sha256Base64(bytes).then((digest) => cache.put(SNAPSHOT_URL, new Response(bytes, {
+      headers: {"Content-Type": "application/octet-stream", [SNAPSHOT_SHA256]: digest}}))).catch(() => {});
+  } catch (e) {
+    kind = "snapshot failed";
+    console.warn(`[quantcalc worker] no boot snapshot: ${e}`);
+  }
+  // To make a snapshot Pyodide wraps the `js` module's globals in recording proxies; the rest of this visit
+  // uses the real ones, as every later visit does.
+  py.registerJsModule("js", self);
+  py.runPython("import sys\nsys.modules.pop('js', None)");
+  return [py, kind];
+}
+
 const INIT_DOC = "\ninit_doc()\n";   // the end of panel convert's prologue (it creates the document)
 
 // The page's window.location (JSON) into Panel's Location of the current document: app.py syncs its settings
@@ -189,9 +257,10 @@ async function python(code, stage, msg) {
 
 async function startApplication() {
   status("Loading Pyodide", {stage: "pyodide-loading"});
+  let bootKind;
   try {
     const lock = await resolveLock();
-    self.pyodide = await loadPyodide({
+    [self.pyodide, bootKind] = await bootPython({
       indexURL: INDEX_URL,
       lockFileContents: lock,
       packageBaseUrl: INDEX_URL,
@@ -202,7 +271,7 @@ async function startApplication() {
                       msg: `Python (Pyodide ${BUILD.pyodide_version}) could not start: ${e}`});
     throw e;
   }
-  status(`Pyodide ${self.pyodide.version} ready`, {stage: "pyodide-ready"});
+  status(`Pyodide ${self.pyodide.version} ready (${bootKind})`, {stage: "pyodide-ready", boot: bootKind});
   keepImportedScripts();
   self.pyodide.globals.set("sendPatch", sendPatch);
 

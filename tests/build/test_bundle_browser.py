@@ -43,6 +43,14 @@ def page_url(root: str, site: dict, query: str = "") -> str:
     return f"{root}/build/site/{site['name']}.html{query}"
 
 
+SNAPSHOT = "pyodide/boot-memory.snapshot"   # the worker's boot memory snapshot, a key of the site's cache
+
+
+def boot_kind(page) -> str | None:
+    """How the worker started Python this visit: "snapshot saved", "snapshot restored", ..."""
+    return next((e.get("boot") for e in worker_log(page) if e.get("stage") == "pyodide-ready"), None)
+
+
 def test_missing_packages_are_named_on_the_page(browser, cdn_only_root, cdn_only_site):
     info = cdn_only_site["info"]
     ctx = new_context(browser, cdn_only_root)
@@ -87,9 +95,12 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     # the worker's first document is built with the URL's settings (it used to be built with the default example
     # s3 and switched to s0 ~1 s after the page sent its location: at "ready" the page showed s3)
     assert page.locator(".qc-name").inner_text() == "example s0"
-    # the service worker keeps every file of the site: the ones already downloaded come from the HTTP cache
+    assert boot_kind(page) == "snapshot saved"
+    first_rmse = page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text()
+    # the service worker keeps every file of the site: the ones already downloaded come from the HTTP cache; the
+    # worker keeps its boot snapshot next to them
     site_files = {p.relative_to(computing_site["dir"]).as_posix() for p in computing_site["dir"].rglob("*")
-                  if p.is_file()} - {"serviceWorker.js", "SHA256SUMS", "size-report.txt"}
+                  if p.is_file()} - {"serviceWorker.js", "SHA256SUMS", "size-report.txt"} | {SNAPSHOT}
     deadline = time.monotonic() + 90
     while True:
         cached = set(page.evaluate("""async () => {
@@ -117,7 +128,10 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     wait_for_stage(page, {"ready"})
     offline_s = time.monotonic() - t1
     assert page.locator(".qc-name").inner_text() == "example s0"
+    # Python restored from the snapshot computes what a fresh one did
+    assert boot_kind(page) == "snapshot restored"
     before = page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text()
+    assert before == first_rmse
     bits = page.get_by_label("Bits", exact=True)
     bits.fill("4")
     bits.press("Enter")
@@ -130,6 +144,33 @@ def test_first_visit_computes_downloads_each_file_once_and_then_works_offline(br
     assert not problems, problems
     print(f"\n[browser] first visit interactive in {first_visit_s:.1f} s ({mb:.1f} MB, each file once); "
           f"offline reload interactive in {offline_s:.1f} s")
+    ctx.close()
+
+
+def test_a_damaged_boot_snapshot_is_replaced_and_the_page_still_computes(browser, http_root, computing_site):
+    ctx = new_context(browser, http_root)
+    page = ctx.new_page()
+    problems = watch(page)
+    page.goto(page_url(http_root, computing_site, "?example=s1"))
+    wait_for_stage(page, {"ready"})
+    rmse = page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text()
+    damage = """async (key) => {
+        const reg = await navigator.serviceWorker.ready;
+        const name = (await caches.keys()).find((n) => n.startsWith('quantcalc-' + reg.scope));
+        const cache = await caches.open(name);
+        const url = new URL(key, reg.scope).href;
+        for (let i = 0; i < 100 && !(await cache.match(url)); i++) await new Promise((r) => setTimeout(r, 200));
+        if (!(await cache.match(url))) return false;
+        await cache.put(url, new Response(new Uint8Array(4096).fill(7)));
+        return true;
+    }"""
+    assert page.evaluate(damage, SNAPSHOT), "the first visit kept no boot snapshot"
+    page.reload()
+    wait_for_stage(page, {"ready"})
+    assert boot_kind(page) == "snapshot saved"     # refused, Python started anew and saved a new one
+    assert page.locator(".qc-name").inner_text() == "example s1"
+    assert page.locator("#qc-compare tbody tr td[data-key=rmse]").first.inner_text() == rmse
+    assert not problems, problems
     ctx.close()
 
 
