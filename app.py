@@ -1258,7 +1258,7 @@ class SettingsView(pn.viewable.Viewer):
         self.alert = alert_pane()
         self.percentile = CheckedNumber(calc, "pct", "Percentile", widget=w.FloatInput, step=0.1, width=110)
         self.custom = pn.Row(
-            w.TextInput.from_param(calc.param.lo, name="Custom min (one, or one per channel)", width=190),
+            w.TextInput.from_param(calc.param.lo, name="Custom min", width=190),
             w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
         self.frontier_button = w.Button(name="Compute error-vs-memory frontier", color="default",
                                         visible=False)
@@ -1838,6 +1838,11 @@ def figure_kw(**kw) -> dict:
     return base
 
 
+def integer_x_axis(p) -> None:
+    """Ticks at whole numbers only: the x axis counts channels, indices or layers (no tick at channel 0.5)."""
+    p.xaxis.ticker = BasicTicker(min_interval=1)
+
+
 def style_legend(p, location: str) -> None:
     p.legend.location = location
     p.legend.background_fill_alpha = 0.6
@@ -1875,6 +1880,7 @@ class PlotFigures:
                               tooltips=[("channel", "@label"), ("min", "@lo{0.000000}"), ("max", "@hi{0.000000}"),
                                         ("range used", "@qlo{0.000000} .. @qhi{0.000000}")]),
                     TapTool(renderers=[self.range_bars]))
+        integer_x_axis(p)
         style_legend(p, "top_left")
         self.range_src.selected.on_change("indices", self._tap(self.range_src))
         self.range_fig = p
@@ -1888,6 +1894,7 @@ class PlotFigures:
         p.add_tools(HoverTool(renderers=[self.err_pts],
                               tooltips=[("scheme", "@scheme"), ("channel", "@label"), ("RMSE", "@rmse{0.000e0}")]),
                     TapTool(renderers=[self.err_pts]))
+        integer_x_axis(p)
         style_legend(p, "top_left")
         self.err_src.selected.on_change("indices", self._tap(self.err_src))
         self.err_fig = p
@@ -1903,6 +1910,7 @@ class PlotFigures:
                         color="#d62728", legend_label="x̂ (dequantized)")
         p.add_tools(HoverTool(renderers=[orig, rec],
                               tooltips=[("index", "@index"), ("x", "@x{0.000000}"), ("x̂", "@xhat{0.000000}")]))
+        integer_x_axis(p)
         style_legend(p, "top_left")
         self.chan_fig = p
         # 4. histogram with grid levels and clipping bounds
@@ -2686,6 +2694,7 @@ class ModelLayersView(pn.viewable.Viewer):
                                tools="pan,wheel_zoom,box_zoom,reset,save"))
         # beside the plot (flat curves leave no free corner); no click-to-hide: an entry grouped by legend_field
         # would hide every scheme's line at once
+        integer_x_axis(p)
         p.add_layout(Legend(label_text_font_size="8pt", padding=2, spacing=0, border_line_alpha=0), "right")
         p.multi_line("xs", "ys", source=self.lines, line_width=2, legend_field="scheme",
                      line_color={"field": "scheme", "transform": self.colors})

@@ -29,6 +29,18 @@ def test_ranges_plot_shows_the_calibration_range_used_beside_the_data_range():
     assert list(data["lo"]) == list(data["hi"]) == [0.73, -0.21, 1.11, 0.18]
 
 
+def test_axes_that_count_channels_indices_or_layers_tick_at_whole_numbers_only():
+    # Before: seed 001's four channels were ticked at 0, 0.5, 1, 1.5, ... (Bokeh's default ticker).
+    calc = app.QuantCalcSettings()
+    calc.example = "s1"
+    plots = app.PlotFigures(calc)
+    layers = app.ModelLayersView(app.ModelScan())
+    for fig in (plots.range_fig, plots.err_fig, plots.chan_fig, layers.figure):
+        ticker = fig.xaxis[0].ticker
+        assert ticker.min_interval == 1, fig.title.text
+    assert plots.hist_fig.xaxis[0].ticker.min_interval == 0     # values keep fractional ticks
+
+
 def test_the_frontier_of_settings_seen_before_comes_back_at_once(monkeypatch):
     # Before: a change (mapping -> affine) emptied the frontier and swept it again one scheme per tick; a
     # change back before that sweep ended (-> symmetric) found "the frontier of these settings is shown" and
