@@ -1117,7 +1117,7 @@ class CheckedNumber(pn.viewable.Viewer):
         super().__init__()
         self.obj, self.key, self.label = obj, name, label
         p = obj.param[name]
-        self.widget = widget(name=label, value=getattr(obj, name), stylesheets=NO_SPIN,
+        self.widget = widget(label=label, value=getattr(obj, name), stylesheets=NO_SPIN,
                              description=help or p.doc, **kw)
         self.message = alert_pane()
         self.widget.param.watch(self._typed, "value")
@@ -1176,7 +1176,7 @@ class InputView(pn.viewable.Viewer):
         self.upload.param.watch(self._on_file_bytes, "response")
         calc.param.watch(lambda e: setattr(self.upload, "request", e.new), "file_request")
         self.file_status = html_pane("", visible=False)
-        self.picker = pn.widgets.Select(name="Tensor in file", options=[], sizing_mode="stretch_width")
+        self.picker = pn.widgets.Select(label="Tensor in file", options=[], sizing_mode="stretch_width")
         self.picker.param.watch(self._on_pick, "value")
         self.upload_alert = alert_pane()
         self.synthetic = pn.Column(
@@ -1260,7 +1260,7 @@ class SettingsView(pn.viewable.Viewer):
         self.custom = pn.Row(
             w.TextInput.from_param(calc.param.lo, name="Custom min", width=190),
             w.TextInput.from_param(calc.param.hi, name="Custom max", width=190))
-        self.frontier_button = w.Button(name="Compute error-vs-memory frontier", color="default",
+        self.frontier_button = w.Button(label="Compute error-vs-memory frontier", color="default",
                                         visible=False)
         self.frontier_button.on_click(lambda e: calc.compute_frontier())
         self.widgets = pn.Column(
@@ -1582,7 +1582,7 @@ class PagedTable(pn.viewable.Viewer):
         self.html = RowPickHTML(sizing_mode="stretch_width", margin=(0, 5), stylesheets=[APP_CSS])
         if on_pick is not None:
             self.html.param.watch(lambda e: on_pick(e.new) if e.new >= 0 else None, "picked")
-        self.page = pn.widgets.IntInput(name="Page", value=1, start=1, end=1, width=90, stylesheets=NO_SPIN)
+        self.page = pn.widgets.IntInput(label="Page", value=1, start=1, end=1, width=90, stylesheets=NO_SPIN)
         self.of = html_pane("", margin=(22, 5, 0, 5))
         self.pager = pn.Row(self.page, self.of, visible=False)
         self._args = None
@@ -1623,7 +1623,7 @@ class ChannelTableView(pn.viewable.Viewer):
         self.calc = calc
         self.caption = html_pane("", sizing_mode="stretch_width", margin=(0, 5))
         self.table = PagedTable("qc-channels", on_pick=self._on_row)
-        self.picker = pn.widgets.Select(name="Selected channel", options={}, width=220)
+        self.picker = pn.widgets.Select(label="Selected channel", options={}, width=220)
         self.picker.param.watch(self._on_pick, "value")
         self._table = None
         calc.param.watch(self._refresh, ["revision"])
@@ -2574,7 +2574,7 @@ class ModelFileView(pn.viewable.Viewer):
         self.schemes = pn.widgets.CheckBoxGroup.from_param(
             scan.param.schemes, name="Schemes", inline=True, sizing_mode="stretch_width",
             stylesheets=[".bk-input-group { flex-wrap: wrap; gap: 2px 10px; }"])
-        self.cancel = pn.widgets.Button(name="Cancel scan", color="warning", disabled=True, width=130)
+        self.cancel = pn.widgets.Button(label="Cancel scan", color="warning", disabled=True, width=130)
         self.cancel.on_click(lambda e: scan.cancel())
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary",
                                                visible=False, margin=(12, 10, 0, 10))
