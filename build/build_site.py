@@ -256,9 +256,12 @@ def pip_download(spec: str, cache: Path) -> Path:
 
     hit = find()
     if hit is None:
+        # The browser's versions are Pyodide's lock's; the constraints of the environment running the build
+        # (scripts/test.sh exports PIP_CONSTRAINT: packaging==26.4 there, 24.2 in the lock) do not apply.
+        env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
              "--python-version", "3.13", "--implementation", "py", "--abi", "none", "--platform", "any",
-             "--quiet", "--dest", str(wheel_dir), spec])
+             "--quiet", "--dest", str(wheel_dir), spec], env=env)
         hit = find()
         if hit is None:
             raise SystemExit(f"pip download {spec} gave no pure-Python wheel")

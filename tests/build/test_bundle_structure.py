@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sitebuild import REPO, run_build, tree_digest
+from sitebuild import REPO, load_build_module, run_build, tree_digest
 
 ABS_URL = re.compile(r"(?:https?:)?//[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}[^\s\"'<>\\)]*")
 NEVER_INSTALLED = ("pandas", "pillow", "contourpy", "narwhals", "requests", "xyzservices",
@@ -381,3 +381,12 @@ def test_app_text_that_the_worker_would_unescape_is_refused(build_mod, tmp_path)
     app.write_text("import numpy\n\nHTML = '&#36;{not_a_script}'\n")
     with pytest.raises(SystemExit, match=r"dollar_app.py:3: the text '&#36;\{' cannot be used"):
         build_mod.check_app_imports(app, [build_mod.Package("numpy", "2", "x.whl", "0", ["numpy"])])
+
+
+def test_wheels_for_the_browser_ignore_the_test_environments_constraints(tmp_path, monkeypatch):
+    # Before: on a fresh clone, CI's build of the page without Pyodide's packages failed: scripts/test.sh exports
+    # PIP_CONSTRAINT (packaging==26.4) and the build's `pip download packaging==24.2` (Pyodide's lock) inherited it.
+    build = load_build_module()
+    monkeypatch.setenv("PIP_CONSTRAINT", str(REPO / "constraints.txt"))
+    wheel = build.pip_download("packaging==24.2", tmp_path)
+    assert wheel.name == "packaging-24.2-py3-none-any.whl"
