@@ -33,6 +33,7 @@ from .conventions import Convention, get_convention
 from .elements import GGUFType
 from .export import jsonable
 from .ggml import GGMLType
+from .ggml.base import QUANT_TILE_ELEMENTS
 from .granularity import (BlockView, Canonical, PerBlock, PerChannel, PerGroup, PerTensor, block_amax, block_minmax,
                           block_view, canonical, check_finite)
 from .kernel import quantize_and_measure, quantize_codes
@@ -747,12 +748,13 @@ def _analyze_gguf(x: ArrayLike, spec: QuantSpec, channel_axis: int, channel_name
 
 
 def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
-    """Run GGML type ``t`` over the block view (blocks of ``t.block_size``) in cache-sized tiles.
+    """Run GGML type ``t`` over the block view (blocks of ``t.block_size``) in tiles of its quantizer.
 
     Per tile: float32 blocks -> GGUF bytes (``t.quantize``) -> codes, per-sub-block scale/min and
     ``x_hat`` (``t.reconstruct``, i.e. exactly ``t.dequantize`` of those bytes). A block whose ``x_hat``
     is not finite (its fp16 scale overflowed: the format cannot hold such values) is refused with a
-    ValueError naming it. Row statistics are computed from float64 copies of ``x`` and ``x_hat``.
+    ValueError naming it. Row statistics sum float64 errors (:func:`quantcore.metrics.row_stats`); clip
+    counts are :meth:`GGMLType.clip_counts`.
 
     Returns per block ``scale`` (the sub-block scale for single-scale types, else the sub-block scale
     of largest magnitude) and ``zero_point`` (``x_hat = (q - zero_point) * scale`` for single-scale
@@ -764,7 +766,7 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
     if width != t.block_size:
         raise ValueError(f"{t.name} needs blocks of {t.block_size} elements, the view has {width}")
     n_sub = t.block_size // t.sub_block_size
-    step = max(1, TILE_ELEMENTS // width)
+    step = max(1, QUANT_TILE_ELEMENTS // width)   # one quantizer call per tile (per-call overhead dominates)
     q = np.empty(bv.values.shape, dtype=code_dtype(t.qmin, t.qmax))
     sub_scale = np.empty((n_blocks, n_sub), np.float32)
     sub_min = np.empty((n_blocks, n_sub), np.float32) if t.stores_min() else None
@@ -783,11 +785,10 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
         q[b0:b1], sub_scale[b0:b1] = codes, sc
         if sub_min is not None:
             sub_min[b0:b1] = mn
-        r = t.raw_codes(codes, t.position(tile, sc, mn))
         if keep:
-            raw[b0:b1], xhat[b0:b1] = r, xh
+            raw[b0:b1], xhat[b0:b1] = t.raw_codes(codes, t.position(tile, sc, mn)), xh
         valid = None if bv.valid is None else bv.valid[b0:b1]
-        parts.append(M.row_stats(tile.astype(np.float64), xh.astype(np.float64), r, t.qmin, t.qmax, valid))
+        parts.append(M.row_stats(tile, xh, *t.clip_counts(tile, sc, mn, valid), valid))
     stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if n_sub == 1:
         scale = sub_scale[:, 0]
@@ -803,6 +804,8 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
 
 def _check_representable(bv: BlockView, t: type[GGMLType], b0: int, tile: np.ndarray, xhat: np.ndarray) -> None:
     """Refuse the first block whose dequantized values are not finite (an fp16 scale overflowed)."""
+    if np.isfinite(xhat).all():   # the common case, decided without numpy's slow reduction of short rows
+        return
     bad = ~np.isfinite(xhat).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -149,8 +149,8 @@ def measure(x: np.ndarray, scheme: ScanScheme, rng: TensorRange | None = None, s
 def _preset_stats(x: np.ndarray, name: str, ssx_given: float | None = None) -> Stats:
     """GGUF block type on float32 ``x`` whose last axis is a multiple of its block size: per tile of whole
     blocks, the type's bytes, codes and ``x_hat`` (as :func:`quantcore.analysis.gguf_pass`), errors in
-    float64, clipped = raw code outside [qmin, qmax]. A block the type cannot hold (its fp16 scale
-    overflows) is refused, as :func:`quantcore.analysis.analyze` does."""
+    float64, clipped = raw code outside [qmin, qmax] (:meth:`GGMLType.clip_counts`). A block the type
+    cannot hold (its fp16 scale overflows) is refused, as :func:`quantcore.analysis.analyze` does."""
     t = get_ggml_type(name)
     blocks = np.ascontiguousarray(x).reshape(-1, t.block_size)
     step = max(1, PRESET_TILE // t.block_size)
@@ -168,16 +168,15 @@ def _preset_stats(x: np.ndarray, name: str, ssx_given: float | None = None) -> S
             bad = b0 + int(np.flatnonzero(~np.isfinite(d).all(axis=1))[0])
             raise ValueError(f"block {bad}: {t.name} cannot hold values of magnitude up to "
                              f"{float(np.abs(blocks[bad]).max()):.3g}: its scale overflows")
-        raw = t.raw_codes(codes, t.position(tile, sc, mn))
-        lo += int(np.count_nonzero(raw < t.qmin))
-        hi += int(np.count_nonzero(raw > t.qmax))
+        low, high = t.clip_counts(tile, sc, mn)
+        lo += int(low.sum())
+        hi += int(high.sum())
         z = d == 0
         if z.any():
             collapsed += int(np.count_nonzero(z & (tile != 0)))
-        t64 = tile.astype(np.float64)
         if ssx_given is None:
-            ssx += float(np.einsum("ij,ij->", t64, t64))
-        err = d.astype(np.float64) - t64
+            ssx += float(np.einsum("ij,ij->", tile, tile, dtype=np.float64))
+        err = np.subtract(d, tile, dtype=np.float64)
         sse += float(np.einsum("ij,ij->", err, err))
         np.abs(err, out=err)
         sae += float(err.sum())

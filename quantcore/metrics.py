@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .kernel import _row_abs_max, _row_count
+
 ROW_FIELDS = ("n", "sse", "sae", "max_abs", "ssx", "clipped_low", "clipped_high", "collapsed")
 
 
@@ -58,42 +60,42 @@ def pct_error(x: np.ndarray, abs_err: np.ndarray) -> np.ndarray:
     return np.where(x == 0, np.where(abs_err == 0, 0.0, np.inf), out)
 
 
-def _rowsum(a: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    if valid is not None:
-        a = np.where(valid, a, 0)
-    return a.sum(axis=1, dtype=np.float64)
-
-
-def _rowcount(cond: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    if valid is not None:
-        cond = cond & valid
-    return np.count_nonzero(cond, axis=1)
-
-
-def row_stats(x: np.ndarray, xhat: np.ndarray, raw: np.ndarray, qmin: int, qmax: int,
+def row_stats(x: np.ndarray, xhat: np.ndarray, clipped_low: np.ndarray, clipped_high: np.ndarray,
               valid: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Additive per-row statistics of 2-D arrays (one row per channel or block)."""
-    err = xhat - x
-    aerr = np.abs(err)
-    if valid is None:
-        n = np.full(x.shape[0], x.shape[1], dtype=np.int64)
-        sse = np.einsum("ij,ij->i", err, err, dtype=np.float64)
-        ssx = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-        max_abs = aerr.max(axis=1).astype(np.float64)
-    else:
-        n = np.count_nonzero(valid, axis=1).astype(np.int64)
-        sse = _rowsum(err * err, valid)
-        ssx = _rowsum(x * x, valid)
-        max_abs = np.where(valid, aerr, 0).max(axis=1).astype(np.float64)
+    """Additive per-row statistics of 2-D float32 arrays (one row per channel or block), the clip counts
+    given: ``e = x_hat - x`` is formed in float64 (exact for float32 operands of like magnitude) and every
+    sum is a float64 sum, so the metrics match a float64 reference to ~1e-15."""
+    if valid is not None:
+        return _masked_row_stats(x, xhat, clipped_low, clipped_high, valid)
+    e = np.subtract(xhat, x, dtype=np.float64)
+    sse = np.einsum("ij,ij->i", e, e)
+    ssx = np.einsum("ij,ij->i", x, x, dtype=np.float64)   # cast on the fly: no float64 copy of x
+    np.abs(e, out=e)
     return {
-        "n": n,
+        "n": np.full(x.shape[0], x.shape[1], dtype=np.int64),
         "sse": sse,
-        "sae": _rowsum(aerr, valid),
-        "max_abs": max_abs,
+        "sae": np.einsum("ij->i", e),
+        "max_abs": _row_abs_max(e, np.empty(e.size), absolute=False),
         "ssx": ssx,
-        "clipped_low": _rowcount(raw < qmin, valid),
-        "clipped_high": _rowcount(raw > qmax, valid),
-        "collapsed": _rowcount((xhat == 0) & (x != 0), valid),
+        "clipped_low": clipped_low,
+        "clipped_high": clipped_high,
+        "collapsed": np.zeros(x.shape[0], np.int64) + _row_count((xhat == 0) & (x != 0)),
+    }
+
+
+def _masked_row_stats(x, xhat, clipped_low, clipped_high, valid) -> dict[str, np.ndarray]:
+    x64 = np.where(valid, x, 0).astype(np.float64)
+    err = np.where(valid, xhat, 0).astype(np.float64) - x64
+    aerr = np.abs(err)
+    return {
+        "n": np.count_nonzero(valid, axis=1).astype(np.int64),
+        "sse": np.einsum("ij,ij->i", err, err),
+        "sae": aerr.sum(axis=1),
+        "max_abs": aerr.max(axis=1),
+        "ssx": np.einsum("ij,ij->i", x64, x64),
+        "clipped_low": clipped_low,
+        "clipped_high": clipped_high,
+        "collapsed": np.count_nonzero((xhat == 0) & (x != 0) & valid, axis=1),
     }
 
 

@@ -199,6 +199,50 @@ class GGMLType:
         return np.where(np.isnan(pos), codes, raw)
 
     @classmethod
+    def clip_counts(cls, x: np.ndarray, scale: np.ndarray, mn: np.ndarray | None,
+                    valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per block ``(n,)``, how many elements :meth:`raw_codes` puts below ``qmin`` and above ``qmax``
+        (``x`` float32 ``(n, block_size)``; ``valid`` excludes padding): exactly those counts, without
+        forming every element's float64 position.
+
+        The position is monotone in ``x`` within a sub-block, so its in-grid elements are one interval of
+        ``x``. That interval, computed in float64 and narrowed by 2**-40 of its magnitude (float64 rounding
+        moves its ends by ~2**-52), then rounded to float32, leaves outside it every element that may clip:
+        the few candidates, found in one float32 pass, whose positions are then computed exactly as
+        :meth:`position` does and tested as :meth:`raw_codes` does."""
+        n_sub = cls.block_size // cls.sub_block_size
+        g = np.unique(cls.grid_values())
+        end_hi, end_lo = g[-1] + 0.5 * (g[-1] - g[-2]), g[0] - 0.5 * (g[1] - g[0])
+        s = np.asarray(scale, np.float64)
+        m = 0.0 if mn is None else np.asarray(mn, np.float64)
+        a, b = end_lo * s - m, end_hi * s - m
+        slack = 2.0 ** -40 * (max(abs(end_lo), abs(end_hi)) * np.abs(s) + np.abs(m))
+        f32_max = float(np.finfo(np.float32).max)
+        # rounded to nearest and compared with <= / >=: no float32 lies between an end and its rounding
+        lo = np.clip(np.minimum(a, b) + slack, -f32_max, f32_max).astype(np.float32)
+        hi = np.clip(np.maximum(a, b) - slack, -f32_max, f32_max).astype(np.float32)
+        lo[s == 0], hi[s == 0] = -np.inf, np.inf           # position NaN: raw_codes reports the stored code
+        xs = x.reshape(-1, n_sub, cls.sub_block_size)
+        cand = (xs <= lo[:, :, None]) | (xs >= hi[:, :, None])
+        if valid is not None:
+            cand &= valid.reshape(xs.shape)
+        idx = np.flatnonzero(cand)
+        n = x.shape[0]
+        if idx.size == 0:
+            return np.zeros(n, np.int64), np.zeros(n, np.int64)
+        block, col = np.divmod(idx, cls.block_size)
+        sub = col // cls.sub_block_size
+        s_c = s[block, sub]
+        t = x.reshape(-1)[idx].astype(np.float64)
+        if mn is not None:
+            t = t + m[block, sub]
+        with np.errstate(all="ignore"):
+            pos = np.where(s_c != 0, t / np.where(s_c != 0, s_c, 1.0), np.nan)
+            high = (pos - g[-1]) / (g[-1] - g[-2]) > 0.5
+            low = ~high & ((pos - g[0]) / (g[1] - g[0]) < -0.5)
+        return np.bincount(block[low], minlength=n), np.bincount(block[high], minlength=n)
+
+    @classmethod
     def near_boundary(cls, pos: np.ndarray, rel: float = 2.0 ** -20) -> np.ndarray:
         """Elements within ``rel`` (relative, about 8 float32 ulps) of a rounding boundary between two
         neighbouring grid values: float32 arithmetic and the fp16 rounding of the scale decide their code."""
