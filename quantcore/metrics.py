@@ -84,6 +84,7 @@ def row_stats(x: np.ndarray, xhat: np.ndarray, clipped_low: np.ndarray, clipped_
 
 
 def _masked_row_stats(x, xhat, clipped_low, clipped_high, valid) -> dict[str, np.ndarray]:
+    """:func:`row_stats` over the elements where ``valid`` (padding of a ragged last block) is True."""
     x64 = np.where(valid, x, 0).astype(np.float64)
     err = np.where(valid, xhat, 0).astype(np.float64) - x64
     aerr = np.abs(err)
