@@ -399,15 +399,24 @@ def _edge_pad(t: Canonical, pad_c: int, pad_d: int) -> tuple[np.ndarray, np.ndar
 def block_minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row min and max of a 2-D block array (padding repeats real elements: no mask needed).
 
-    NaN and inf propagate (a block holding one has a NaN / infinite min or max). Short rows are reduced
-    tile by tile on a transposed copy so the reduction runs along contiguous memory (numpy reduces a
-    short contiguous row one row at a time); the result is the same, min and max being exact.
+    NaN and inf propagate (a block holding one has a NaN / infinite min or max). Long rows are reduced
+    in tiles of whole rows, so the max reads each tile from cache after the min (one pass over memory, not
+    two); short rows tile by tile on a transposed copy so the reduction runs along contiguous memory
+    (numpy reduces a short contiguous row one row at a time). Either way the result is the same, min and
+    max being exact.
     """
     nb, w = values.shape
-    if w >= 64 or nb < 64:
+    if nb < 64:
         return values.min(axis=1), values.max(axis=1)
     mn = np.empty(nb, values.dtype)
     mx = np.empty(nb, values.dtype)
+    if w >= 64:
+        step = max(1, LONG_ROWS_TILE_ELEMENTS // w)
+        for r0 in range(0, nb, step):
+            t = values[r0:r0 + step]
+            np.minimum.reduce(t, axis=1, out=mn[r0:r0 + step])
+            np.maximum.reduce(t, axis=1, out=mx[r0:r0 + step])
+        return mn, mx
     step = max(1, TILE_ROWS_ELEMENTS // w)
     buf = np.empty((w, min(step, nb)), values.dtype)
     for r0 in range(0, nb, step):
@@ -420,6 +429,7 @@ def block_minmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 TILE_ROWS_ELEMENTS = 1 << 16   # elements per transposed tile of block_minmax / block_amax (256 KB of float32)
+LONG_ROWS_TILE_ELEMENTS = 1 << 19   # block_minmax on rows >= 64: 2 MB of float32, min then max from cache
 
 
 def block_amax(values: np.ndarray) -> np.ndarray:
