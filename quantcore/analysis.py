@@ -22,7 +22,7 @@ are accumulated in float64.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Sequence
 
@@ -234,9 +234,10 @@ class QuantResult:
                  q_rows: np.ndarray, stats: dict[str, np.ndarray], channel_names: Sequence[str] | None,
                  prepared: Prepared | None = None, raw: np.ndarray | None = None, xhat: np.ndarray | None = None,
                  sub_scale: np.ndarray | None = None, sub_min: np.ndarray | None = None,
-                 ties: np.ndarray | None = None) -> None:
+                 ties: np.ndarray | None = None, imatrix: np.ndarray | None = None) -> None:
         self.spec = spec
-        self.label = spec.label
+        self.imatrix = imatrix   # GGUF types: the importance matrix the scale search was weighted by
+        self.label = spec.label if imatrix is None else f"{spec.label} + imatrix"
         self.canon = canon
         self.blocks = blocks
         self.scales = scales
@@ -334,7 +335,7 @@ class QuantResult:
     @cached_property
     def _xhat_b(self) -> np.ndarray:
         if self.spec.kind == "gguf":
-            return gguf_pass(self.blocks, self.ggml_type, keep=True)["dequantized"]
+            return self._gguf_xhat(None)
         return self._codec.dequantize(self._q_rows).reshape(self.blocks.values.shape)
 
     @cached_property
@@ -342,7 +343,7 @@ class QuantResult:
         """Unclamped codes (integers: the quantization pass run again, same arithmetic and random stream;
         GGUF: :meth:`GGMLType.raw_codes`); float elements: the scaled value fed to the element encoder."""
         if self.spec.kind == "gguf":
-            return gguf_pass(self.blocks, self.ggml_type, keep=True)["raw"]
+            return self._gguf_raw(None)
         return self._raw_rows().reshape(self.blocks.values.shape)
 
     def _raw_rows(self, n_rows: int | None = None) -> np.ndarray:
@@ -351,7 +352,7 @@ class QuantResult:
         if "_raw_b" in self.__dict__ or (n_rows is None and self.spec.kind == "gguf"):
             return self.blocks.rows(self._raw_b)[:n_rows]
         if self.spec.kind == "gguf":
-            return self._gguf_head(n_rows)["raw"]
+            return self._gguf_raw(n_rows)
         p = self._prep
         if self.spec.kind == "float":
             bs = self.scales
@@ -367,19 +368,22 @@ class QuantResult:
         if "_xhat_b" in self.__dict__ or n_rows is None:
             return self.blocks.rows(self._xhat_b)[:n_rows]
         if self.spec.kind == "gguf":
-            return self._gguf_head(n_rows)["dequantized"]
+            return self._gguf_xhat(n_rows)
         return self._codec.dequantize(self._q_rows.reshape(self.blocks.rows_shape)[:n_rows], rows=slice(0, n_rows))
 
-    def _gguf_head(self, n_blocks: int) -> dict:
-        """:func:`gguf_pass` (raw codes and x_hat kept) over the first ``n_blocks`` blocks only (a GGUF type's
-        statistics rows are its blocks); the last one asked is kept."""
-        held = self.__dict__.get("_gguf_head_pass")
-        if held is None or held[0] != n_blocks:
-            bv = self.blocks
-            head = replace(bv, values=bv.values[:n_blocks], valid=None if bv.valid is None else bv.valid[:n_blocks],
-                           channel_of_block=bv.channel_of_block[:n_blocks])
-            held = self.__dict__["_gguf_head_pass"] = (n_blocks, gguf_pass(head, self.ggml_type, keep=True))
-        return held[1]
+    def _gguf_xhat(self, n_blocks: int | None) -> np.ndarray:
+        """GGUF: x_hat (float32, ``GGMLType.reconstruct``) of the first ``n_blocks`` blocks (None: all; a GGUF
+        type's statistics rows are its blocks) from the stored codes and sub-block scales: exactly what the
+        quantization pass computed, without quantizing again (an importance matrix is already in the codes)."""
+        mn = None if self.sub_min is None else self.sub_min[:n_blocks]
+        return self.ggml_type.reconstruct(self._q_b[:n_blocks], self.sub_scale[:n_blocks], mn)
+
+    def _gguf_raw(self, n_blocks: int | None) -> np.ndarray:
+        """GGUF: raw codes (float64, ``GGMLType.raw_codes``) of the first ``n_blocks`` blocks, as :meth:`_gguf_xhat`."""
+        t, sc = self.ggml_type, self.sub_scale[:n_blocks]
+        mn = None if self.sub_min is None else self.sub_min[:n_blocks]
+        x = self.blocks.values[:n_blocks].astype(np.float32, copy=False)
+        return t.raw_codes(self._q_b[:n_blocks], t.position(x, sc, mn))
 
     def _float_rows_pass(self, step, n_rows: int | None = None) -> np.ndarray:
         """Float elements: ``step(codec, tile, r0, r1)`` (a bool mask of the tile) over the statistics rows (the
@@ -673,9 +677,22 @@ class QuantResult:
             facts["gguf_type"] = self.ggml_type.name
         return facts
 
+    @cached_property
+    def imatrix_output_mse(self) -> float | None:
+        """With an importance matrix ``w`` (the mean squared activation of each input column): the mean over
+        GGUF rows of ``sum_j w_j e_j**2`` (float64), the expected squared error of each output of ``y = W a``
+        caused by the error ``e`` of its weight row, for inputs with those mean squares and uncorrelated with
+        each other. The error llama.cpp's weighted search aims to reduce; None without an imatrix."""
+        if self.imatrix is None:
+            return None
+        n = self.imatrix.size
+        e = np.subtract(self._xhat_b.reshape(-1, n), self.blocks.values.reshape(-1, n), dtype=np.float64)
+        return float(np.mean(np.square(e, out=e) @ self.imatrix.astype(np.float64)))
+
     def to_dict(self, max_blocks: int = 100_000) -> dict:
         """The JSON export: ``scheme`` (readable facts), ``spec`` (:meth:`QuantSpec.to_dict`, exact), per-block
-        scales (and stored scale codes), metrics, memory and the per-channel table."""
+        scales (and stored scale codes), metrics, memory and the per-channel table; with an importance matrix
+        its length and :attr:`imatrix_output_mse`."""
         return jsonable({
             "label": self.label,
             "scheme": self.scheme_facts(),
@@ -688,31 +705,40 @@ class QuantResult:
             "metrics": {**self.metrics.to_dict(), "utilization": self.utilization},
             "memory": self.memory.to_dict(),
             "channels": self.channel_table(),
+            "imatrix": None if self.imatrix is None else {"columns": int(self.imatrix.size),
+                                                          "output_mse": self.imatrix_output_mse},
         })
 
 
 def analyze(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names: Sequence[str] | None = None, *,
-            tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False) -> QuantResult:
+            tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False,
+            imatrix: ArrayLike | None = None) -> QuantResult:
     """Quantize ``x`` with ``spec`` and measure it.
 
     ``x`` is an array of any shape (1-D: one channel) or a list of 1-D arrays (ragged channels; integer and
     GGUF schemes). ``channel_axis`` picks the channels reported in the per-channel table; a per-channel
     scheme uses its own axis, a per-block scheme its tile's row axis. ``tensor_range`` / ``allow_nonfinite``:
-    see :func:`prepare`. Raises ValueError naming what is wrong and where.
+    see :func:`prepare`. ``imatrix``: GGUF types whose llama.cpp quantizer takes one, an importance matrix
+    (one non-negative weight per element of a GGUF row, i.e. along the last axis; llama.cpp's ``imatrix``
+    tool writes the mean squared activation of each input column) weighting the scale search. Raises
+    ValueError naming what is wrong and where.
     """
     return run(analyze_steps(x, spec, channel_axis, channel_names, tensor_range=tensor_range,
-                             allow_nonfinite=allow_nonfinite))
+                             allow_nonfinite=allow_nonfinite, imatrix=imatrix))
 
 
 def analyze_steps(x: ArrayLike, spec: QuantSpec, channel_axis: int = 0, channel_names: Sequence[str] | None = None,
-                  *, tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False
-                  ) -> Steps[QuantResult]:
+                  *, tensor_range: tuple[float, float] | None = None, allow_nonfinite: bool = False,
+                  imatrix: ArrayLike | None = None) -> Steps[QuantResult]:
     """:func:`analyze` as steps (:mod:`quantcore.steps`): the fractions are those of the range search (KL and
     MSE-optimal ranges step once per candidate; a 4096 x 4096 search runs for seconds), then one last step
     before the quantization pass. The same arithmetic and result as :func:`analyze`."""
     if spec.kind == "gguf":
         yield 0.0
-        return _analyze_gguf(x, spec, channel_axis, channel_names)
+        return _analyze_gguf(x, spec, channel_axis, channel_names, imatrix)
+    if imatrix is not None:
+        raise ValueError(f"an importance matrix (imatrix) weights the scale search of llama.cpp's GGUF types; "
+                         f"{spec.label} does not take one")
     p = yield from prepare_steps(x, spec, channel_axis, tensor_range, allow_nonfinite)
     yield 1.0
     # float elements: the boundary flags (the ties column) come from the same encoder run, for a bool per element
@@ -735,19 +761,48 @@ def total_statistics(x: ArrayLike, spec: QuantSpec, *, tensor_range: tuple[float
     return prepare(x, spec, 0, tensor_range).run(keep_codes=False, totals=True).stats
 
 
-def _analyze_gguf(x: ArrayLike, spec: QuantSpec, channel_axis: int, channel_names) -> QuantResult:
+def _analyze_gguf(x: ArrayLike, spec: QuantSpec, channel_axis: int, channel_names,
+                  imatrix: ArrayLike | None = None) -> QuantResult:
     canon, bv = _layout(x, spec, channel_axis)
+    t = spec.element.type
+    weights = None if imatrix is None else check_imatrix(imatrix, t, canon, bv)
     mn, mx = block_minmax(bv.values)
     if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
         check_finite(canon.to_input_layout(canon.values), "tensor")
     _check_working_range(canon, mn, mx, get_convention("gguf"))
-    p = gguf_pass(bv, spec.element.type)
+    p = gguf_pass(bv, t, weights)
     scales = BlockScales(p["scale"], p["zero_point"], mn, mx)
     return QuantResult(spec, canon, bv, scales, p["q"], p["stats"], channel_names, sub_scale=p["sub_scale"],
-                       sub_min=p["sub_min"])
+                       sub_min=p["sub_min"], imatrix=weights)
 
 
-def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
+def check_imatrix(imatrix: ArrayLike, t: type[GGMLType], canon: Canonical, bv: BlockView) -> np.ndarray:
+    """The importance matrix as float32, one weight per element of a GGUF row (the canonical last axis),
+    or a ValueError saying what is wrong: a type whose llama.cpp quantizer ignores it, rows that are not
+    whole blocks, a wrong length, a non-finite or negative weight (its column named)."""
+    if not (t.uses_weights or t.row_weighted):
+        raise ValueError(f"{t.name} takes no importance matrix (llama.cpp ignores it for this type)")
+    w = np.asarray(imatrix)
+    if w.ndim != 1 or not np.issubdtype(w.dtype, np.number) or np.issubdtype(w.dtype, np.complexfloating):
+        raise ValueError(f"an importance matrix is one real weight per column; got an array of shape {w.shape} "
+                         f"and dtype {w.dtype}")
+    row_len = canon.values.shape[-1]
+    if bv.valid is not None or row_len % t.block_size:
+        raise ValueError(f"{t.name} with an importance matrix needs rows that are whole {t.block_size}-element "
+                         f"blocks; the rows of this tensor have {row_len} elements")
+    if w.size != row_len:
+        raise ValueError(f"the importance matrix has {w.size} weights; the rows of this tensor (its last axis) "
+                         f"have {row_len} elements")
+    w = w.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(f"importance weight at column {j} is {float(w[j]):g}: weights must be finite and >= 0 "
+                         f"({bad.size} such weights)")
+    return w
+
+
+def gguf_pass(bv: BlockView, t: type[GGMLType], imatrix: np.ndarray | None = None) -> dict:
     """Run GGML type ``t`` over the block view (blocks of ``t.block_size``) in tiles of its quantizer.
 
     Per tile: float32 blocks -> GGUF bytes (``t.quantize``) -> codes, per-sub-block scale/min and
@@ -759,24 +814,31 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
     Returns per block ``scale`` (the sub-block scale for single-scale types, else the sub-block scale
     of largest magnitude) and ``zero_point`` (``x_hat = (q - zero_point) * scale`` for single-scale
     linear types, NaN for the others), ``sub_scale``/``sub_min`` ``(n_blocks, n_sub)``, codes ``q``,
-    row statistics, and with ``keep`` ``raw`` (float64, see ``GGMLType.raw_codes``) and
-    ``dequantized`` (float32), block layout.
+    and row statistics.
+
+    ``imatrix`` (float32, one importance weight per element of a row, checked by :func:`check_imatrix`)
+    weights the scale search as llama.cpp's ``quantize_<type>(..., imatrix)`` does; the block view's blocks
+    are then whole rows of ``imatrix.size`` elements, quantized a tile of rows at a time.
     """
     n_blocks, width = bv.values.shape
     if width != t.block_size:
         raise ValueError(f"{t.name} needs blocks of {t.block_size} elements, the view has {width}")
     n_sub = t.block_size // t.sub_block_size
     step = max(1, QUANT_TILE_ELEMENTS // width)   # one quantizer call per tile (per-call overhead dominates)
+    if imatrix is not None:   # tiles of whole rows
+        row_len = imatrix.size
+        step = max(1, QUANT_TILE_ELEMENTS // row_len) * (row_len // width)
     q = np.empty(bv.values.shape, dtype=code_dtype(t.qmin, t.qmax))
     sub_scale = np.empty((n_blocks, n_sub), np.float32)
     sub_min = np.empty((n_blocks, n_sub), np.float32) if t.stores_min() else None
-    raw = np.empty(bv.values.shape, np.float64) if keep else None
-    xhat = np.empty(bv.values.shape, np.float32) if keep else None
     parts = []
     for b0 in range(0, n_blocks, step):
         b1 = min(b0 + step, n_blocks)
         tile = bv.values[b0:b1].astype(np.float32, copy=False)
-        data = t.quantize(tile)
+        if imatrix is None:
+            data = t.quantize(tile)
+        else:
+            data = t.quantize_rows(tile.reshape(-1, imatrix.size), imatrix).reshape(-1, t.type_size)
         codes = t.codes(data)
         with np.errstate(all="ignore"):  # an overflowed fp16 scale is refused just below
             sc, mn = t.sub_scales(data)
@@ -785,8 +847,6 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
         q[b0:b1], sub_scale[b0:b1] = codes, sc
         if sub_min is not None:
             sub_min[b0:b1] = mn
-        if keep:
-            raw[b0:b1], xhat[b0:b1] = t.raw_codes(codes, t.position(tile, sc, mn)), xh
         valid = None if bv.valid is None else bv.valid[b0:b1]
         parts.append(M.row_stats(tile, xh, *t.clip_counts(tile, sc, mn, valid), valid))
     stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -798,8 +858,7 @@ def gguf_pass(bv: BlockView, t: type[GGMLType], keep: bool = False) -> dict:
     else:
         scale = np.take_along_axis(sub_scale, np.abs(sub_scale).argmax(axis=1)[:, None], axis=1)[:, 0]
         zp = np.full(n_blocks, np.nan, np.float32)
-    return {"scale": scale, "zero_point": zp, "q": q, "stats": stats, "raw": raw, "dequantized": xhat,
-            "sub_scale": sub_scale, "sub_min": sub_min}
+    return {"scale": scale, "zero_point": zp, "q": q, "stats": stats, "sub_scale": sub_scale, "sub_min": sub_min}
 
 
 def _check_representable(bv: BlockView, t: type[GGMLType], b0: int, tile: np.ndarray, xhat: np.ndarray) -> None:
