@@ -25,8 +25,11 @@ from .conventions import CONVENTIONS, ROUNDINGS
 from .examples import EXAMPLES, get_example
 from .formats import IntFormat
 from .granularity import PerChannel, PerGroup, PerTensor
-from .io import list_tensors, load_input, printable  # the io layer parses every file kind
+from .io import detect_kind_of, list_tensors, load_input, load_tensor, printable  # the io layer parses every file kind
+from .io import InputError
+from .io.imatrix import pick_imatrix, read_imatrix
 from .memory import DTYPE_BITS
+from .names import hf_to_gguf
 from .params import SYMMETRIC_SCALES, CustomRange, KLDivergence, MinMax, MSEOptimal, Percentile
 from .presets import preset, preset_names
 from .scancli import add_scan_commands, run_scan_command
@@ -90,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(q4_0, q4_k, mxfp4, ...), float formats (fp8_e4m3, mxfp4_e2m1, nvfp4, nf4, ...) and "
                         "int<bits>[-sym|-asym][-g<size>|-channel|-tensor][-fp16|-bf16|-fp32], e.g. "
                         "--with q4_0,nvfp4,q4_k,int4-g128 (names as in `scan --schemes`)")
+    a.add_argument("--imatrix", metavar="FILE",
+                   help="llama.cpp importance matrix (llama-imatrix's .gguf or legacy .dat, or a 1-D .npy) "
+                        "weighting the scale search of a GGUF --preset, as llama-quantize --imatrix does")
+    a.add_argument("--imatrix-entry", metavar="NAME",
+                   help="the entry of --imatrix to use (default: --tensor's name, its GGUF name, or the only entry)")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
     a.add_argument("--save", metavar="OUT.npz", help="save q, dequantized, scale, zero_point arrays")
     lst = sub.add_parser("list", help="list the tensors in a file")
@@ -109,6 +117,21 @@ def _load(args) -> tuple[object, list[str] | None, QuantSpec | None, str]:
         raise UsageError("INPUT is required (or --example s0..s3)")
     loaded = load_input(args.input, tensor=args.tensor)
     return loaded.data, loaded.channel_names, None, loaded.name or args.input
+
+
+def _imatrix(args) -> np.ndarray | None:
+    """--imatrix FILE: a 1-D .npy, or the entry of a llama.cpp imatrix file for this tensor."""
+    if not args.imatrix:
+        return None
+    if detect_kind_of(args.imatrix) == "npy":
+        return load_tensor(args.imatrix).array
+    entries = read_imatrix(args.imatrix)
+    tensor = args.tensor or ""
+    try:
+        _, w = pick_imatrix(entries, [args.imatrix_entry, tensor, hf_to_gguf(tensor) if tensor else None])
+    except InputError as e:
+        raise e.with_source(args.imatrix) from None
+    return w
 
 
 def spec_from_args(args, base: QuantSpec | None) -> QuantSpec:
@@ -215,6 +238,9 @@ def render_result(r: QuantResult, name: str) -> str:
     out.append(f"MAE {m.mae:.6g}  RMSE {m.rmse:.6g}  max error {m.max_abs:.6g}  SQNR {m.sqnr_db:.2f} dB  "
                f"clipped {m.clip_count} ({100 * m.clip_rate:.2f} %)  collapsed to zero {m.collapsed}  "
                f"grid utilization {100 * r.utilization:.1f} %")
+    if r.imatrix is not None:
+        out.append(f"importance-weighted output error (mean over rows of sum_j imatrix_j * e_j^2, "
+                   f"{r.imatrix.size} columns): {r.imatrix_output_mse:.6g}")
     out.append(f"memory: payload {mem.payload_bytes:,} B + metadata {mem.metadata_bytes:,} B = {mem.total_bytes:,} B, "
                f"{mem.bits_per_weight:.3f} bits/weight, {100 * mem.ratio_fp32:.1f} % of fp32")
     t = r.channel_table()
@@ -243,6 +269,10 @@ def cmd_analyze(args, stdout) -> int:
     data, names, example_spec, name = _load(args)
     spec = spec_from_args(args, example_spec)
     extra = extra_schemes(args.with_schemes)
+    if (args.compare or extra) and (args.imatrix or args.imatrix_entry):
+        raise UsageError("--imatrix weights one GGUF scheme (--preset); it does not combine with --compare or --with")
+    if args.imatrix_entry and not args.imatrix:
+        raise UsageError("--imatrix-entry picks an entry of --imatrix FILE; give the file too")
     if args.compare or extra:
         group = [args.group_size]
         if spec.kind != "int" or spec.name:
@@ -265,7 +295,7 @@ def cmd_analyze(args, stdout) -> int:
                          printable(cmp.advice()) + "\n")
         results = list(cmp.results)
     else:
-        r = analyze(data, spec, args.channel_axis, names)
+        r = analyze(data, spec, args.channel_axis, names, imatrix=_imatrix(args))
         stdout.write((report.to_json(r) if args.json else render_result(r, name)) + "\n")
         results = [r]
     if args.save:
