@@ -59,6 +59,8 @@ import quantcore as qc
 import quantcore.ggml as qc_ggml
 import quantcore.examples as qc_examples
 import quantcore.io as qc_io
+import quantcore.io.imatrix as qc_imatrix
+import quantcore.names as qc_names
 import quantcore.plan as qc_plan
 import quantcore.scan as qc_scan
 import quantcore.schemes as qc_schemes
@@ -317,7 +319,13 @@ class QuantCalcSettings(param.Parameterized):
                           doc="Bits per weight you can afford (payload + scales/zero-points); empty: no budget. "
                               "The advice then names the most accurate scheme within it.")
 
+    imatrix_entry = param.Selector(default="", objects=[""],
+                                   doc="The entry of the importance-matrix file used (llama.cpp names them by tensor).")
+
     # --- cached results (not controls) --------------------------------------------------------
+    imatrix_info = param.String(default="", precedence=-1,
+                                doc="The importance matrix in use and what it does to each GGUF scheme compared.")
+    imatrix_error = param.String(default="", precedence=-1, doc="Why the importance-matrix file was refused.")
     busy = param.Boolean(default=False, precedence=-1)
     progress = param.String(default="", precedence=-1, doc="What a long computation is doing (one step at a time).")
     progress_done = param.Number(default=None, allow_None=True, bounds=(0, 1), precedence=-1,
@@ -364,11 +372,90 @@ class QuantCalcSettings(param.Parameterized):
         self.url_refused: set[str] = set()   # URL settings whose values were refused (build_app's url_error)
         self._frontier_key = None     # the settings the shown frontier was swept with
         self._frontiers: dict = {}    # completed sweeps by those settings (data version included), newest last
+        self._imatrix_file = ""       # the importance-matrix file, its entries, the weights in use
+        self._imatrix_entries: dict[str, np.ndarray] = {}
+        self._imatrix: np.ndarray | None = None
+        self._imatrix_version = 0     # bumped per new weights: results computed with them are keyed by it
         self._apply_example(self.example, keep=set())
         self._load_data()
         self._analyze()
         self._frontier_if_auto()
         self.param.watch(self._on_change, list(DATA_PARAMS + ANALYSIS_PARAMS + ("tensor_name",)))
+        self.param.watch(self._on_imatrix_entry, "imatrix_entry")
+
+    # --- importance matrix (GGUF types) ---------------------------------------------------------
+    def load_imatrix(self, filename: str, data: bytes) -> None:
+        """A llama.cpp importance-matrix file (``llama-imatrix``'s .gguf or legacy .dat) or a 1-D .npy from the
+        page: its entries, the one for this tensor chosen (by name, the only one, or the first of the row's
+        length). A file that cannot be read is refused with the reason; the one in use stays."""
+        try:
+            if qc_io.detect_kind_of(data, filename=filename) == "npy":
+                w = np.asarray(qc_io.load_tensor(data, filename=filename).array)
+                if w.ndim != 1:
+                    raise qc_io.InputError(f"a .npy importance matrix is 1-D (one weight per column); this one "
+                                           f"has shape {w.shape}", source=filename)
+                entries = {filename: w.astype(np.float32)}
+            else:
+                entries = qc_imatrix.read_imatrix(data, filename=filename)
+        except ValueError as exc:
+            self.imatrix_error = str(exc)
+            return
+        self._imatrix_file, self._imatrix_entries = filename, entries
+        row = self.data.shape[-1] if isinstance(self.data, np.ndarray) and self.data.ndim else None
+        name = self.tensor_name.strip()
+        chosen = qc_imatrix.default_entry(entries, [name, qc_names.hf_to_gguf(name)], row) or ""
+        self.imatrix_error = ""
+        self.param.imatrix_entry.objects = ["", *entries]
+        if chosen == self.imatrix_entry:
+            self._on_imatrix_entry()
+        else:
+            self.imatrix_entry = chosen
+
+    def clear_imatrix(self) -> None:
+        self._imatrix_file, self._imatrix_entries = "", {}
+        self.imatrix_error = ""
+        self.param.imatrix_entry.objects = [""]
+        if self.imatrix_entry == "":
+            self._on_imatrix_entry()
+        else:
+            self.imatrix_entry = ""
+
+    def _on_imatrix_entry(self, *events) -> None:
+        self._imatrix = self._imatrix_entries.get(self.imatrix_entry)
+        self._imatrix_version += 1
+        self._schedule(False)
+
+    def _imatrix_for(self, spec) -> np.ndarray | None:
+        """The importance matrix for a scheme: GGUF types whose llama.cpp quantizer takes one, else None."""
+        if self._imatrix is None or spec.kind != "gguf":
+            return None
+        t = spec.element.type
+        return self._imatrix if (t.uses_weights or t.row_weighted) else None
+
+    def _result_key(self, spec) -> tuple:
+        return (spec, self.axis, self._imatrix_version if self._imatrix_for(spec) is not None else 0)
+
+    def _imatrix_summary(self, results: dict) -> str:
+        """What the importance matrix does to each compared GGUF scheme: the importance-weighted output error
+        with and without it (the same type's unweighted search), or that llama.cpp does not use one."""
+        if self._imatrix is None:
+            return (f"{self._imatrix_file}: pick the entry for this tensor." if self._imatrix_entries else "")
+        said = []
+        for name, r in results.items():
+            if r.spec.kind != "gguf":
+                continue
+            if r.imatrix is None:
+                said.append(f"{r.spec.label}: llama.cpp uses no importance matrix for this type")
+                continue
+            try:
+                plain = self._result(r.spec, weighted=False).weighted_output_mse(r.imatrix)
+            except ValueError:
+                continue
+            said.append(f"{r.label}: weighted output error {r.imatrix_output_mse:.4g} "
+                        f"(without the imatrix {plain:.4g}), RMSE {r.metrics.rmse:.4g}")
+        entry = "" if self.imatrix_entry == self._imatrix_file else f" · {self.imatrix_entry}"
+        head = f"Importance matrix {self._imatrix_file}{entry} ({self._imatrix.size:,} columns)"
+        return head + (". " + "; ".join(said) if said else ". Compare a GGUF scheme (Q4_K, IQ4_XS, ...) to use it.")
 
     # --- reactions ----------------------------------------------------------------------------
     def _on_change(self, *events: param.parameterized.Event) -> None:
@@ -514,11 +601,11 @@ class QuantCalcSettings(param.Parameterized):
             specs = [self.scheme_spec(s) for s in schemes]
         except ValueError:
             return False   # _analyze says what is wrong
-        todo = [(name, spec) for name, spec in zip(schemes, specs) if (spec, self.axis) not in self._results]
+        todo = [(name, spec) for name, spec in zip(schemes, specs) if self._result_key(spec) not in self._results]
         if not todo:
             return False
         name, spec = todo[0]
-        key = (spec, self.axis)
+        key = self._result_key(spec)
         if self._announced != key:
             done = len(specs) - len(todo)
             self.progress_done = None
@@ -527,7 +614,7 @@ class QuantCalcSettings(param.Parameterized):
         job_key = (self._results.data_version, key)
         if self._job is None or self._job[0] != job_key:   # a scheme no longer wanted is dropped here
             self._job = (job_key, qc.analyze_steps(self.data, spec, channel_axis=self.axis,
-                                                   channel_names=self._names))
+                                                   channel_names=self._names, imatrix=self._imatrix_for(spec)))
         try:
             finished, value = qc_steps.advance(self._job[1], STEP_SECONDS)
         except ValueError as exc:
@@ -868,6 +955,7 @@ class QuantCalcSettings(param.Parameterized):
                 out["tensor_result"] = (results["per-tensor"] if "per-tensor" in results
                                         else self._per_tensor_or_none())
                 out["labels"] = [str(n) for n in out["detail_result"].channel_names]
+                out["imatrix_info"] = self._imatrix_summary(results)
         except ValueError as exc:
             out["settings_error"] = str(exc)
             if self.source == "manual":
@@ -908,10 +996,13 @@ class QuantCalcSettings(param.Parameterized):
         except ValueError:
             return None
 
-    def _result(self, spec):
-        """``qc.analyze`` of the current data with ``spec``, computed once per (data, spec, axis)."""
-        return self._results.get((spec, self.axis), lambda: qc.analyze(self.data, spec, channel_axis=self.axis,
-                                                                          channel_names=self._names))
+    def _result(self, spec, weighted: bool = True):
+        """``qc.analyze`` of the current data with ``spec`` (and the importance matrix, for a GGUF type that takes
+        one, unless not ``weighted``), computed once per (data, spec, axis, importance matrix)."""
+        imatrix = self._imatrix_for(spec) if weighted else None
+        key = self._result_key(spec) if weighted else (spec, self.axis, 0)
+        return self._results.get(key, lambda: qc.analyze(self.data, spec, channel_axis=self.axis,
+                                                         channel_names=self._names, imatrix=imatrix))
 
     def _sweep_or_empty(self) -> list[dict]:
         try:
@@ -1299,14 +1390,52 @@ class SettingsView(pn.viewable.Viewer):
             sizing_mode="stretch_width")
         self.widgets.append(lazy_card(lambda: [self.advanced], "Advanced: scale rule, storage, custom code range, "
                                       "seed", sizing_mode="stretch_width", margin=(5, 10)))
+        self.imatrix_file = w.FileInput(label="Importance matrix file (.gguf, .dat, .npy)", accept=".gguf,.dat,.npy",
+                                        sizing_mode="stretch_width")
+        # the page may send the bytes and the file name as two events (in the worker it does): either loads
+        self.imatrix_file.param.watch(self._on_imatrix_file, ["value", "filename"])
+        self._imatrix_loaded: tuple = ()
+        self.imatrix_remove = w.Button(label="Remove the importance matrix", color="default", visible=False)
+        self.imatrix_remove.on_click(self._remove_imatrix)
+        self.imatrix_entry = w.Select.from_param(calc.param.imatrix_entry, name="Entry (tensor) used",
+                                                 sizing_mode="stretch_width", visible=False)
+        self.imatrix_alert = alert_pane()
+        self.imatrix_status = html_pane("", sizing_mode="stretch_width", visible=False)
+        self.widgets.append(lazy_card(lambda: [
+            html_pane("<p class='qc-note'>llama.cpp's <code>llama-imatrix</code> output weights the scale search of "
+                      "Q2_K … Q6_K, IQ4_NL, IQ4_XS and Q4_0 … Q5_1 by how much each input column is used, as "
+                      "<code>llama-quantize --imatrix</code> does. Compare a GGUF scheme to see its weighted "
+                      "output error with and without it.</p>", sizing_mode="stretch_width"),
+            self.imatrix_file, self.imatrix_entry, self.imatrix_alert, self.imatrix_status, self.imatrix_remove],
+            "GGUF importance matrix (llama.cpp imatrix)", sizing_mode="stretch_width", margin=(5, 10)))
         # Bokeh shows a control's "?" help on hover or click only; the same texts, reachable by keyboard.
         self.help = lazy_card(lambda: [html_pane(help_html(pn.Column(self.widgets, self.advanced)),
                                                  sizing_mode="stretch_width")],
                               "Help: what each setting means", sizing_mode="stretch_width", margin=(5, 10))
-        calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending"])
+        calc.param.watch(self._refresh, ["range_method", "settings_error", "source", "frontier_pending",
+                                         "imatrix_info", "imatrix_error", "imatrix_entry"])
         self._refresh()
 
+    def _remove_imatrix(self, event=None) -> None:
+        self._imatrix_loaded = ()
+        self.imatrix_file.clear()        # the page's chooser, and its value here: the same file may come again
+        self.imatrix_file.param.update(value=None, filename=None)
+        self.calc.clear_imatrix()
+
+    def _on_imatrix_file(self, *events) -> None:
+        data, name = self.imatrix_file.value, str(self.imatrix_file.filename or "imatrix")
+        if data and (name, data) != self._imatrix_loaded:
+            self._imatrix_loaded = (name, data)
+            self.calc.load_imatrix(name, bytes(data))
+
     def _refresh(self, *events) -> None:
+        calc = self.calc
+        show_error(self.imatrix_alert, calc.imatrix_error)
+        self.imatrix_status.object = f"<p class='qc-note' role='status'>{esc(calc.imatrix_info)}</p>"
+        self.imatrix_status.visible = bool(calc.imatrix_info)
+        loaded = len(calc.param.imatrix_entry.objects) > 1
+        self.imatrix_entry.visible = loaded
+        self.imatrix_remove.visible = loaded
         self.percentile.widget.visible = self.calc.range_method == "percentile"
         self.custom.visible = self.calc.range_method == "custom"
         self.frontier_button.visible = self.calc.frontier_pending

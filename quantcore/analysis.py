@@ -679,15 +679,21 @@ class QuantResult:
 
     @cached_property
     def imatrix_output_mse(self) -> float | None:
-        """With an importance matrix ``w`` (the mean squared activation of each input column): the mean over
-        GGUF rows of ``sum_j w_j e_j**2`` (float64), the expected squared error of each output of ``y = W a``
-        caused by the error ``e`` of its weight row, for inputs with those mean squares and uncorrelated with
-        each other. The error llama.cpp's weighted search aims to reduce; None without an imatrix."""
-        if self.imatrix is None:
-            return None
-        n = self.imatrix.size
+        """:meth:`weighted_output_mse` with the importance matrix the search was weighted by (None without)."""
+        return None if self.imatrix is None else self.weighted_output_mse(self.imatrix)
+
+    def weighted_output_mse(self, w: np.ndarray) -> float:
+        """With importance weights ``w`` (the mean squared activation of each input column; GGUF types, one per
+        element of a row): the mean over rows of ``sum_j w_j e_j**2`` (float64), the expected squared error of
+        each output of ``y = W a`` caused by the error ``e`` of its weight row, for inputs with those mean
+        squares and uncorrelated with each other: the error llama.cpp's weighted search aims to reduce."""
+        w = np.asarray(w, np.float64)
+        n = w.size
+        if self.spec.kind != "gguf" or self.blocks.values.size % n or self.canon.values.shape[-1] != n:
+            raise ValueError(f"{w.size} importance weights do not match the rows of this tensor "
+                             f"({self.canon.values.shape[-1]} elements)")
         e = np.subtract(self._xhat_b.reshape(-1, n), self.blocks.values.reshape(-1, n), dtype=np.float64)
-        return float(np.mean(np.square(e, out=e) @ self.imatrix.astype(np.float64)))
+        return float(np.mean(np.square(e, out=e) @ w))
 
     def to_dict(self, max_blocks: int = 100_000) -> dict:
         """The JSON export: ``scheme`` (readable facts), ``spec`` (:meth:`QuantSpec.to_dict`, exact), per-block

@@ -123,3 +123,14 @@ def pick_imatrix(entries: dict[str, np.ndarray], names: list[str]) -> tuple[str,
     wanted = " or ".join(quote(n) for n in names if n) or "(no tensor name given)"
     raise InputError(f"the importance matrix has no entry for {wanted}; it has {len(entries)} entries: "
                      f"{shown}{', ...' if len(entries) > 5 else ''}")
+
+
+def default_entry(entries: dict[str, np.ndarray], names: list[str | None], row_length: int | None) -> str | None:
+    """The entry to use first for a tensor: one named as the tensor (``names``: its name, other spellings),
+    the only entry, else the first whose length is the tensor's row length; None when none fits."""
+    for name in names:
+        if name and name in entries:
+            return name
+    if len(entries) == 1:
+        return next(iter(entries))
+    return next((k for k, v in entries.items() if row_length is not None and v.size == row_length), None)

@@ -249,6 +249,37 @@ def test_k_quants_iq4_ternary_and_new_float_formats_compute_as_quantcore_says(pa
     poll(lambda: assert_compare_matches(page, cmp), timeout=60)
 
 
+def test_an_importance_matrix_file_weights_q4_k_as_quantcore_does(page, app_url, tmp_path):
+    # llama.cpp's imatrix in the page (the worker too): a legacy .dat whose entry is named after the tensor is
+    # read in Python from the uploaded bytes, Q4_K is computed with it exactly as qc.analyze(..., imatrix=w),
+    # and the status line gives its weighted output error with and without the imatrix; Q8_0 ignores it.
+    import struct
+    from quantcore.io.imatrix import read_imatrix
+    w = np.random.default_rng(4).lognormal(0, 2, 512).astype(np.float32)
+    name = b"blk.0.ffn_down.weight"
+    dat = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 5, w.size)
+    dat += (w * np.float32(5)).astype("<f4").tobytes()
+    (tmp_path / "imatrix.dat").write_bytes(dat)
+    query = urllib.parse.urlencode({"source": "synthetic", "syn_rows": 16, "syn_cols": 512,
+                                    "tensor_name": "blk.0.ffn_down.weight",
+                                    "compare": json.dumps(["q4_k", "q8_0"]), "detail": "q4_k"})
+    open_app(page, app_url, query)
+    poll(lambda: _assert_in("Q4_K", read_compare(page)), timeout=60)
+    page.get_by_role("button", name="GGUF importance matrix (llama.cpp imatrix)").click()
+    page.get_by_label("Importance matrix file (.gguf, .dat, .npy)").set_input_files(str(tmp_path / "imatrix.dat"))
+    x = qc.synthetic(rows=16, cols=512)
+    weights = read_imatrix(dat)["blk.0.ffn_down.weight"]
+    want = qc.analyze(x, qc.preset("q4_k"), imatrix=weights)
+    poll(lambda: _assert_in("Q4_K + imatrix", read_compare(page)), timeout=60)
+    shown = read_compare(page)
+    assert num(shown["Q4_K + imatrix"]["rmse"]) == pytest.approx(want.metrics.rmse, rel=1e-5)
+    assert num(shown["Q8_0"]["rmse"]) == pytest.approx(qc.analyze(x, qc.preset("q8_0")).metrics.rmse, rel=1e-5)
+    status = page.locator(".qc-note[role=status]", has_text="Importance matrix imatrix.dat").inner_text()
+    plain = qc.analyze(x, qc.preset("q4_k")).weighted_output_mse(weights)
+    assert f"weighted output error {want.imatrix_output_mse:.4g} (without the imatrix {plain:.4g})" in status
+    assert "Q8_0: llama.cpp uses no importance matrix" in status
+
+
 def test_every_settings_help_text_is_reachable_by_keyboard(page, app_url):
     # Before: the help of each control was only in Bokeh's "?" icon, shown on hover or click, never on focus.
     open_app(page, app_url)

@@ -226,3 +226,70 @@ def test_the_first_document_leaves_the_figures_the_closed_cards_and_the_model_vi
     assert built == ["PlotFigures", "ModelView"]
     help_text = settings.help.objects[0].object
     assert "Symmetric scale rule" in help_text and "Bits" in help_text
+
+
+def test_an_importance_matrix_weights_the_gguf_schemes_that_take_one_and_says_what_it_changes(tmp_path):
+    # llama.cpp's imatrix reached the engine and the CLI first; here the app: a legacy .dat file whose entry is
+    # named after the tensor is chosen for it, Q4_K is computed with it (as qc.analyze with the same weights),
+    # Q8_0 (which llama.cpp quantizes without one) is said to ignore it, a bad file is refused with its byte
+    # offset while the one in use stays, and removing it brings the unweighted results back.
+    import struct
+    import numpy as np
+    import quantcore as qc
+    from quantcore.io.imatrix import read_imatrix
+
+    calc = app.QuantCalcSettings()
+    calc.param.update(source="synthetic", syn_rows=16, syn_cols=512, tensor_name="blk.0.ffn_down.weight",
+                      compare=["per-channel", "q4_k", "q8_0"])
+    w = np.random.default_rng(0).lognormal(0, 2, 512).astype(np.float32)
+    name, other = b"blk.0.ffn_down.weight", b"blk.0.ffn_up.weight"
+    dat = struct.pack("<i", 2)
+    for n, v in ((other, np.ones(512, np.float32)), (name, w * np.float32(3))):
+        dat += struct.pack("<i", len(n)) + n + struct.pack("<ii", 3, v.size) + v.astype("<f4").tobytes()
+    calc.load_imatrix("imatrix.dat", dat)
+    assert calc.imatrix_entry == "blk.0.ffn_down.weight" and calc.imatrix_error == ""
+    weights = read_imatrix(dat)["blk.0.ffn_down.weight"]
+    shown = {r.label: r for r in calc.comparison.results}
+    want = qc.analyze(calc.data, qc.preset("q4_k"), imatrix=weights)
+    assert shown["Q4_K + imatrix"].metrics.rmse == want.metrics.rmse
+    assert "Q8_0" in shown and "Q8_0: llama.cpp uses no importance matrix" in calc.imatrix_info
+    plain = qc.analyze(calc.data, qc.preset("q4_k")).weighted_output_mse(weights)
+    assert f"weighted output error {want.imatrix_output_mse:.4g} (without the imatrix {plain:.4g})" in calc.imatrix_info
+    assert want.imatrix_output_mse < plain
+
+    calc.load_imatrix("broken.dat", struct.pack("<i", 7) + b"xx")
+    assert calc.imatrix_error.startswith("broken.dat, byte offset 0:")
+    assert calc.imatrix_entry == "blk.0.ffn_down.weight" and "Q4_K + imatrix" in [r.label for r in calc.comparison.results]
+
+    calc.imatrix_entry = "blk.0.ffn_up.weight"        # another entry: recomputed with its weights
+    ones = qc.analyze(calc.data, qc.preset("q4_k"), imatrix=np.ones(512, np.float32))
+    assert {r.label: r for r in calc.comparison.results}["Q4_K + imatrix"].metrics.rmse == ones.metrics.rmse
+
+    calc.clear_imatrix()
+    labels = [r.label for r in calc.comparison.results]
+    assert {"Q4_K", "Q8_0"} <= set(labels) and not any("imatrix" in label for label in labels)
+    assert {r.label: r for r in calc.comparison.results}["Q4_K"].metrics.rmse == \
+        qc.analyze(calc.data, qc.preset("q4_k")).metrics.rmse
+    assert calc.imatrix_info == ""
+
+
+def test_the_importance_matrix_chooser_loads_removes_and_takes_the_same_file_again():
+    # The page may send a file's bytes and its name as two events; removing the matrix clears the chooser's
+    # value too, so choosing the same file again is a change and loads it again.
+    import io
+    import numpy as np
+
+    calc = app.QuantCalcSettings()
+    calc.param.update(source="synthetic", syn_rows=16, syn_cols=512, compare=["q4_k"], detail="q4_k")
+    view = app.SettingsView(calc)
+    npy = io.BytesIO()
+    np.save(npy, np.ones(512, np.float32))
+    view.imatrix_file.value = npy.getvalue()              # the bytes first, the name after
+    view.imatrix_file.filename = "w.npy"
+    assert [r.label for r in calc.comparison.results] == ["Q4_K + imatrix"]
+    assert calc.imatrix_info.startswith("Importance matrix w.npy (512 columns)")
+    assert view.imatrix_remove.visible
+    view._remove_imatrix()
+    assert [r.label for r in calc.comparison.results] == ["Q4_K"] and not view.imatrix_remove.visible
+    view.imatrix_file.param.update(value=npy.getvalue(), filename="w.npy")
+    assert [r.label for r in calc.comparison.results] == ["Q4_K + imatrix"]
