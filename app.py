@@ -441,7 +441,7 @@ class QuantCalcSettings(param.Parameterized):
         if self._imatrix is None:
             return (f"{self._imatrix_file}: pick the entry for this tensor." if self._imatrix_entries else "")
         said = []
-        for name, r in results.items():
+        for r in results.values():
             if r.spec.kind != "gguf":
                 continue
             if r.imatrix is None:
