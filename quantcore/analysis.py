@@ -687,9 +687,12 @@ class QuantResult:
         element of a row): the mean over rows of ``sum_j w_j e_j**2`` (float64), the expected squared error of
         each output of ``y = W a`` caused by the error ``e`` of its weight row, for inputs with those mean
         squares and uncorrelated with each other: the error llama.cpp's weighted search aims to reduce."""
+        if self.spec.kind != "gguf":
+            raise ValueError(f"importance-weighted output error is measured for GGUF types (rows along the last "
+                             f"axis); {self.label} is not one")
         w = np.asarray(w, np.float64)
         n = w.size
-        if self.spec.kind != "gguf" or self.blocks.values.size % n or self.canon.values.shape[-1] != n:
+        if w.ndim != 1 or self.canon.values.shape[-1] != n:
             raise ValueError(f"{w.size} importance weights do not match the rows of this tensor "
                              f"({self.canon.values.shape[-1]} elements)")
         e = np.subtract(self._xhat_b.reshape(-1, n), self.blocks.values.reshape(-1, n), dtype=np.float64)

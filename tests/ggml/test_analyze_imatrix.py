@@ -95,3 +95,11 @@ def test_the_weighted_search_lowers_the_imatrix_weighted_output_error():
         d = weighted.to_dict()["imatrix"]
         assert d == {"columns": 1024, "output_mse": weighted.imatrix_output_mse}
     assert plain.imatrix_output_mse is None and plain.to_dict()["imatrix"] is None
+
+
+def test_the_weighted_output_error_names_what_it_cannot_measure():
+    x = np.random.default_rng(0).standard_normal((4, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match="measured for GGUF types .* int8 .* is not one"):
+        qc.analyze(x, qc.QuantSpec()).weighted_output_mse(np.ones(512))
+    with pytest.raises(ValueError, match="100 importance weights do not match the rows of this tensor \\(512"):
+        qc.analyze(x, qc.preset("q4_k")).weighted_output_mse(np.ones(100))
